@@ -1,0 +1,1 @@
+"""nextword's HTTP service (FastAPI). It builds on ``model`` and is added by issue 4."""

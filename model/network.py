@@ -1,0 +1,246 @@
+"""The recurrent language model: embedding → stacked recurrent layers → softmax over the vocabulary.
+
+    x_t = E[w_t]                                 embedding lookup          (T, N, D)
+    s_t^l = cell(s_t^{l-1}, s_{t-1}^l)           layer l = 1..L            (T, N, H)
+    o_t = softmax(V s_t^L + b)                   next-word distribution    (T, N, V)
+
+with inverted dropout on the non-recurrent connections (after the embedding, between layers and
+before the output) during training only. Shape letters: T time, N batch, D embedding size,
+H hidden size, V vocabulary size, L layers. See docs/model.md for the equations of each part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from model.cells import State, get_cell
+from model.init import init_cell, init_embedding
+from model.layers import (
+    Grad,
+    RowSparse,
+    dropout_backward,
+    dropout_forward,
+    embedding_backward,
+    embedding_forward,
+    log_softmax,
+    softmax_output_loss,
+    temporal_affine_forward,
+)
+
+NetworkState = list[State]  # one cell state per layer
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of an RNNLM; stored in the checkpoint so the model can be rebuilt from it."""
+
+    vocab_size: int  # V, including <unk>, <s>, </s>
+    cell: str = "lstm"  # rnn | lstm | gru
+    activation: str = "tanh"  # tanh | relu; used by the rnn cell only
+    num_layers: int = 2  # L stacked recurrent layers
+    embed_size: int = 200  # D
+    hidden_size: int = 200  # H
+    dropout: float = 0.0  # drop probability on non-recurrent connections, training only
+    tie_weights: bool = False  # output matrix = embedding matrix (needs D == H)
+
+    def __post_init__(self) -> None:
+        get_cell(self.cell, self.activation)  # validates both names
+        for name in ("vocab_size", "num_layers", "embed_size", "hidden_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.vocab_size < 3:
+            raise ValueError(
+                f"vocab_size must be at least 3 (<unk>, <s>, </s>), got {self.vocab_size}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_weights and self.embed_size != self.hidden_size:
+            raise ValueError(
+                f"tie_weights needs embed_size == hidden_size, got {self.embed_size} and "
+                f"{self.hidden_size}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {unknown}")
+        return cls(**data)
+
+
+class RNNLM:
+    """Parameters plus forward/backward of the language model; stateless between calls.
+
+    Parameters live in ``self.params``, a flat dict whose keys are also the tensor names in the
+    checkpoint: ``embedding.W`` (V, D), ``rnn.{l}.Wx`` / ``Wh`` / ``b`` (/ ``bhn`` for GRU),
+    ``output.W`` (V, H) unless tied, ``output.b`` (V,).
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        params: dict[str, np.ndarray] | None = None,
+        *,
+        seed: int = 0,
+        dtype: type | np.dtype = np.float32,
+    ) -> None:
+        self.config = config
+        self.cell = get_cell(config.cell, config.activation)
+        if params is None:
+            params = self._initial_params(np.random.default_rng(seed))
+        expected = self.param_shapes()
+        if set(params) != set(expected):
+            missing, extra = (
+                sorted(set(expected) - set(params)),
+                sorted(set(params) - set(expected)),
+            )
+            raise ValueError(
+                f"parameter names do not match the config: missing {missing}, extra {extra}"
+            )
+        for name, shape in expected.items():
+            if params[name].shape != shape:
+                raise ValueError(
+                    f"parameter {name} has shape {params[name].shape}, expected {shape}"
+                )
+        self.params = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
+
+    # ------------------------------------------------------------ structure
+    @property
+    def dtype(self) -> np.dtype:
+        return self.params["output.b"].dtype
+
+    def layer_input_size(self, layer: int) -> int:
+        return self.config.embed_size if layer == 0 else self.config.hidden_size
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name → shape of every parameter this config needs."""
+        c = self.config
+        G = self.cell.gates * c.hidden_size
+        shapes: dict[str, tuple[int, ...]] = {"embedding.W": (c.vocab_size, c.embed_size)}
+        for layer in range(c.num_layers):
+            shapes[f"rnn.{layer}.Wx"] = (self.layer_input_size(layer), G)
+            shapes[f"rnn.{layer}.Wh"] = (c.hidden_size, G)
+            shapes[f"rnn.{layer}.b"] = (G,)
+            if "bhn" in self.cell.param_names:
+                shapes[f"rnn.{layer}.bhn"] = (c.hidden_size,)
+        if not c.tie_weights:
+            shapes["output.W"] = (c.vocab_size, c.hidden_size)
+        shapes["output.b"] = (c.vocab_size,)
+        return shapes
+
+    def _initial_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        c = self.config
+        params = {"embedding.W": init_embedding(c.vocab_size, c.embed_size, rng)}
+        for layer in range(c.num_layers):
+            cell_params = init_cell(
+                c.cell, c.activation, self.layer_input_size(layer), c.hidden_size, rng
+            )
+            params.update({f"rnn.{layer}.{k}": v for k, v in cell_params.items()})
+        if not c.tie_weights:
+            params["output.W"] = init_embedding(c.vocab_size, c.hidden_size, rng)
+        params["output.b"] = np.zeros(c.vocab_size)
+        return params
+
+    def layer_params(self, layer: int) -> dict[str, np.ndarray]:
+        return {k: self.params[f"rnn.{layer}.{k}"] for k in self.cell.param_names}
+
+    @property
+    def output_weight(self) -> np.ndarray:
+        """The (V, H) output matrix: the embedding matrix itself when weights are tied."""
+        return self.params["embedding.W" if self.config.tie_weights else "output.W"]
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.params.values())
+
+    def init_state(self, batch_size: int) -> NetworkState:
+        """Zero state for ``batch_size`` sequences: per layer a tuple of (N, H) arrays."""
+        H = self.config.hidden_size
+        zeros = lambda: np.zeros((batch_size, H), dtype=self.dtype)  # noqa: E731
+        return [
+            tuple(zeros() for _ in range(self.cell.num_states))
+            for _ in range(self.config.num_layers)
+        ]
+
+    # ------------------------------------------------------------ forward / backward
+    def forward(
+        self, ids: np.ndarray, state: NetworkState, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, NetworkState, Any]:
+        """Run the recurrent stack over ids (T, N) from ``state``.
+
+        ``rng`` switches dropout on (training); None means inference.
+        Returns the top layer's outputs (T, N, H), the final state per layer, and the cache.
+        """
+        p = self.config.dropout
+        x, emb_cache = embedding_forward(ids, self.params["embedding.W"])  # (T, N, D)
+        x, mask = dropout_forward(x, p, rng)
+        masks, layer_caches, final_state = [mask], [], []
+        for layer in range(self.config.num_layers):
+            x, layer_state, layer_cache = self.cell.forward(
+                x, state[layer], self.layer_params(layer)
+            )
+            x, mask = dropout_forward(x, p, rng)  # (T, N, H)
+            masks.append(mask)
+            layer_caches.append(layer_cache)
+            final_state.append(layer_state)
+        return x, final_state, (emb_cache, masks, layer_caches)
+
+    def backward(self, dhidden: np.ndarray, cache: Any) -> dict[str, Grad]:
+        """Gradients of every recurrent and embedding parameter from d(top outputs) (T, N, H).
+
+        The hidden state carried in from the previous window is treated as a constant
+        (truncated BPTT), so no gradient flows into it.
+        """
+        emb_cache, masks, layer_caches = cache
+        grads: dict[str, Grad] = {}
+        dx = dhidden
+        for layer in reversed(range(self.config.num_layers)):
+            dx = dropout_backward(dx, masks[layer + 1])
+            dx, _, layer_grads = self.cell.backward(dx, None, layer_caches[layer])
+            grads.update({f"rnn.{layer}.{k}": g for k, g in layer_grads.items()})
+        grads["embedding.W"] = embedding_backward(dropout_backward(dx, masks[0]), emb_cache)
+        return grads
+
+    def logits(self, hidden: np.ndarray) -> np.ndarray:
+        """Unnormalised next-token scores (T, N, V) from top-layer outputs (T, N, H)."""
+        return temporal_affine_forward(hidden, self.output_weight, self.params["output.b"])[0]
+
+    def loss_and_grads(
+        self,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        mask: np.ndarray | None,
+        state: NetworkState,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[float, dict[str, Grad], NetworkState]:
+        """Mean cross-entropy of one truncated-BPTT window, its gradients and the carried state.
+
+        - inputs, targets: ids, shape (T, N); mask: (T, N) weights of the counted targets or None.
+        Returns (loss in nats per token, grads keyed like ``params``, final state). The gradient
+        of an untied embedding is a ``RowSparse`` (only the rows of the words read).
+        """
+        hidden, final_state, cache = self.forward(inputs, state, rng)
+        loss, dhidden, dW_out, db_out = softmax_output_loss(
+            hidden, self.output_weight, self.params["output.b"], targets, mask
+        )
+        grads = self.backward(dhidden, cache)
+        if self.config.tie_weights:  # one matrix used twice: the two gradients add
+            emb = grads["embedding.W"]
+            assert isinstance(emb, RowSparse)
+            dW_out[emb.ids] += emb.rows
+            grads["embedding.W"] = dW_out
+        else:
+            grads["output.W"] = dW_out
+        grads["output.b"] = db_out
+        return loss, grads, final_state
+
+    def log_probs(self, ids: np.ndarray, state: NetworkState) -> tuple[np.ndarray, NetworkState]:
+        """Inference: log P(next token) after each input, shape (T, N, V), and the final state."""
+        hidden, final_state, _ = self.forward(ids, state)
+        return log_softmax(self.logits(hidden)), final_state

@@ -1,0 +1,208 @@
+"""Inference API: next-word distributions, candidate scores, top-k, and batched sentence scores.
+
+All log-probabilities are natural logs under the model's full softmax over its vocabulary.
+Conventions, stated once here and relied on by the service:
+
+- A *context* always starts at a sentence start: it is read as ``<s> context…``, so an empty
+  context asks for the first word of a sentence.
+- A multi-token candidate (``"new york"``) is scored by the chain rule:
+  log P(new | ctx) + log P(york | ctx, new).
+- Sentence scoring with ``bos=True`` reads ``<s>`` first and scores every token; with
+  ``bos=False`` the first token is given as context and only the following tokens are scored.
+  ``eos=True`` also scores ``</s>`` after the last token.
+- Tokens outside the vocabulary are scored as ``<unk>`` and reported as OOV.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model.layers import log_softmax
+from model.network import RNNLM, NetworkState
+from model.tokenize import Tokenizer
+from model.vocab import SPECIALS, Vocabulary
+
+Text = str | Sequence[str]  # a string to tokenise, or tokens already split
+OUTPUT_CHUNK_ROWS = 2048  # rows of (rows, V) logits computed at once, bounding memory
+
+
+@dataclass
+class CandidateScore:
+    tokens: list[str]  # the candidate's tokens
+    log_prob: float  # log P(candidate | context), chain rule over its tokens
+    token_log_probs: list[float]
+    oov: bool  # any token outside the vocabulary (scored as <unk>)
+
+
+@dataclass
+class SentenceScore:
+    tokens: list[str]  # the sentence's tokens, without <s> and </s>
+    targets: list[str]  # the tokens that were scored, in order ("</s>" last when eos)
+    token_log_probs: list[float]  # one per target
+    log_prob: float  # sum of token_log_probs
+    perplexity: float  # exp(-log_prob / len(targets))
+    oov_positions: list[int] = field(default_factory=list)  # indices into tokens
+
+
+class LanguageModel:
+    """A trained network with the vocabulary and tokenizer it was trained with."""
+
+    def __init__(
+        self,
+        net: RNNLM,
+        vocab: Vocabulary,
+        tokenizer: Tokenizer,
+        metadata: dict[str, object] | None = None,
+    ) -> None:
+        if net.config.vocab_size != len(vocab):
+            raise ValueError(
+                f"network has {net.config.vocab_size} outputs, vocabulary {len(vocab)} tokens"
+            )
+        self.net, self.vocab, self.tokenizer = net, vocab, tokenizer
+        self.metadata = dict(metadata or {})
+        self._special_ids = np.array([vocab.id(t) for t in SPECIALS])
+
+    # ------------------------------------------------------------ helpers
+    def tokenize(self, text: Text) -> list[str]:
+        """A string goes through the model's tokenizer; a list of tokens is taken as it is."""
+        return self.tokenizer(text) if isinstance(text, str) else [str(t) for t in text]
+
+    def is_oov(self, token: str) -> bool:
+        return token not in self.vocab
+
+    def _target_log_probs(self, hidden: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """log P(target) for rows of top-layer outputs hidden (M, H) and ids targets (M,)."""
+        out = np.empty(len(targets), dtype=np.float64)
+        W, b = self.net.output_weight, self.net.params["output.b"]
+        for start in range(0, len(targets), OUTPUT_CHUNK_ROWS):
+            rows = slice(start, start + OUTPUT_CHUNK_ROWS)
+            lp = log_softmax(hidden[rows] @ W.T + b)  # (rows, V)
+            out[rows] = lp[np.arange(lp.shape[0]), targets[rows]]
+        return out
+
+    def context_state(self, context: Text) -> tuple[NetworkState, np.ndarray]:
+        """Read ``<s> context`` and return the state after it and log P(next token), shape (V,)."""
+        ids = np.concatenate([[self.vocab.bos_id], self.vocab.encode(self.tokenize(context))])
+        log_probs, state = self.net.log_probs(ids[:, None], self.net.init_state(1))
+        return state, log_probs[-1, 0]
+
+    # ------------------------------------------------------------ next word
+    def next_log_probs(self, context: Text) -> np.ndarray:
+        """log P(w | <s> context) for every vocabulary id, shape (V,)."""
+        return self.context_state(context)[1]
+
+    def next_distribution(self, context: Text) -> np.ndarray:
+        """P(w | <s> context) for every vocabulary id, shape (V,); sums to 1."""
+        return np.exp(self.next_log_probs(context).astype(np.float64))
+
+    def top_k(
+        self, context: Text, k: int = 10, include_special: bool = False
+    ) -> list[tuple[str, float]]:
+        """The k most probable next tokens with their log-probabilities, most probable first."""
+        lp = self.next_log_probs(context).astype(np.float64)
+        if not include_special:
+            lp[self._special_ids] = -np.inf
+        k = max(0, min(k, int(np.isfinite(lp).sum())))
+        best = np.argpartition(-lp, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
+        best = best[np.argsort(-lp[best], kind="stable")]
+        return [(self.vocab.tokens[i], float(lp[i])) for i in best]
+
+    def score_candidates(self, context: Text, candidates: Sequence[Text]) -> list[CandidateScore]:
+        """log P(candidate | <s> context) for each candidate in order; chain rule over its tokens.
+
+        The context is read once; all multi-token candidates continue from its state in one batch.
+        """
+        token_lists = [self.tokenize(c) for c in candidates]
+        for i, tokens in enumerate(token_lists):
+            if not tokens:
+                raise ValueError(f"candidate {i} ({candidates[i]!r}) has no tokens")
+        state, first_lp = self.context_state(context)
+        ids = [self.vocab.encode(tokens) for tokens in token_lists]
+        per_token = [[float(first_lp[seq[0]])] for seq in ids]
+        longer = [i for i, seq in enumerate(ids) if len(seq) > 1]
+        if longer:
+            inputs, targets, mask = _pad([ids[i] for i in longer], bos=False, eos_id=None)
+            batch_state = [
+                tuple(np.repeat(s, len(longer), axis=0) for s in layer) for layer in state
+            ]
+            hidden, _, _ = self.net.forward(inputs, batch_state)  # (T, M, H)
+            rows = np.nonzero(mask.T)  # candidate-major order, matching the split below
+            picked = self._target_log_probs(hidden.transpose(1, 0, 2)[rows], targets.T[rows])
+            offsets = np.cumsum([len(ids[i]) - 1 for i in longer])[:-1]
+            for i, lps in zip(longer, np.split(picked, offsets), strict=True):
+                per_token[i].extend(float(x) for x in lps)
+        return [
+            CandidateScore(tokens, math.fsum(lps), lps, any(map(self.is_oov, tokens)))
+            for tokens, lps in zip(token_lists, per_token, strict=True)
+        ]
+
+    # ------------------------------------------------------------ sentences
+    def score_sentences(
+        self, sentences: Sequence[Text], bos: bool = True, eos: bool = True, batch_size: int = 64
+    ) -> list[SentenceScore]:
+        """Score whole sentences, computed in padded batches; equal to scoring each alone.
+
+        Sentences are grouped by length (longest first) to keep padding small; results come back
+        in request order.
+        """
+        token_lists = [self.tokenize(s) for s in sentences]
+        seqs = []
+        for i, tokens in enumerate(token_lists):
+            seq = self.vocab.encode(tokens)
+            if len(seq) + int(bos) + int(eos) < 2:
+                raise ValueError(f"sentence {i} has nothing to score (bos={bos}, eos={eos})")
+            seqs.append(seq)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        results: list[SentenceScore | None] = [None] * len(seqs)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            inputs, targets, mask = _pad(
+                [seqs[i] for i in batch],
+                bos=bos,
+                eos_id=self.vocab.eos_id if eos else None,
+                bos_id=self.vocab.bos_id,
+            )
+            hidden, _, _ = self.net.forward(inputs, self.net.init_state(len(batch)))
+            rows = np.nonzero(mask.T)  # sentence-major
+            picked = self._target_log_probs(hidden.transpose(1, 0, 2)[rows], targets.T[rows])
+            lengths = mask.sum(axis=0)
+            for i, lps in zip(batch, np.split(picked, np.cumsum(lengths)[:-1]), strict=True):
+                results[i] = self._sentence_score(token_lists[i], lps.tolist(), bos, eos)
+        return [r for r in results if r is not None]
+
+    def _sentence_score(
+        self, tokens: list[str], lps: list[float], bos: bool, eos: bool
+    ) -> SentenceScore:
+        targets = (tokens if bos else tokens[1:]) + (["</s>"] if eos else [])
+        total = math.fsum(lps)
+        oov = [i for i, t in enumerate(tokens) if self.is_oov(t)]
+        return SentenceScore(tokens, targets, lps, total, math.exp(-total / len(lps)), oov)
+
+
+def _pad(
+    seqs: Sequence[np.ndarray], bos: bool, eos_id: int | None, bos_id: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Time-major (inputs, targets, mask), each (T, N), from id sequences of different lengths.
+
+    Each sequence is framed as ``[<s>] ids [</s>]``; inputs are all but its last id, targets all
+    but its first. Padding sits after the end of each sequence, so it never influences the
+    positions before it (the network is causal), and the mask excludes it.
+    """
+    framed = [
+        np.concatenate([[bos_id] if bos else [], s, [eos_id] if eos_id is not None else []]).astype(
+            np.int64
+        )
+        for s in seqs
+    ]
+    T = max(len(f) for f in framed) - 1
+    inputs = np.zeros((T, len(framed)), dtype=np.int64)
+    targets = np.zeros((T, len(framed)), dtype=np.int64)
+    mask = np.zeros((T, len(framed)), dtype=bool)
+    for j, f in enumerate(framed):
+        n = len(f) - 1
+        inputs[:n, j], targets[:n, j], mask[:n, j] = f[:-1], f[1:], True
+    return inputs, targets, mask

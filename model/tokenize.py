@@ -1,0 +1,62 @@
+"""Tokenizers: text → tokens, shared by training and serving so both see the same units.
+
+Three schemes, chosen per model and stored in its checkpoint:
+
+- ``whitespace``: split on runs of whitespace; for pre-tokenised text such as Penn Treebank.
+- ``words``: Unicode-aware regex words (letters, digits, inner apostrophes and hyphens) and single
+  punctuation marks, optionally lower-cased.
+- ``chars``: one token per character, with each run of whitespace kept as one space token; the
+  natural unit for Chinese and for OCR.
+
+All schemes first apply Unicode NFC normalisation, so a composed "é" and "e" + combining accent
+map to the same token.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import asdict, dataclass
+
+TOKENIZERS = ("whitespace", "words", "chars")
+
+# A word is a run of letters/digits, optionally joined by inner apostrophes or hyphens
+# ("don't", "state-of-the-art"); anything else that is not a space is a token of its own.
+# (’ is the typographic apostrophe.)
+_WORD_RE = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")  # noqa: RUF001
+_SPACE_RE = re.compile(r"\s+")
+SPACE_TOKEN = " "
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """Turns a string into tokens; its fields are saved in the checkpoint's ``config.json``."""
+
+    name: str = "whitespace"  # one of TOKENIZERS
+    lowercase: bool = False  # lower-case before splitting (Unicode-aware str.lower)
+
+    def __post_init__(self) -> None:
+        if self.name not in TOKENIZERS:
+            raise ValueError(f"unknown tokenizer {self.name!r}: expected one of {TOKENIZERS}")
+
+    def __call__(self, text: str) -> list[str]:
+        """Split ``text`` into tokens."""
+        text = unicodedata.normalize("NFC", text)
+        if self.lowercase:
+            text = text.lower()
+        if self.name == "whitespace":
+            return text.split()
+        if self.name == "words":
+            return _WORD_RE.findall(text)
+        return list(_SPACE_RE.sub(SPACE_TOKEN, text.strip()))
+
+    def detokenize(self, tokens: list[str]) -> str:
+        """Join tokens back into display text (characters are joined without separators)."""
+        return "".join(tokens) if self.name == "chars" else " ".join(tokens)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Tokenizer:
+        return cls(name=str(data["name"]), lowercase=bool(data.get("lowercase", False)))

@@ -1,0 +1,83 @@
+"""One training step and stream evaluation: the loop bodies a training script is built from."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.data import bptt_windows, target_mask
+from model.network import RNNLM, NetworkState
+from model.optim import SGD, Adam, clip_scale
+from model.vocab import Vocabulary
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean cross-entropy of the window, nats per counted token
+    tokens: int  # counted targets in the window
+    grad_norm: float  # global gradient norm before clipping
+
+
+def train_step(
+    net: RNNLM,
+    optimizer: SGD | Adam,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    mask: np.ndarray | None,
+    state: NetworkState,
+    clip: float | None,
+    rng: np.random.Generator | None,
+) -> tuple[StepResult, NetworkState]:
+    """Forward, BPTT, clip by global norm, update; returns the result and the state to carry on.
+
+    The carried state is a plain array: the next window starts from its value, and no gradient
+    flows back into it (truncated BPTT).
+    """
+    loss, grads, state = net.loss_and_grads(inputs, targets, mask, state, rng)
+    norm, scale = clip_scale(grads, clip)  # raises NonFiniteError on NaN/inf
+    optimizer.step(net.params, grads, grad_scale=scale)  # clipping folded into the update
+    tokens = targets.size if mask is None else int(mask.sum())
+    return StepResult(loss, tokens, norm), state
+
+
+def train_windows(
+    net: RNNLM,
+    optimizer: SGD | Adam,
+    data: np.ndarray,
+    vocab: Vocabulary,
+    bptt: int,
+    clip: float | None,
+    rng: np.random.Generator | None,
+    state: NetworkState | None = None,
+) -> Iterator[StepResult]:
+    """Train over batched data (T_total, N) window by window, carrying the hidden state."""
+    state = net.init_state(data.shape[1]) if state is None else state
+    for inputs, targets in bptt_windows(data, bptt):
+        result, state = train_step(
+            net, optimizer, inputs, targets, target_mask(targets, vocab), state, clip, rng
+        )
+        yield result
+
+
+def evaluate(net: RNNLM, data: np.ndarray, vocab: Vocabulary, bptt: int = 64) -> tuple[float, int]:
+    """Cross-entropy (nats per counted token) and token count of batched data (T_total, N).
+
+    Runs without dropout, carrying the state across windows like training does.
+    """
+    state = net.init_state(data.shape[1])
+    total, count = 0.0, 0
+    for inputs, targets in bptt_windows(data, bptt):
+        log_probs, state = net.log_probs(inputs, state)  # (t, N, V)
+        picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+        mask = target_mask(targets, vocab)
+        total -= float(np.dot(picked.ravel().astype(np.float64), mask.ravel()))
+        count += int(mask.sum())
+    return total / max(count, 1), count
+
+
+def perplexity(cross_entropy: float) -> float:
+    """exp(cross-entropy in nats); inf instead of an overflow error for hopeless models."""
+    return math.exp(cross_entropy) if cross_entropy < 700 else math.inf

@@ -1,0 +1,143 @@
+"""The whole network: gradient checks for every cell type, stacked and tied; initialisation;
+configuration errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.gradcheck import numerical_gradient, relative_error
+from model.layers import RowSparse
+from model.network import RNNLM, ModelConfig
+from tests.conftest import perturbed
+
+V, T, N = 9, 4, 3
+
+
+def dense(g: np.ndarray | RowSparse) -> np.ndarray:
+    return g.to_dense() if isinstance(g, RowSparse) else g
+
+
+def check_network_gradients(config: ModelConfig, dropout_seed: int | None = None) -> None:
+    """Every parameter's analytic gradient against central differences of the mean loss.
+
+    The window starts from a random carried-in state and some targets are masked out. With a
+    dropout seed, each evaluation redraws the very same dropout masks.
+    """
+    net = perturbed(RNNLM(config, seed=1, dtype=np.float64), seed=2)
+    rng = np.random.default_rng(5)
+    inputs, targets = rng.integers(0, V, size=(T, N)), rng.integers(0, V, size=(T, N))
+    mask = (rng.random((T, N)) > 0.25).astype(np.float64)
+    state = [
+        tuple(rng.normal(0, 0.5, (N, config.hidden_size)) for _ in layer)
+        for layer in net.init_state(N)
+    ]
+    drop = lambda: None if dropout_seed is None else np.random.default_rng(dropout_seed)  # noqa: E731
+    _, grads, _ = net.loss_and_grads(inputs, targets, mask, state, drop())
+    assert set(grads) == set(net.params)
+    for name, p in net.params.items():
+        num = numerical_gradient(
+            lambda: net.loss_and_grads(inputs, targets, mask, state, drop())[0], p
+        )
+        assert relative_error(dense(grads[name]), num) < 1e-6, name
+
+
+@pytest.mark.parametrize(
+    ("cell", "activation"), [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
+)
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_network_gradients(cell: str, activation: str, num_layers: int) -> None:
+    check_network_gradients(
+        ModelConfig(V, cell, activation, num_layers, embed_size=4, hidden_size=5)
+    )
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_network_gradients_with_tied_weights(cell: str) -> None:
+    check_network_gradients(
+        ModelConfig(V, cell, num_layers=2, embed_size=5, hidden_size=5, tie_weights=True)
+    )
+
+
+def test_network_gradients_with_dropout_masks_held_fixed() -> None:
+    check_network_gradients(
+        ModelConfig(V, "lstm", num_layers=2, embed_size=4, hidden_size=5, dropout=0.3), 11
+    )
+
+
+def test_dropout_is_off_at_inference() -> None:
+    net = RNNLM(ModelConfig(V, "lstm", embed_size=4, hidden_size=5, dropout=0.5), dtype=np.float64)
+    ids = np.arange(8).reshape(4, 2)
+    a, _ = net.log_probs(ids, net.init_state(2))
+    b, _ = net.log_probs(ids, net.init_state(2))
+    np.testing.assert_array_equal(a, b)
+    trained, _, _ = net.forward(ids, net.init_state(2), np.random.default_rng(0))
+    inferred, _, _ = net.forward(ids, net.init_state(2))
+    assert not np.allclose(trained, inferred)  # training does drop units
+
+
+def test_next_token_probabilities_sum_to_one() -> None:
+    net = RNNLM(ModelConfig(V, "gru", embed_size=4, hidden_size=5))
+    log_probs, _ = net.log_probs(np.array([[1, 2], [3, 4], [5, 6]]), net.init_state(2))
+    assert log_probs.dtype == np.float32
+    np.testing.assert_allclose(np.exp(log_probs.astype(np.float64)).sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_initialisation_suits_each_cell() -> None:
+    H = 6
+    lstm = RNNLM(ModelConfig(V, "lstm", embed_size=4, hidden_size=H), dtype=np.float64)
+    b = lstm.params["rnn.0.b"]
+    np.testing.assert_array_equal(b[H : 2 * H], 1.0)  # forget gate open
+    np.testing.assert_array_equal(np.delete(b, np.s_[H : 2 * H]), 0.0)
+    for k in range(4):  # each gate's recurrent block is orthogonal
+        block = lstm.params["rnn.0.Wh"][:, k * H : (k + 1) * H]
+        np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-12)
+    irnn = RNNLM(ModelConfig(V, "rnn", "relu", embed_size=4, hidden_size=H), dtype=np.float64)
+    np.testing.assert_array_equal(irnn.params["rnn.1.Wh"], np.eye(H))  # identity for ReLU RNN
+    assert np.abs(lstm.params["embedding.W"]).max() <= 0.1
+
+
+def test_same_seed_same_weights_and_tied_model_has_no_output_matrix() -> None:
+    config = ModelConfig(V, "lstm", embed_size=5, hidden_size=5, tie_weights=True)
+    a, b = RNNLM(config, seed=7), RNNLM(config, seed=7)
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    assert "output.W" not in a.params
+    assert a.output_weight is a.params["embedding.W"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cell": "cnn"}, "unknown cell"),
+        ({"activation": "gelu", "cell": "rnn"}, "unknown activation"),
+        ({"num_layers": 0}, "num_layers must be at least 1"),
+        ({"dropout": 1.0}, "dropout must be in"),
+        (
+            {"tie_weights": True, "embed_size": 4, "hidden_size": 5},
+            "tie_weights needs embed_size == hidden_size",
+        ),
+        ({"vocab_size": 2}, "vocab_size must be at least 3"),
+    ],
+)
+def test_bad_configs_are_rejected_with_a_clear_message(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**{"vocab_size": V, **kwargs})
+
+
+def test_config_round_trips_and_rejects_unknown_keys() -> None:
+    config = ModelConfig(V, "gru", num_layers=3, dropout=0.2)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown model config keys: \\['heads'\\]"):
+        ModelConfig.from_dict({**config.to_dict(), "heads": 4})
+
+
+def test_parameters_that_do_not_fit_the_config_are_rejected() -> None:
+    net = RNNLM(ModelConfig(V, "lstm", embed_size=4, hidden_size=5))
+    params = dict(net.params)
+    params["rnn.0.Wh"] = np.zeros((5, 5))
+    with pytest.raises(ValueError, match="rnn.0.Wh has shape \\(5, 5\\), expected \\(5, 20\\)"):
+        RNNLM(net.config, params)
+    del params["output.b"]
+    with pytest.raises(ValueError, match="missing \\['output.b'\\]"):
+        RNNLM(net.config, params)
