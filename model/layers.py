@@ -34,12 +34,6 @@ def sum_rows_by_id(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nd
     return sorted_ids[starts], np.add.reduceat(rows[order], starts, axis=0)
 
 
-def scatter_add_rows(target: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> None:
-    """``target[ids[k]] += rows[k]`` for every k, with repeated ids accumulating."""
-    distinct, sums = sum_rows_by_id(ids, rows)
-    target[distinct] += sums
-
-
 @dataclass
 class RowSparse:
     """A gradient that is zero outside a few rows: the embedding rows of the words a batch read.
@@ -181,44 +175,46 @@ def softmax_output_loss(
     """Output projection, softmax and mean cross-entropy with all their gradients, fused.
 
     The same maths as ``temporal_affine_forward`` → ``softmax_cross_entropy`` →
-    ``temporal_affine_backward`` (the tests hold it to that), arranged for training speed: the
-    logits' gradient is ``dlogits[i] = s_i · exp(z_i) − u_i · onehot(y_i)`` with row weights
-    ``u = mask / count`` and ``s = u / Σ_j exp(z_ij)``, so instead of forming it (a pass over the
-    (T*N, V) matrix) the row weights go into the small factors of each product:
+    ``temporal_affine_backward`` (the tests hold it to that), arranged for training speed:
 
-        dx = s ⊙ (exp(z) W) − u ⊙ W[y]          dW = exp(z)ᵀ (s ⊙ x) − scatter_y(u ⊙ x)
-        db = sᵀ exp(z) − scatter_y(u)
+    - Rows whose target is not counted (mask 0) are left out of the (T*N, V) products.
+    - The logits' gradient ``dlogits_i = (m_i / count) (p_i − onehot(y_i))`` is
+      ``s_i (exp(z_i) − total_i onehot(y_i))`` with ``s_i = m_i / (count · total_i)``. So only
+      one entry per row of ``exp(z)`` changes, and the row weights ``s`` go into the small
+      factor of each product instead of a pass over the (T*N, V) matrix:
+      ``dx = s ⊙ (G W)``, ``dW = Gᵀ (s ⊙ x)``, ``db = sᵀ G``.
 
     - x: top-layer outputs (T, N, H); W: (V, H); b: (V,); targets: (T, N); mask: (T, N) or None.
     Returns (loss, dx (T, N, H), dW (V, H), db (V,)).
     """
     T, N, H = x.shape
-    x2 = x.reshape(T * N, H)
-    y = targets.ravel()
-    weight = np.ones(T * N, dtype=x.dtype) if mask is None else mask.ravel().astype(x.dtype)
-    count = float(weight.sum())
+    x_all, y, weight = x.reshape(T * N, H), targets.ravel(), None
+    rows = slice(None)
+    if mask is not None:
+        weight = mask.ravel().astype(x.dtype)
+        rows = np.flatnonzero(weight)  # the counted positions
+        x_all, y, weight = x_all[rows], y[rows], weight[rows]
+    count = float(len(y) if weight is None else weight.sum())
     if count == 0:
         raise ValueError("softmax_output_loss: the mask selects no position")
-    z = x2 @ W.T  # (T*N, V) logits, turned into exp(z) in place
+    z = x_all @ W.T  # (M, V) logits of the M counted rows, turned into exp(z) in place
     z += b
-    if logit_bound(x2, W, b) > SAFE_EXP_RANGE:
+    if logit_bound(x_all, W, b) > SAFE_EXP_RANGE:
         z -= z.max(axis=1, keepdims=True)  # softmax is shift-invariant; the shift keeps exp finite
-    target_z = z[np.arange(T * N), y]
+    picked = np.arange(len(y)), y
+    target_z = z[picked]
     np.exp(z, out=z)
-    total = z @ np.ones(z.shape[1], dtype=z.dtype)  # (T*N,) row sums; BLAS is faster than .sum
-    nll = np.log(total) - target_z  # -log p(target)
-    loss = float(np.dot(weight.astype(np.float64), nll.astype(np.float64)) / count)
+    total = z @ np.ones(z.shape[1], dtype=z.dtype)  # (M,) row sums; BLAS is faster than .sum
+    nll = (np.log(total) - target_z).astype(np.float64)  # -log p(target), summed in float64
+    loss = float(nll.mean() if weight is None else np.dot(weight.astype(np.float64), nll) / count)
     if not np.isfinite(loss):
         raise NonFiniteError(f"cross-entropy is {loss}: the logits contain NaN or infinity")
-    u = weight / x.dtype.type(count)  # (T*N,) weight of each row's one-hot term
-    s = u / total  # (T*N,) weight of each row's probabilities
-    dx = z @ W
-    dx *= s[:, None]
-    dx -= u[:, None] * W[y]
-    dW = z.T @ (x2 * s[:, None])
-    scatter_add_rows(dW, y, -(u[:, None] * x2))
+    s = (1 if weight is None else weight) / (x.dtype.type(count) * total)  # (M,) row weights
+    z[picked] -= total  # G = exp(z) − total · onehot(y)
+    dx = np.zeros((T * N, H), dtype=x.dtype)
+    dx[rows] = (z @ W) * s[:, None]
+    dW = z.T @ (x_all * s[:, None])
     db = s @ z
-    np.subtract.at(db, y, u)
     return loss, dx.reshape(T, N, H), dW, db
 
 
