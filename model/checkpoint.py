@@ -38,6 +38,7 @@ from model.vocab import Vocabulary
 FORMAT = "nextword-rnnlm"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
+FILE_MODE = 0o644
 _DATA_FILE_RE = re.compile(r"^[a-z_]+\.[0-9a-f]{12}\.(json|safetensors)$")
 
 
@@ -62,6 +63,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(
+            fd, FILE_MODE
+        )  # mkstemp makes 0600; a server running as another user must read it
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -240,6 +244,5 @@ def _load(directory: Path, dtype: type | np.dtype) -> LanguageModel:
         raise CheckpointError(
             f"{directory / config['roles']['weights']}: does not match {where}: {e}"
         ) from None
-    metadata = dict(config.get("metadata") or {})
-    metadata["checksum"] = config["files"][config["roles"]["weights"]]["sha256"]
-    return LanguageModel(net, vocab, tokenizer, metadata)
+    checksum = config["files"][config["roles"]["weights"]]["sha256"]
+    return LanguageModel(net, vocab, tokenizer, dict(config.get("metadata") or {}), checksum)

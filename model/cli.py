@@ -1,7 +1,8 @@
 """The ``nextword`` command line.
 
-nextword --version
-nextword info MODEL_DIR            # architecture, vocabulary and metadata of a checkpoint, as JSON
+nextword train --train FILE --out DIR [options]     train a model (see nextword train --help)
+nextword eval --model DIR --data FILE               perplexity of a model on a file, as JSON
+nextword info DIR                                   what a checkpoint holds, as JSON
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from collections.abc import Sequence
 
 import model
 from model.checkpoint import CheckpointError, load_checkpoint
+from model.corpus import SPLITS, CorpusError
+from model.evaluate import evaluate_file
+from model.train import add_train_arguments, run_train
 
 
 def info(args: argparse.Namespace) -> int:
@@ -27,9 +31,23 @@ def info(args: argparse.Namespace) -> int:
         "tokenizer": lm.tokenizer.to_dict(),
         "vocab_size": len(lm.vocab),
         "parameters": lm.net.num_parameters(),
+        "checksum": lm.checksum,
         "metadata": lm.metadata,
     }
     sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Print {"tokens", "cross_entropy", "perplexity", "oov_rate"} for a model on a file."""
+    try:
+        lm = load_checkpoint(args.model)
+        split = args.split or lm.metadata.get("training", {}).get("split", "lines")
+        result = evaluate_file(lm, args.data, split, batch_size=args.batch_size)
+    except (CheckpointError, CorpusError) as e:
+        sys.stderr.write(f"nextword eval: {e}\n")
+        return 2
+    sys.stdout.write(json.dumps(result) + "\n")
     return 0
 
 
@@ -39,6 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"nextword {model.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    train_parser = commands.add_parser("train", help="train a model on a text corpus")
+    add_train_arguments(train_parser)
+    train_parser.set_defaults(run=run_train)
+
+    eval_parser = commands.add_parser("eval", help="perplexity of a model on a text file")
+    eval_parser.add_argument("--model", required=True, help="checkpoint directory")
+    eval_parser.add_argument("--data", required=True, help="UTF-8 text file")
+    eval_parser.add_argument(
+        "--split", choices=SPLITS, help="default: the split the model was trained with"
+    )
+    eval_parser.add_argument(
+        "--batch-size", type=int, default=1, help="1 reads the file as one sequence (1)"
+    )
+    eval_parser.set_defaults(run=evaluate)
+
     info_parser = commands.add_parser("info", help="describe a checkpoint directory")
     info_parser.add_argument("model_dir", help="checkpoint directory (holds config.json)")
     info_parser.set_defaults(run=info)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -56,14 +57,16 @@ class LanguageModel:
         net: RNNLM,
         vocab: Vocabulary,
         tokenizer: Tokenizer,
-        metadata: dict[str, object] | None = None,
+        metadata: dict[str, Any] | None = None,
+        checksum: str | None = None,
     ) -> None:
         if net.config.vocab_size != len(vocab):
             raise ValueError(
                 f"network has {net.config.vocab_size} outputs, vocabulary {len(vocab)} tokens"
             )
         self.net, self.vocab, self.tokenizer = net, vocab, tokenizer
-        self.metadata = dict(metadata or {})
+        self.metadata = dict(metadata or {})  # training metadata and metrics from the checkpoint
+        self.checksum = checksum  # sha256 of the weights file it was loaded from
         self._special_ids = np.array([vocab.id(t) for t in SPECIALS])
 
     # ------------------------------------------------------------ helpers

@@ -23,7 +23,7 @@ TOKENIZERS = ("whitespace", "words", "chars")
 # A word is a run of letters/digits, optionally joined by inner apostrophes or hyphens
 # ("don't", "state-of-the-art"); anything else that is not a space is a token of its own.
 # (’ is the typographic apostrophe.)
-_WORD_RE = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")  # noqa: RUF001
+_WORD_RE = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")
 _SPACE_RE = re.compile(r"\s+")
 SPACE_TOKEN = " "
 

@@ -1,0 +1,40 @@
+"""Perplexity of a model on a text file, by the Penn Treebank convention.
+
+The file is read as one stream, ``<s> w_1 … w_n </s>`` per sentence, with the hidden state running
+on across sentences; every word and one ``</s>`` per sentence are counted (``<s>`` is given, not
+predicted). Natural logarithms throughout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from model.corpus import load_sentences
+from model.data import sentence_stream, target_mask
+from model.scoring import LanguageModel
+from model.training import evaluate, perplexity
+
+
+def evaluate_file(
+    lm: LanguageModel, path: str | Path, split: str = "lines", batch_size: int = 1
+) -> dict[str, Any]:
+    """{"tokens", "cross_entropy", "perplexity", "oov_rate"} of ``lm`` on the file.
+
+    With ``batch_size`` 1 (the default) the whole file is one sequence, exactly as published
+    Penn Treebank figures are computed; larger batches are faster and cut it into columns.
+    """
+    sentences = load_sentences(path, lm.tokenizer, split)
+    stream = sentence_stream(sentences, lm.vocab)
+    columns = max(1, min(batch_size, len(stream) // 2))
+    steps = len(stream) // columns
+    data = stream[: steps * columns].reshape(columns, steps).T  # (T_total, N), like batchify
+    cross_entropy, tokens = evaluate(lm.net, data, lm.vocab)
+    oov = sum(token not in lm.vocab for s in sentences for token in s)  # </s> is never OOV
+    counted = int(target_mask(stream[1:], lm.vocab).sum())
+    return {
+        "tokens": tokens,
+        "cross_entropy": round(cross_entropy, 6),
+        "perplexity": round(perplexity(cross_entropy), 4),
+        "oov_rate": round(oov / counted, 6),
+    }

@@ -1,0 +1,148 @@
+"""Train a language model on a text corpus and write a checkpoint the service can load.
+
+    nextword train --train corpus.txt --out models/mine
+    nextword train --train corpus.txt --out models/mine --cell gru --layers 1 --optimizer adam
+    nextword train --config bench/ptb.toml                  # a reproducible run from a file
+    nextword train --preset default --out models/default    # the built-in model (The Time Machine)
+    nextword train --resume --out models/mine               # continue a stopped or killed run
+    python -m model.train ...                               # the same
+
+Options are read from the defaults, then ``--config`` (TOML or JSON, keys named like the options
+with underscores), then the command line. The effective configuration is stored in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from model.checkpoint import CheckpointError
+from model.layers import NonFiniteError
+from model.train_config import PATH_FIELDS, PRESETS, TrainConfig, merge
+from model.trainer import TrainingError, train
+
+S = argparse.SUPPRESS  # options not given stay absent, so the config file's values are kept
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--config", default=S, help="TOML or JSON file of options (paths relative to it)"
+    )
+    run.add_argument(
+        "--preset", choices=sorted(PRESETS), default=S, help="a built-in configuration"
+    )
+    run.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    run.add_argument("--force", action="store_true", help="replace a model already in --out")
+    data = parser.add_argument_group("data")
+    data.add_argument("--train", default=S, help="training corpus (UTF-8 text)")
+    data.add_argument(
+        "--valid", default=S, help="validation corpus (default: hold out the end of train)"
+    )
+    data.add_argument(
+        "--test", default=S, help="test corpus, scored with the best model at the end"
+    )
+    data.add_argument(
+        "--out", default=S, help="output directory: the checkpoint, metrics.jsonl, training.png"
+    )
+    data.add_argument(
+        "--valid-fraction", type=float, default=S, help=f"held-out share ({d.valid_fraction})"
+    )
+    data.add_argument(
+        "--split",
+        choices=["lines", "sentences"],
+        default=S,
+        help="one sentence per line, or split prose into sentences (lines)",
+    )
+    data.add_argument(
+        "--tokenizer", choices=["whitespace", "words", "chars"], default=S, help="(whitespace)"
+    )
+    data.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=S)
+    data.add_argument(
+        "--min-count", type=int, default=S, help=f"rarer words become <unk> ({d.min_count})"
+    )
+    data.add_argument(
+        "--max-vocab", type=int, default=S, help="at most this many ids, specials included"
+    )
+    arch = parser.add_argument_group("architecture")
+    arch.add_argument("--cell", choices=["rnn", "lstm", "gru"], default=S, help=f"({d.cell})")
+    arch.add_argument(
+        "--activation", choices=["tanh", "relu"], default=S, help="for --cell rnn (tanh)"
+    )
+    arch.add_argument("--layers", type=int, default=S, help=f"({d.layers})")
+    arch.add_argument("--emb", type=int, default=S, help=f"embedding size ({d.emb})")
+    arch.add_argument("--hidden", type=int, default=S, help=f"hidden size ({d.hidden})")
+    arch.add_argument("--dropout", type=float, default=S, help=f"({d.dropout})")
+    arch.add_argument(
+        "--tie-weights",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="share the embedding and output matrices (needs --emb == --hidden)",
+    )
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--optimizer", choices=["sgd", "adam"], default=S, help=f"({d.optimizer})")
+    opt.add_argument(
+        "--lr", type=float, default=S, help="learning rate (20 for sgd, 0.002 for adam)"
+    )
+    opt.add_argument(
+        "--lr-decay",
+        type=float,
+        default=S,
+        help=f"factor after an epoch without improvement ({d.lr_decay})",
+    )
+    opt.add_argument(
+        "--clip", type=float, default=S, help=f"maximum global gradient norm ({d.clip})"
+    )
+    opt.add_argument("--batch-size", type=int, default=S, help=f"({d.batch_size})")
+    opt.add_argument(
+        "--bptt", type=int, default=S, help=f"steps per truncated-BPTT window ({d.bptt})"
+    )
+    opt.add_argument("--epochs", type=int, default=S, help=f"({d.epochs})")
+    opt.add_argument(
+        "--patience",
+        type=int,
+        default=S,
+        help=f"stop after this many epochs without improvement ({d.patience})",
+    )
+    opt.add_argument("--seed", type=int, default=S, help=f"({d.seed})")
+    opt.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=S,
+        help=f"windows between resume snapshots ({d.checkpoint_every})",
+    )
+    opt.add_argument("--eval-batch-size", type=int, default=S, help=f"({d.eval_batch_size})")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """The ``nextword train`` command; exit code 0, 1 (training diverged) or 2 (bad input)."""
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    for key in PATH_FIELDS:
+        if key in given:
+            given[key] = str(Path(given[key]).resolve())
+    config_file = getattr(args, "config", None) or getattr(args, "preset", None)
+    try:
+        cfg = merge(given, config_file) if not args.resume else TrainConfig(**given)
+        train(cfg, given, resume=args.resume, force=args.force)
+    except NonFiniteError as e:
+        sys.stderr.write(f"nextword train: training diverged: {e}; try a lower --lr or --clip\n")
+        return 1
+    except (ValueError, TrainingError, CheckpointError) as e:
+        sys.stderr.write(f"nextword train: error: {e}\n")
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m model.train", description=__doc__.split("\n\n")[0]
+    )
+    add_train_arguments(parser)
+    return run_train(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

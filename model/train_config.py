@@ -1,0 +1,116 @@
+"""Training configuration: defaults < a TOML/JSON file < command-line options.
+
+The effective configuration is stored in the checkpoint, so a run can be repeated from it.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from model.corpus import SPLITS
+from model.tokenize import TOKENIZERS
+
+PATH_FIELDS = ("train", "valid", "test", "out")
+RESOURCES = Path(__file__).parent / "resources"
+PRESETS = {"default": RESOURCES / "default.toml"}  # the built-in default model
+# Options that may change when a run is resumed; any other change would make it a different run.
+RESUMABLE_CHANGES = ("out", "epochs", "patience", "checkpoint_every")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (see ``nextword train --help``)."""
+
+    train: str | None = None  # training corpus, UTF-8 text
+    valid: str | None = None  # validation corpus; None holds out the end of train
+    test: str | None = None  # optional test corpus, scored with the best model at the end
+    out: str | None = None  # output directory: the checkpoint the service loads
+    valid_fraction: float = 0.1  # share of train sentences held out when there is no valid
+    split: str = "lines"  # lines | sentences: how text is cut into sentences
+    tokenizer: str = "whitespace"  # whitespace | words | chars
+    lowercase: bool = False
+    min_count: int = 1  # words seen fewer times become <unk>
+    max_vocab: int | None = None  # at most this many ids, specials included
+    cell: str = "lstm"  # rnn | lstm | gru
+    activation: str = "tanh"  # tanh | relu, for rnn
+    layers: int = 2
+    emb: int = 200
+    hidden: int = 200
+    dropout: float = 0.0
+    tie_weights: bool = False
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float | None = None  # None: 20 for sgd (mean loss per token), 0.002 for adam
+    lr_decay: float = 0.25  # lr *= lr_decay after an epoch without validation improvement
+    clip: float = 0.25  # maximum global gradient norm
+    batch_size: int = 20
+    bptt: int = 35  # steps of backpropagation through time per window
+    epochs: int = 10
+    patience: int = 3  # stop after this many epochs without improvement
+    seed: int = 0
+    checkpoint_every: int = 200  # windows between resume snapshots (at most this much work lost)
+    eval_batch_size: int = 10
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        choices = {"split": SPLITS, "tokenizer": TOKENIZERS, "optimizer": ("sgd", "adam")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("min_count", "layers", "emb", "hidden", "batch_size", "bptt", "epochs",
+                     "patience", "checkpoint_every", "eval_batch_size"):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 < self.valid_fraction < 1:
+            raise ValueError(f"valid_fraction must be between 0 and 1, got {self.valid_fraction}")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 20.0 if self.optimizer == "sgd" else 0.002
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown options {unknown}")
+        return cls(**data)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Options from a TOML or JSON file; relative paths in it are relative to the file."""
+    path = Path(PRESETS.get(str(path), path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read config ({e.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{path}: invalid {path.suffix.lstrip('.') or 'TOML'} ({e})") from None
+    for key in PATH_FIELDS:
+        if isinstance(data.get(key), str):
+            data[key] = str((path.parent / data[key]).resolve())
+    return data
+
+
+def merge(overrides: dict[str, Any], config_file: str | None = None) -> TrainConfig:
+    """Defaults, then the config file, then the explicitly given command-line options."""
+    data = read_config_file(config_file) if config_file else {}
+    data.update(overrides)
+    return TrainConfig.from_dict(data, where=str(config_file or "options"))

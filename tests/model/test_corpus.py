@@ -1,0 +1,66 @@
+"""Reading corpora: strict UTF-8 with the place of a bad byte, and the two sentence splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model.corpus import CorpusError, load_sentences, read_text, split_text
+from model.tokenize import Tokenizer
+
+
+def test_missing_empty_and_directory_paths_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="nope.txt: no such file"):
+        read_text(tmp_path / "nope.txt")
+    (tmp_path / "empty.txt").write_text(" \n\n ")
+    with pytest.raises(CorpusError, match="empty.txt: the file is empty"):
+        read_text(tmp_path / "empty.txt")
+    with pytest.raises(CorpusError, match="is a directory"):
+        read_text(tmp_path)
+
+
+def test_non_utf8_bytes_are_reported_with_line_column_and_offset(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("first line\ncaf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(
+        CorpusError, match=r"latin1.txt: not UTF-8 at line 2, column 4 \(byte offset 14: 0xe9\)"
+    ):
+        read_text(path)
+
+
+def test_a_byte_order_mark_is_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffhello".encode())
+    assert read_text(path) == "hello"
+
+
+def test_line_split_keeps_non_blank_lines() -> None:
+    assert split_text("a b\n\n  \nc\n", "lines") == ["a b", "c"]
+
+
+def test_sentence_split_unwraps_paragraphs_and_cuts_at_end_marks() -> None:
+    text = (
+        "The Time Traveller was\nexpounding. His eyes\nshone! “Is it?” he said.\n\nA new paragraph"
+    )
+    assert split_text(text, "sentences") == [
+        "The Time Traveller was expounding.",
+        "His eyes shone!",
+        "“Is it?”",
+        "he said.",
+        "A new paragraph",
+    ]
+    assert split_text("却说甄士隐。俄而大醉！又说", "sentences") == [
+        "却说甄士隐。",
+        "俄而大醉！",
+        "又说",
+    ]
+
+
+def test_load_sentences_tokenises_and_drops_empty_ones(tmp_path: Path) -> None:
+    path = tmp_path / "c.txt"
+    path.write_text("Hello, World!\n...\n", encoding="utf-8")
+    assert load_sentences(path, Tokenizer("words", lowercase=True), "lines") == [
+        ["hello", ",", "world", "!"],
+        [".", ".", "."],
+    ]
