@@ -1,0 +1,84 @@
+"""The ``nextword`` console script: the model commands (train, eval, info) plus ``serve``.
+
+    nextword serve --model models/default                    # http://127.0.0.1:8000
+    nextword serve --model ptb=runs/ptb --model tm=models/default --default ptb --workers 2
+
+Options override the ``NEXTWORD_*`` environment variables (see app/core/config.py and README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from model.cli import build_parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the service with uvicorn; worker processes read their settings from the environment."""
+    import uvicorn
+
+    if args.model:
+        os.environ["NEXTWORD_MODEL_DIR"] = ",".join(args.model)
+    if args.default:
+        os.environ["NEXTWORD_DEFAULT_MODEL"] = args.default
+    os.environ["NEXTWORD_LOG_LEVEL"] = args.log_level
+    if args.workers > 1:
+        # each worker gets its share of the cores for BLAS, and /metrics sums all workers
+        cores = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, cores // args.workers)))
+        os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="nextword-metrics-")
+        )
+    from app.core.config import Settings
+
+    try:
+        Settings().model_specs()  # a bad NEXTWORD_MODEL_DIR fails here, not in every worker
+    except ValueError as e:
+        sys.stderr.write(f"nextword serve: {e}\n")
+        return 2
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=30,  # in-flight requests finish on SIGTERM
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = build_parser()
+    commands = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    s = commands.add_parser("serve", help="run the HTTP service")
+    s.add_argument(
+        "--model", action="append", metavar="[NAME=]DIR", help="checkpoint to serve (repeatable)"
+    )
+    s.add_argument(
+        "--default", help="the model used when a request names none (default: the first)"
+    )
+    s.add_argument("--host", default=os.environ.get("NEXTWORD_HOST", "127.0.0.1"))
+    s.add_argument("--port", type=int, default=int(os.environ.get("NEXTWORD_PORT", "8000")))
+    s.add_argument("--workers", type=int, default=int(os.environ.get("NEXTWORD_WORKERS", "1")))
+    s.add_argument("--log-level", default=os.environ.get("NEXTWORD_LOG_LEVEL", "info"),
+                   choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
+    s.set_defaults(run=serve)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

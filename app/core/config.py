@@ -1,0 +1,42 @@
+"""Service settings, from environment variables prefixed ``NEXTWORD_`` (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every limit the service enforces is here; the README lists them."""
+
+    model_config = SettingsConfigDict(env_prefix="NEXTWORD_", env_file=".env", extra="ignore")
+
+    # checkpoints: comma-separated "DIR" or "NAME=DIR" entries (the name defaults to DIR's name)
+    model_dir: str = "models/default"
+    default_model: str | None = (
+        None  # the model used when a request names none (default: the first)
+    )
+    max_candidates: int = Field(100, ge=1)  # candidates per /v1/candidates or /v1/fill request
+    max_sentences: int = Field(256, ge=1)  # sentences per /v1/score, hypotheses per /v1/rerank
+    max_tokens: int = Field(256, ge=1)  # tokens in a context, a candidate, or a sentence
+    max_k: int = Field(1000, ge=1)  # largest k for /v1/predict
+    max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
+    log_level: str = "info"
+
+    def model_specs(self) -> list[tuple[str, Path]]:
+        """[(name, directory)] from ``model_dir``."""
+        specs = []
+        for entry in (e.strip() for e in self.model_dir.split(",")):
+            if not entry:
+                continue
+            name, _, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
+            directory = Path(path).expanduser()
+            specs.append((name or directory.resolve().name, directory))
+        names = [n for n, _ in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"NEXTWORD_MODEL_DIR: duplicate model names {names}; use NAME=DIR")
+        if not specs:
+            raise ValueError("NEXTWORD_MODEL_DIR names no model directory")
+        return specs

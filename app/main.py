@@ -1,0 +1,65 @@
+"""The FastAPI application: ``create_app()`` builds it; ``nextword serve`` runs it with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import model
+from app.api.routes import health, models, scoring, ui
+from app.core.config import Settings
+from app.errors import BodySizeLimit, install_error_handlers
+from app.metrics import MODEL_INFO, MODEL_LOAD_SECONDS, READY, record_request
+from app.registry import ModelRegistry
+
+DESCRIPTION = """Language-model scores for reranking speech-to-text and OCR output.
+
+All log-probabilities are natural logarithms under the model's full softmax over its vocabulary.
+A context is read as `<s> context`: an empty context asks for the first word of a sentence.
+"""
+
+
+def publish(registry: ModelRegistry) -> None:
+    """Mirror the registry in the metrics: one info series per model, and readiness."""
+    for m in registry.models.values():
+        config = m.lm.net.config
+        MODEL_INFO.labels(m.name, config.cell, str(config.vocab_size), m.lm.checksum or "").set(1)
+        MODEL_LOAD_SECONDS.labels(m.name).set(m.load_seconds)
+    READY.set(1 if registry.state == "ready" else 0)
+
+
+def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
+    """The app for ``settings`` (default: from the environment).
+
+    Without ``registry`` the checkpoints named in the settings load in the background at start-up;
+    tests pass a ready registry of in-memory models instead.
+    """
+    settings = settings or Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    preloaded = registry is not None
+    registry = registry or ModelRegistry(settings.model_specs(), settings.default_model, publish)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if preloaded:
+            publish(registry)
+        else:
+            registry.start_loading()
+        yield
+        READY.set(0)
+
+    app = FastAPI(
+        title="nextword", version=model.__version__, description=DESCRIPTION, lifespan=lifespan
+    )
+    app.state.settings, app.state.registry = settings, registry
+    app.middleware("http")(record_request)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    for router in (scoring.router, models.router, health.router, ui.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,93 @@
+"""Prometheus metrics: traffic and latency per endpoint, and language-model health signals.
+
+The OOV rate (``nextword_oov_tokens_total / nextword_scored_tokens_total``) and the mean
+log-probability per token (``-nextword_neg_log_prob_total / nextword_scored_tokens_total``) show
+drift in the input: a decoder sending a new domain, a tokenisation change, a broken client.
+
+With several worker processes, ``nextword serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` so that
+``/metrics`` sums all workers instead of reporting whichever one answered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from starlette.requests import Request
+from starlette.responses import Response
+
+REQUESTS = Counter("nextword_requests", "HTTP requests", ["endpoint", "method", "status"])
+ERRORS = Counter(
+    "nextword_request_errors", "HTTP requests answered 4xx or 5xx", ["endpoint", "status"]
+)
+LATENCY = Histogram(
+    "nextword_request_duration_seconds",
+    "Time to answer, by endpoint",
+    ["endpoint"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+)
+SCORED = Counter("nextword_scored_tokens", "Tokens scored (candidates, sentences)", ["model"])
+OOV = Counter("nextword_oov_tokens", "Scored tokens outside the vocabulary", ["model"])
+NEG_LOG_PROB = Counter("nextword_neg_log_prob", "Sum of -log P of scored tokens (nats)", ["model"])
+CANDIDATES = Histogram(
+    "nextword_candidates_per_request", "Candidates per /v1/candidates request", ["model"],
+    buckets=(1, 2, 3, 5, 10, 20, 50, 100, 200),
+)  # fmt: skip
+MODEL_INFO = Gauge(
+    "nextword_model_info", "Loaded models (value 1)", ["model", "cell", "vocab_size", "checksum"],
+    multiprocess_mode="max",
+)  # fmt: skip
+MODEL_LOAD_SECONDS = Gauge(
+    "nextword_model_load_seconds", "Checkpoint load time", ["model"], multiprocess_mode="max"
+)
+READY = Gauge("nextword_ready", "1 when the models are loaded and warm", multiprocess_mode="min")
+
+
+def observe_scores(
+    model: str, tokens: int, oov_tokens: int, log_probs: Sequence[float], candidates: int | None
+) -> None:
+    SCORED.labels(model).inc(tokens)
+    OOV.labels(model).inc(oov_tokens)
+    NEG_LOG_PROB.labels(model).inc(max(0.0, -sum(log_probs)))
+    if candidates is not None:
+        CANDIDATES.labels(model).observe(candidates)
+
+
+def endpoint_of(request: Request) -> str:
+    """The route template (``/v1/models/{name}``), not the raw path: bounded label values."""
+    route = request.scope.get("route")
+    return getattr(route, "path", "other")
+
+
+async def record_request(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """HTTP middleware: count and time every request by endpoint and status."""
+    start = time.perf_counter()
+    response = await call_next(request)
+    endpoint = endpoint_of(request)
+    LATENCY.labels(endpoint).observe(time.perf_counter() - start)
+    REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+    if response.status_code >= 400:
+        ERRORS.labels(endpoint, str(response.status_code)).inc()
+    return response
+
+
+def metrics_response() -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = DEFAULT_REGISTRY
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,139 @@
+"""The models a server holds: loaded in the background at start-up, warmed, then ready.
+
+Loading runs in a thread so that ``/healthz`` answers at once and ``/readyz`` (and every scoring
+request) says 503 until the models are loaded and have answered one forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.checkpoint import load_checkpoint
+from model.scoring import LanguageModel
+
+log = logging.getLogger("nextword")
+
+
+class ModelNotFoundError(LookupError):
+    """A request names a model this server did not load."""
+
+
+class NotReadyError(RuntimeError):
+    """The models are still loading (or failed to load)."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    path: Path
+    lm: LanguageModel
+    loaded_at: str  # UTC, ISO 8601
+    load_seconds: float
+
+    def describe(self) -> dict[str, Any]:
+        """What /v1/models says about this model."""
+        meta = self.lm.metadata
+        training = meta.get("training", {})
+        corpus = meta.get("corpus", {})
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "architecture": self.lm.net.config.to_dict(),
+            "parameters": self.lm.net.num_parameters(),
+            "bidirectional": False,
+            "vocab_size": len(self.lm.vocab),
+            "tokenizer": self.lm.tokenizer.to_dict(),
+            "training_corpus": corpus.get("train") or training.get("train"),
+            "training_tokens": corpus.get("train_tokens"),
+            "valid_perplexity": meta.get("valid_perplexity"),
+            "test_perplexity": meta.get("test_perplexity"),
+            "epoch": meta.get("epoch"),
+            "trained_at": meta.get("trained_at"),
+            "checksum": self.lm.checksum,
+            "loaded_at": self.loaded_at,
+            "load_seconds": round(self.load_seconds, 4),
+        }
+
+
+class ModelRegistry:
+    """Name → loaded model, plus the loading state the health endpoints report."""
+
+    def __init__(
+        self,
+        specs: list[tuple[str, Path]],
+        default: str | None = None,
+        on_change: Callable[[ModelRegistry], None] | None = None,
+    ) -> None:
+        self.specs = specs
+        self.on_change = on_change  # called after every load and state change (metrics)
+        self.default = default or specs[0][0]
+        if self.default not in {name for name, _ in specs}:
+            raise ValueError(f"default model {self.default!r} is not among {[n for n, _ in specs]}")
+        self.models: dict[str, LoadedModel] = {}
+        self.state = "loading"  # loading | ready | failed
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_models(
+        cls, models: dict[str, LanguageModel], default: str | None = None
+    ) -> ModelRegistry:
+        """A ready registry of models already in memory (tests, embedding the app)."""
+        registry = cls([(name, Path(f"<memory:{name}>")) for name in models], default)
+        for name, lm in models.items():
+            registry.add(name, Path(f"<memory:{name}>"), lm, 0.0)
+        registry.state = "ready"
+        return registry
+
+    def describe_state(self) -> dict[str, Any]:
+        return {"status": self.state, "error": self.error, "models": sorted(self.models)}
+
+    def add(self, name: str, path: Path, lm: LanguageModel, seconds: float) -> None:
+        lm.score_candidates("", ["the"])  # warm up: one forward pass before any request sees it
+        loaded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self._lock:
+            self.models[name] = LoadedModel(name, path, lm, loaded_at, seconds)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+
+    def load_all(self) -> None:
+        """Load every checkpoint; on any failure the state is 'failed' with the reason."""
+        try:
+            for name, path in self.specs:
+                start = time.perf_counter()
+                lm = load_checkpoint(path)
+                self.add(name, path, lm, time.perf_counter() - start)
+                log.info(
+                    "model %s loaded from %s in %.2f s", name, path, time.perf_counter() - start
+                )
+            self.state = "ready"
+        except Exception as e:
+            self.state, self.error = "failed", str(e)
+            log.error("loading models failed: %s", e)
+        self._changed()
+
+    def start_loading(self) -> threading.Thread:
+        thread = threading.Thread(target=self.load_all, name="nextword-model-loader", daemon=True)
+        thread.start()
+        return thread
+
+    def get(self, name: str | None = None) -> LoadedModel:
+        """The model called ``name`` (the default when None)."""
+        if self.state != "ready":
+            raise NotReadyError(self.error or "models are loading")
+        name = name or self.default
+        try:
+            return self.models[name]
+        except KeyError:
+            raise ModelNotFoundError(
+                f"unknown model {name!r}; this server has {sorted(self.models)}"
+            ) from None

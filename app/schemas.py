@@ -1,0 +1,201 @@
+"""Request and response bodies of the HTTP API: the contract clients code against.
+
+Texts (``context``, ``left``, ``right``, candidates, sentences) are a string, tokenised with the
+model's own tokenizer, or a list of tokens taken as they are. All log-probabilities are natural
+logarithms (``log_base: "e"``) under the model's full softmax over its vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Token = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Text = (
+    Annotated[str, StringConstraints(max_length=20_000)]
+    | Annotated[list[Token], Field(max_length=5_000)]
+)
+NonEmptyText = (
+    Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=r"\S")]
+    | Annotated[list[Token], Field(min_length=1, max_length=5_000)]
+)
+OovPolicy = Literal["unk", "penalty", "reject"]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+
+
+class OovOptions(Strict):
+    model: str | None = Field(
+        None, description="a loaded model's name; default: the server's default model"
+    )
+    oov: OovPolicy = Field(
+        "unk",
+        description="words outside the vocabulary: 'unk' scores them as <unk>, 'penalty' gives "
+        "each the fixed log-probability oov_penalty, 'reject' answers 422 naming them",
+    )
+    oov_penalty: FiniteFloat | None = Field(None, le=0, description="log-probability per OOV token")
+
+
+class ScoreMeta(BaseModel):
+    model: str
+    log_base: Literal["e"] = "e"
+    normalized: bool = Field(
+        True,
+        description="probabilities are exactly normalised over the vocabulary "
+        "(false with oov='penalty')",
+    )
+
+
+# ---------------------------------------------------------------- /v1/candidates
+class CandidatesRequest(OovOptions):
+    context: Text = Field("", description="the words before the gap; empty = start of a sentence")
+    candidates: list[NonEmptyText] = Field(
+        min_length=1, description="words or phrases that may come next"
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"context": "i would like to", "candidates": ["book", "look", "new york"]}]
+        },
+    )
+
+
+class CandidateResult(BaseModel):
+    candidate: str | list[str]  # as given
+    tokens: list[str]
+    log_prob: float  # log P(candidate | <s> context), chain rule over its tokens
+    probability: float  # exp(log_prob)
+    share: float  # probability renormalised over the request's candidates (they sum to 1)
+    oov: bool  # any token outside the vocabulary
+
+
+class CandidatesResponse(ScoreMeta):
+    context_tokens: list[str]
+    context_oov_positions: list[int]
+    results: list[CandidateResult]
+
+
+# ---------------------------------------------------------------- /v1/predict
+class PredictRequest(Strict):
+    model: str | None = None
+    context: Text = ""
+    k: int = Field(10, ge=1, description="how many words (at most the server's max_k)")
+    include_special: bool = Field(False, description="also return <unk>, <s>, </s>")
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"context": "the stock", "k": 5}]}
+    )
+
+
+class Prediction(BaseModel):
+    word: str
+    probability: float
+    log_prob: float
+
+
+class PredictResponse(ScoreMeta):
+    context_tokens: list[str]
+    predictions: list[Prediction]
+
+
+# ---------------------------------------------------------------- /v1/score
+class ScoreRequest(OovOptions):
+    sentences: list[Text] = Field(min_length=1)
+    bos: bool = Field(
+        True, description="read <s> first and score every token; false: the first token is given"
+    )
+    eos: bool = Field(True, description="also score </s> after the last token")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"sentences": ["i want to book a flight", "eye want two book a flight"]}]
+        },
+    )
+
+
+class SentenceResult(BaseModel):
+    tokens: list[str]
+    targets: list[str]  # the scored tokens, in order ("</s>" last when eos)
+    log_prob: float
+    token_log_probs: list[float]  # one per target
+    perplexity: float
+    oov_count: int
+    oov_positions: list[int]  # indices into tokens
+
+
+class ScoreResponse(ScoreMeta):
+    results: list[SentenceResult]
+
+
+# ---------------------------------------------------------------- /v1/rerank
+class Hypothesis(Strict):
+    text: Text
+    score: FiniteFloat = Field(
+        0.0, description="the decoder's own score (acoustic/optical), log domain"
+    )
+
+
+class RerankRequest(OovOptions):
+    hypotheses: list[Hypothesis] = Field(min_length=1)
+    lm_weight: FiniteFloat = Field(0.5, description="weight of the language-model log-probability")
+    length_bonus: FiniteFloat = Field(0.0, description="added per token (word insertion bonus)")
+    bos: bool = True
+    eos: bool = True
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "hypotheses": [
+                        {"text": "recognize speech", "score": -12.1},
+                        {"text": "wreck a nice beach", "score": -11.9},
+                    ],
+                    "lm_weight": 0.5,
+                }
+            ]
+        },
+    )
+
+
+class RankedHypothesis(BaseModel):
+    index: int  # position in the request
+    text: str | list[str]
+    tokens: list[str]
+    score: float
+    lm_log_prob: float
+    n_tokens: int
+    combined: float  # score + lm_weight * lm_log_prob + length_bonus * n_tokens
+
+
+class RerankResponse(ScoreMeta):
+    hypotheses: list[RankedHypothesis]  # best first
+
+
+# ---------------------------------------------------------------- models and health
+class VocabEntry(BaseModel):
+    token: str
+    id: int
+    count: int
+
+
+class VocabPage(BaseModel):
+    model: str
+    total: int  # tokens matching the prefix
+    offset: int
+    limit: int
+    tokens: list[VocabEntry]
+
+
+class VocabMembership(BaseModel):
+    model: str
+    token: str
+    in_vocabulary: bool
+    id: int | None
+    count: int | None

@@ -1,0 +1,214 @@
+"""Requests → language-model calls → responses, with the limits and the OOV policy.
+
+Routes stay thin: they pick the model and call one function here. Nothing here knows HTTP beyond
+``RequestError``, which the app turns into a 4xx naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from app import schemas
+from app.core.config import Settings
+from app.metrics import observe_scores
+from model.scoring import LanguageModel
+
+
+class RequestError(ValueError):
+    """A request the model cannot serve as asked; ``field`` is the request field at fault."""
+
+    def __init__(
+        self, field: str, message: str, status: int = 422, extra: dict | None = None
+    ) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message, self.status, self.extra = field, message, status, extra or {}
+
+
+def check_count(field: str, count: int, limit: int) -> None:
+    if count > limit:
+        raise RequestError(field, f"{count} items, the limit is {limit}")
+
+
+def tokens_of(lm: LanguageModel, field: str, text: str | list[str], limit: int) -> list[str]:
+    tokens = lm.tokenize(text)
+    if len(tokens) > limit:
+        raise RequestError(field, f"{len(tokens)} tokens, the limit is {limit}")
+    return tokens
+
+
+def oov_positions(lm: LanguageModel, tokens: Sequence[str]) -> list[int]:
+    return [i for i, token in enumerate(tokens) if lm.is_oov(token)]
+
+
+def apply_oov_policy(
+    lm: LanguageModel, request: schemas.OovOptions, fields: Sequence[tuple[str, list[str]]]
+) -> None:
+    """Reject (422 naming the words and fields) or check the penalty, as the request asks."""
+    if request.oov == "penalty" and request.oov_penalty is None:
+        raise RequestError("oov_penalty", "is required when oov is 'penalty'")
+    if request.oov == "reject":
+        unknown = {
+            field: [tokens[i] for i in oov_positions(lm, tokens)] for field, tokens in fields
+        }
+        unknown = {field: words for field, words in unknown.items() if words}
+        if unknown:
+            first = next(iter(unknown))
+            raise RequestError(
+                first, f"words outside the vocabulary: {unknown[first]}", extra={"oov": unknown}
+            )
+
+
+def penalised(
+    log_probs: list[float], oov_targets: list[int], request: schemas.OovOptions
+) -> list[float]:
+    """Token log-probabilities with each OOV target's replaced by the penalty, when asked."""
+    if request.oov != "penalty" or not oov_targets:
+        return log_probs
+    out = list(log_probs)
+    for i in oov_targets:
+        out[i] = float(request.oov_penalty)  # type: ignore[arg-type]
+    return out
+
+
+def candidates(
+    lm: LanguageModel, name: str, req: schemas.CandidatesRequest, settings: Settings
+) -> schemas.CandidatesResponse:
+    check_count("candidates", len(req.candidates), settings.max_candidates)
+    context = tokens_of(lm, "context", req.context, settings.max_tokens)
+    token_lists = [
+        tokens_of(lm, f"candidates[{i}]", c, settings.max_tokens)
+        for i, c in enumerate(req.candidates)
+    ]
+    for i, tokens in enumerate(token_lists):
+        if not tokens:
+            raise RequestError(f"candidates[{i}]", "has no tokens after tokenisation")
+    apply_oov_policy(
+        lm,
+        req,
+        [("context", context)] + [(f"candidates[{i}]", t) for i, t in enumerate(token_lists)],
+    )
+    scores = lm.score_candidates(context, token_lists)
+    log_probs = [
+        math.fsum(penalised(s.token_log_probs, oov_positions(lm, s.tokens), req)) for s in scores
+    ]
+    shares = _softmax(log_probs)
+    observe_scores(
+        name, sum(len(t) for t in token_lists), sum(s.oov for s in scores), log_probs, len(scores)
+    )
+    return schemas.CandidatesResponse(
+        model=name,
+        normalized=req.oov != "penalty",
+        context_tokens=context,
+        context_oov_positions=oov_positions(lm, context),
+        results=[
+            schemas.CandidateResult(
+                candidate=c,
+                tokens=s.tokens,
+                log_prob=lp,
+                probability=math.exp(lp),
+                share=share,
+                oov=s.oov,
+            )
+            for c, s, lp, share in zip(req.candidates, scores, log_probs, shares, strict=True)
+        ],
+    )
+
+
+def predict(
+    lm: LanguageModel, name: str, req: schemas.PredictRequest, settings: Settings
+) -> schemas.PredictResponse:
+    if req.k > settings.max_k:
+        raise RequestError("k", f"{req.k} is above the limit of {settings.max_k}")
+    context = tokens_of(lm, "context", req.context, settings.max_tokens)
+    top = lm.top_k(context, req.k, include_special=req.include_special)
+    return schemas.PredictResponse(
+        model=name,
+        context_tokens=context,
+        predictions=[
+            schemas.Prediction(word=w, probability=math.exp(lp), log_prob=lp) for w, lp in top
+        ],
+    )
+
+
+def score_texts(
+    lm: LanguageModel,
+    name: str,
+    texts: Sequence[str | list[str]],
+    req: schemas.ScoreRequest | schemas.RerankRequest,
+    field: str,
+    settings: Settings,
+) -> list[schemas.SentenceResult]:
+    """Score sentences as one padded batch; the shared core of /v1/score and /v1/rerank."""
+    check_count(field, len(texts), settings.max_sentences)
+    token_lists = [
+        tokens_of(lm, f"{field}[{i}]", t, settings.max_tokens) for i, t in enumerate(texts)
+    ]
+    for i, tokens in enumerate(token_lists):
+        if len(tokens) + req.bos + req.eos < 2:
+            raise RequestError(
+                f"{field}[{i}]", f"has nothing to score (bos={req.bos}, eos={req.eos})"
+            )
+    apply_oov_policy(lm, req, [(f"{field}[{i}]", t) for i, t in enumerate(token_lists)])
+    scores = lm.score_sentences(token_lists, bos=req.bos, eos=req.eos, batch_size=len(token_lists))
+    results = []
+    for s in scores:
+        targets = [p - (0 if req.bos else 1) for p in s.oov_positions if req.bos or p > 0]
+        lps = penalised(s.token_log_probs, targets, req)
+        total = math.fsum(lps)
+        results.append(
+            schemas.SentenceResult(
+                tokens=s.tokens,
+                targets=s.targets,
+                log_prob=total,
+                token_log_probs=lps,
+                perplexity=math.exp(-total / len(lps)),
+                oov_count=len(s.oov_positions),
+                oov_positions=s.oov_positions,
+            )
+        )
+    observe_scores(
+        name,
+        sum(len(r.token_log_probs) for r in results),
+        sum(r.oov_count for r in results),
+        [r.log_prob for r in results],
+        None,
+    )
+    return results
+
+
+def score(
+    lm: LanguageModel, name: str, req: schemas.ScoreRequest, settings: Settings
+) -> schemas.ScoreResponse:
+    results = score_texts(lm, name, req.sentences, req, "sentences", settings)
+    return schemas.ScoreResponse(model=name, normalized=req.oov != "penalty", results=results)
+
+
+def rerank(
+    lm: LanguageModel, name: str, req: schemas.RerankRequest, settings: Settings
+) -> schemas.RerankResponse:
+    """N-best rescoring: combined = score + lm_weight * lm_log_prob + length_bonus * n_tokens."""
+    results = score_texts(lm, name, [h.text for h in req.hypotheses], req, "hypotheses", settings)
+    ranked = [
+        schemas.RankedHypothesis(
+            index=i,
+            text=h.text,
+            tokens=r.tokens,
+            score=h.score,
+            lm_log_prob=r.log_prob,
+            n_tokens=len(r.tokens),
+            combined=h.score + req.lm_weight * r.log_prob + req.length_bonus * len(r.tokens),
+        )
+        for i, (h, r) in enumerate(zip(req.hypotheses, results, strict=True))
+    ]
+    ranked.sort(key=lambda h: (-h.combined, h.index))  # best first; ties keep request order
+    return schemas.RerankResponse(model=name, normalized=req.oov != "penalty", hypotheses=ranked)
+
+
+def _softmax(log_probs: list[float]) -> list[float]:
+    """Shares of each candidate: probabilities renormalised to sum to 1, computed stably."""
+    x = np.array(log_probs, dtype=np.float64)
+    z = np.exp(x - x.max())
+    return (z / z.sum()).tolist()

@@ -1,0 +1,139 @@
+"""Bad input: a 4xx whose message names the field, never a 500."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from app.core.config import Settings
+from app.main import create_app
+from app.registry import ModelRegistry
+
+pytestmark = pytest.mark.anyio
+
+
+async def post_raw(client: httpx.AsyncClient, path: str, content: bytes) -> httpx.Response:
+    return await client.post(path, content=content, headers={"content-type": "application/json"})
+
+
+async def test_invalid_json_is_400(client: httpx.AsyncClient) -> None:
+    r = await post_raw(client, "/v1/candidates", b'{"context": "a", ')
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("the request body is not valid JSON")
+
+
+async def test_a_body_that_is_not_json_is_400(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/score", content=b"sentences=a")
+    assert r.status_code == 400 and "must be a JSON object" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/candidates", {"context": "a", "candidates": []}, "candidates"),
+        ("/v1/candidates", {"context": "a", "candidates": ["  "]}, "candidates[0]"),
+        ("/v1/candidates", {"context": "a", "candidates": [["cat", ""]]}, "candidates[0][1]"),
+        ("/v1/candidates", {"context": 7, "candidates": ["a"]}, "context"),
+        ("/v1/candidates", {"candidates": ["a"], "oov": "ignore"}, "oov"),
+        ("/v1/candidates", {"candidates": ["a"], "kontext": "typo"}, "kontext"),
+        ("/v1/predict", {"context": "a", "k": 0}, "k"),
+        ("/v1/predict", {"context": "a", "k": "ten"}, "k"),
+        ("/v1/score", {"sentences": []}, "sentences"),
+        ("/v1/score", {"sentences": "not a list"}, "sentences"),
+        ("/v1/rerank", {"hypotheses": [{"text": "a", "score": "high"}]}, "hypotheses[0].score"),
+        ("/v1/rerank", {"hypotheses": [{"text": "a"}], "lm_weight": None}, "lm_weight"),
+    ],
+)
+async def test_schema_violations_are_422_naming_the_field(
+    client: httpx.AsyncClient, path: str, body: dict, field: str
+) -> None:
+    r = await client.post(path, json=body)
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith(f"{field}:") or f"; {field}:" in r.json()["detail"], (
+        r.json()["detail"]
+    )
+
+
+@pytest.mark.parametrize("raw", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+async def test_non_finite_numbers_are_refused(client: httpx.AsyncClient, raw: bytes) -> None:
+    r = await post_raw(
+        client, "/v1/rerank", b'{"hypotheses": [{"text": "a cat", "score": ' + raw + b"}]}"
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("hypotheses[0].score:")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "words"),
+    [
+        ("/v1/candidates", {"candidates": ["a"] * 6}, "candidates", "6 items, the limit is 5"),
+        ("/v1/score", {"sentences": ["a"] * 5}, "sentences", "5 items, the limit is 4"),
+        (
+            "/v1/rerank",
+            {"hypotheses": [{"text": "a"}] * 5},
+            "hypotheses",
+            "5 items, the limit is 4",
+        ),
+        (
+            "/v1/candidates",
+            {"context": "a " * 13, "candidates": ["a"]},
+            "context",
+            "13 tokens, the limit is 12",
+        ),
+        ("/v1/candidates", {"candidates": ["a", "b " * 13]}, "candidates[1]", "13 tokens"),
+        ("/v1/score", {"sentences": ["x " * 20]}, "sentences[0]", "20 tokens"),
+        ("/v1/predict", {"k": 21}, "k", "above the limit of 20"),
+        ("/v1/candidates", {"candidates": ["a"], "oov": "penalty"}, "oov_penalty", "required"),
+        (
+            "/v1/score",
+            {"sentences": ["cat"], "bos": False, "eos": False},
+            "sentences[0]",
+            "nothing to score",
+        ),
+    ],
+)
+async def test_limits_are_422_naming_the_field(
+    client: httpx.AsyncClient, path: str, body: dict, field: str, words: str
+) -> None:
+    r = await client.post(path, json=body)
+    assert r.status_code == 422
+    assert r.json()["field"] == field and words in r.json()["detail"]
+
+
+async def test_unknown_model_is_404_listing_the_loaded_ones(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/candidates", json={"model": "gpt", "candidates": ["a"]})
+    assert r.status_code == 404
+    assert r.json() == {
+        "detail": "unknown model 'gpt'; this server has ['other', 'tiny']",
+        "field": "model",
+    }
+    assert (await client.get("/v1/models/gpt")).status_code == 404
+
+
+async def test_oversized_bodies_are_413_by_length_and_while_streaming(
+    client: httpx.AsyncClient,
+) -> None:
+    big = b'{"candidates": ["' + b"a" * 5000 + b'"]}'
+    r = await post_raw(client, "/v1/candidates", big)
+    assert r.status_code == 413 and "4096 bytes" in r.json()["detail"]
+
+    async def chunks():  # no Content-Length: the limit applies while the body arrives
+        for _ in range(10):
+            yield b" " * 1000
+
+    r = await client.post(
+        "/v1/score", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+
+
+async def test_requests_while_models_load_get_503() -> None:
+    registry = ModelRegistry([("tiny", "/nonexistent")])  # never loaded: state stays "loading"
+    app = create_app(Settings(), registry)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        r = await client.post("/v1/candidates", json={"candidates": ["a"]})
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/healthz")).status_code == 200

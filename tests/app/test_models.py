@@ -1,0 +1,121 @@
+"""/v1/models, vocabulary pages, health, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.core.config import Settings
+from app.main import create_app
+from app.registry import ModelRegistry
+from model.checkpoint import save_checkpoint
+from model.scoring import LanguageModel
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_models_describe_what_is_loaded(
+    client: httpx.AsyncClient, tiny_lm: LanguageModel
+) -> None:
+    data = (await client.get("/v1/models")).json()
+    assert data["default"] == "tiny"
+    names = [m["name"] for m in data["models"]]
+    assert names == ["tiny", "other"]
+    tiny = (await client.get("/v1/models/tiny")).json()
+    assert tiny["architecture"]["cell"] == "lstm" and tiny["vocab_size"] == len(tiny_lm.vocab)
+    assert tiny["bidirectional"] is False
+    for key in (
+        "tokenizer",
+        "training_corpus",
+        "valid_perplexity",
+        "checksum",
+        "loaded_at",
+        "load_seconds",
+    ):
+        assert key in tiny
+
+
+async def test_vocabulary_pages_and_membership(
+    client: httpx.AsyncClient, tiny_lm: LanguageModel
+) -> None:
+    page = (await client.get("/v1/models/tiny/vocab", params={"offset": 2, "limit": 3})).json()
+    assert page["total"] == len(tiny_lm.vocab)
+    assert [t["token"] for t in page["tokens"]] == tiny_lm.vocab.tokens[2:5]
+    assert [t["id"] for t in page["tokens"]] == [2, 3, 4]
+    prefixed = (await client.get("/v1/models/tiny/vocab", params={"prefix": "ca"})).json()
+    assert [t["token"] for t in prefixed["tokens"]] == ["cat"] and prefixed["total"] == 1
+    known = (await client.get("/v1/models/tiny/vocab/cat")).json()
+    assert known["in_vocabulary"] is True and known["id"] == tiny_lm.vocab.id("cat")
+    unknown = (await client.get("/v1/models/tiny/vocab/zebra")).json()
+    assert unknown == {
+        "model": "tiny",
+        "token": "zebra",
+        "in_vocabulary": False,
+        "id": None,
+        "count": None,
+    }
+    assert (await client.get("/v1/models/tiny/vocab", params={"limit": 5000})).status_code == 422
+
+
+async def test_health_endpoints(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "alive"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["models"] == ["other", "tiny"]
+
+
+async def test_readyz_reports_a_failed_load_with_the_reason(tmp_path: Path) -> None:
+    registry = ModelRegistry([("broken", tmp_path)])
+    registry.load_all()  # tmp_path holds no checkpoint
+    app = create_app(Settings(), registry)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        r = await client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["status"] == "failed" and "not a nextword checkpoint" in r.json()["error"]
+
+
+async def test_models_load_from_checkpoints_in_the_background(
+    tmp_path: Path, tiny_lm: LanguageModel
+) -> None:
+    save_checkpoint(tmp_path / "m", tiny_lm, metadata={"valid_perplexity": 42.0})
+    registry = ModelRegistry([("m", tmp_path / "m")])
+    registry.start_loading().join(timeout=30)
+    assert registry.state == "ready"
+    described = registry.get("m").describe()
+    assert (
+        described["valid_perplexity"] == 42.0
+        and described["checksum"] == registry.get().lm.checksum
+    )
+
+
+async def test_metrics_count_requests_and_language_model_signals(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/candidates", json={"context": "the", "candidates": ["cat", "zebra"]})
+    await client.post("/v1/candidates", json={"candidates": []})
+    text = (await client.get("/metrics")).text
+    assert 'nextword_requests_total{endpoint="/v1/candidates",method="POST",status="200"}' in text
+    assert 'nextword_request_errors_total{endpoint="/v1/candidates",status="422"}' in text
+    assert 'nextword_oov_tokens_total{model="tiny"}' in text
+    assert 'nextword_scored_tokens_total{model="tiny"}' in text
+    assert "nextword_candidates_per_request_bucket" in text
+    assert "nextword_request_duration_seconds_bucket" in text
+
+
+async def test_openapi_documents_every_endpoint_with_an_example(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    for path in ("/v1/candidates", "/v1/predict", "/v1/score", "/v1/rerank"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        name = body["$ref"].rsplit("/", 1)[-1]
+        assert spec["components"]["schemas"][name].get("examples"), path
+    for path in (
+        "/v1/models",
+        "/v1/models/{name}",
+        "/v1/models/{name}/vocab",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
+        assert path in spec["paths"]
+    assert (await client.get("/docs")).status_code == 200
