@@ -2,14 +2,21 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+MODEL ?= models/default
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: test lint bench-train clean
+.PHONY: run test lint bench-train bench-serve clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
+
+run: $(BIN)/.installed  ## serve the default model on http://$(HOST):$(PORT), training it first if needed
+	test -f $(MODEL)/config.json || $(BIN)/nextword train --preset default --out $(MODEL)
+	$(BIN)/nextword serve --model $(MODEL) --host $(HOST) --port $(PORT)
 
 lint: $(BIN)/.installed  ## ruff: lint and formatting
 	$(BIN)/ruff check .
@@ -21,6 +28,10 @@ test: lint  ## install into .venv, lint, run the test suite
 bench-train: $(BIN)/.installed  ## training speed beside PyTorch (installs torch==2.13.0, CPU)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/train_speed.py
+
+bench-serve: $(BIN)/.installed  ## serving latency and throughput beside PyTorch, for MODEL=runs/ptb
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/serve_speed.py --model $(MODEL)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -45,6 +45,7 @@ class ModelConfig:
     hidden_size: int = 200  # H
     dropout: float = 0.0  # drop probability on non-recurrent connections, training only
     tie_weights: bool = False  # output matrix = embedding matrix (needs D == H)
+    bidirectional: bool = False  # a gap-filling model reading from both sides (model.bidirectional)
 
     def __post_init__(self) -> None:
         get_cell(self.cell, self.activation)  # validates both names
@@ -57,6 +58,8 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_weights and self.bidirectional:
+            raise ValueError("tie_weights is not supported for bidirectional models")
         if self.tie_weights and self.embed_size != self.hidden_size:
             raise ValueError(
                 f"tie_weights needs embed_size == hidden_size, got {self.embed_size} and "
@@ -75,8 +78,111 @@ class ModelConfig:
         return cls(**data)
 
 
+def check_params(params: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]) -> None:
+    """Raise ValueError unless ``params`` has exactly the expected names and shapes."""
+    if set(params) != set(expected):
+        missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
+        raise ValueError(
+            f"parameter names do not match the config: missing {missing}, extra {extra}"
+        )
+    for name, shape in expected.items():
+        if params[name].shape != shape:
+            raise ValueError(f"parameter {name} has shape {params[name].shape}, expected {shape}")
+
+
+class RecurrentStack:
+    """The reading part of a network: embedding → L recurrent layers, dropout in between.
+
+    Its parameters live in the owner's flat dict under ``prefix``: ``{prefix}embedding.W`` (V, D)
+    and ``{prefix}rnn.{l}.Wx`` / ``Wh`` / ``b`` (/ ``bhn``). A left-to-right model has one stack
+    (prefix ""); a bidirectional one has two ("fwd.", "bwd.").
+    """
+
+    def __init__(self, config: ModelConfig, prefix: str = "") -> None:
+        self.config, self.prefix = config, prefix
+        self.cell = get_cell(config.cell, config.activation)
+
+    def layer_input_size(self, layer: int) -> int:
+        return self.config.embed_size if layer == 0 else self.config.hidden_size
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        c, p = self.config, self.prefix
+        G = self.cell.gates * c.hidden_size
+        shapes: dict[str, tuple[int, ...]] = {f"{p}embedding.W": (c.vocab_size, c.embed_size)}
+        for layer in range(c.num_layers):
+            shapes[f"{p}rnn.{layer}.Wx"] = (self.layer_input_size(layer), G)
+            shapes[f"{p}rnn.{layer}.Wh"] = (c.hidden_size, G)
+            shapes[f"{p}rnn.{layer}.b"] = (G,)
+            if "bhn" in self.cell.param_names:
+                shapes[f"{p}rnn.{layer}.bhn"] = (c.hidden_size,)
+        return shapes
+
+    def initial_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        c, p = self.config, self.prefix
+        params = {f"{p}embedding.W": init_embedding(c.vocab_size, c.embed_size, rng)}
+        for layer in range(c.num_layers):
+            D = self.layer_input_size(layer)
+            cell_params = init_cell(c.cell, c.activation, D, c.hidden_size, rng)
+            params.update({f"{p}rnn.{layer}.{k}": v for k, v in cell_params.items()})
+        return params
+
+    def layer_params(self, params: dict[str, np.ndarray], layer: int) -> dict[str, np.ndarray]:
+        return {k: params[f"{self.prefix}rnn.{layer}.{k}"] for k in self.cell.param_names}
+
+    def init_state(self, batch_size: int, dtype: np.dtype) -> NetworkState:
+        """Zero state for ``batch_size`` sequences: per layer a tuple of (N, H) arrays."""
+        shape = (batch_size, self.config.hidden_size)
+        n = self.cell.num_states
+        return [
+            tuple(np.zeros(shape, dtype=dtype) for _ in range(n))
+            for _ in range(self.config.num_layers)
+        ]
+
+    def forward(
+        self,
+        params: dict[str, np.ndarray],
+        ids: np.ndarray,
+        state: NetworkState,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, NetworkState, Any]:
+        """Read ids (T, N) from ``state``; ``rng`` switches dropout on (training).
+
+        Returns the top layer's outputs (T, N, H), the final state per layer, and the cache.
+        """
+        p = self.config.dropout
+        x, emb_cache = embedding_forward(ids, params[f"{self.prefix}embedding.W"])  # (T, N, D)
+        x, mask = dropout_forward(x, p, rng)
+        masks, layer_caches, final_state = [mask], [], []
+        for layer in range(self.config.num_layers):
+            x, layer_state, layer_cache = self.cell.forward(
+                x, state[layer], self.layer_params(params, layer)
+            )
+            x, mask = dropout_forward(x, p, rng)  # (T, N, H)
+            masks.append(mask)
+            layer_caches.append(layer_cache)
+            final_state.append(layer_state)
+        return x, final_state, (emb_cache, masks, layer_caches)
+
+    def backward(self, dhidden: np.ndarray, cache: Any) -> dict[str, Grad]:
+        """Gradients of the stack's parameters from d(top outputs) (T, N, H).
+
+        The state carried in from a previous window is a constant (truncated BPTT): no gradient
+        flows into it.
+        """
+        emb_cache, masks, layer_caches = cache
+        grads: dict[str, Grad] = {}
+        dx = dhidden
+        for layer in reversed(range(self.config.num_layers)):
+            dx = dropout_backward(dx, masks[layer + 1])
+            dx, _, layer_grads = self.cell.backward(dx, None, layer_caches[layer])
+            grads.update({f"{self.prefix}rnn.{layer}.{k}": g for k, g in layer_grads.items()})
+        dx = dropout_backward(dx, masks[0])
+        grads[f"{self.prefix}embedding.W"] = embedding_backward(dx, emb_cache)
+        return grads
+
+
 class RNNLM:
-    """Parameters plus forward/backward of the language model; stateless between calls.
+    """The left-to-right language model: a ``RecurrentStack`` and a softmax output layer.
 
     Parameters live in ``self.params``, a flat dict whose keys are also the tensor names in the
     checkpoint: ``embedding.W`` (V, D), ``rnn.{l}.Wx`` / ``Wh`` / ``b`` (/ ``bhn`` for GRU),
@@ -91,24 +197,16 @@ class RNNLM:
         seed: int = 0,
         dtype: type | np.dtype = np.float32,
     ) -> None:
+        if config.bidirectional:
+            raise ValueError(
+                "a bidirectional config builds a BiRNNLM (model.bidirectional), not an RNNLM"
+            )
         self.config = config
-        self.cell = get_cell(config.cell, config.activation)
+        self.stack = RecurrentStack(config)
+        self.cell = self.stack.cell
         if params is None:
             params = self._initial_params(np.random.default_rng(seed))
-        expected = self.param_shapes()
-        if set(params) != set(expected):
-            missing, extra = (
-                sorted(set(expected) - set(params)),
-                sorted(set(params) - set(expected)),
-            )
-            raise ValueError(
-                f"parameter names do not match the config: missing {missing}, extra {extra}"
-            )
-        for name, shape in expected.items():
-            if params[name].shape != shape:
-                raise ValueError(
-                    f"parameter {name} has shape {params[name].shape}, expected {shape}"
-                )
+        check_params(params, self.param_shapes())
         self.params = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
 
     # ------------------------------------------------------------ structure
@@ -116,20 +214,10 @@ class RNNLM:
     def dtype(self) -> np.dtype:
         return self.params["output.b"].dtype
 
-    def layer_input_size(self, layer: int) -> int:
-        return self.config.embed_size if layer == 0 else self.config.hidden_size
-
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name → shape of every parameter this config needs."""
         c = self.config
-        G = self.cell.gates * c.hidden_size
-        shapes: dict[str, tuple[int, ...]] = {"embedding.W": (c.vocab_size, c.embed_size)}
-        for layer in range(c.num_layers):
-            shapes[f"rnn.{layer}.Wx"] = (self.layer_input_size(layer), G)
-            shapes[f"rnn.{layer}.Wh"] = (c.hidden_size, G)
-            shapes[f"rnn.{layer}.b"] = (G,)
-            if "bhn" in self.cell.param_names:
-                shapes[f"rnn.{layer}.bhn"] = (c.hidden_size,)
+        shapes = self.stack.param_shapes()
         if not c.tie_weights:
             shapes["output.W"] = (c.vocab_size, c.hidden_size)
         shapes["output.b"] = (c.vocab_size,)
@@ -137,19 +225,11 @@ class RNNLM:
 
     def _initial_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         c = self.config
-        params = {"embedding.W": init_embedding(c.vocab_size, c.embed_size, rng)}
-        for layer in range(c.num_layers):
-            cell_params = init_cell(
-                c.cell, c.activation, self.layer_input_size(layer), c.hidden_size, rng
-            )
-            params.update({f"rnn.{layer}.{k}": v for k, v in cell_params.items()})
+        params = self.stack.initial_params(rng)
         if not c.tie_weights:
             params["output.W"] = init_embedding(c.vocab_size, c.hidden_size, rng)
         params["output.b"] = np.zeros(c.vocab_size)
         return params
-
-    def layer_params(self, layer: int) -> dict[str, np.ndarray]:
-        return {k: self.params[f"rnn.{layer}.{k}"] for k in self.cell.param_names}
 
     @property
     def output_weight(self) -> np.ndarray:
@@ -161,51 +241,18 @@ class RNNLM:
 
     def init_state(self, batch_size: int) -> NetworkState:
         """Zero state for ``batch_size`` sequences: per layer a tuple of (N, H) arrays."""
-        H = self.config.hidden_size
-        zeros = lambda: np.zeros((batch_size, H), dtype=self.dtype)  # noqa: E731
-        return [
-            tuple(zeros() for _ in range(self.cell.num_states))
-            for _ in range(self.config.num_layers)
-        ]
+        return self.stack.init_state(batch_size, self.dtype)
 
     # ------------------------------------------------------------ forward / backward
     def forward(
         self, ids: np.ndarray, state: NetworkState, rng: np.random.Generator | None = None
     ) -> tuple[np.ndarray, NetworkState, Any]:
-        """Run the recurrent stack over ids (T, N) from ``state``.
-
-        ``rng`` switches dropout on (training); None means inference.
-        Returns the top layer's outputs (T, N, H), the final state per layer, and the cache.
-        """
-        p = self.config.dropout
-        x, emb_cache = embedding_forward(ids, self.params["embedding.W"])  # (T, N, D)
-        x, mask = dropout_forward(x, p, rng)
-        masks, layer_caches, final_state = [mask], [], []
-        for layer in range(self.config.num_layers):
-            x, layer_state, layer_cache = self.cell.forward(
-                x, state[layer], self.layer_params(layer)
-            )
-            x, mask = dropout_forward(x, p, rng)  # (T, N, H)
-            masks.append(mask)
-            layer_caches.append(layer_cache)
-            final_state.append(layer_state)
-        return x, final_state, (emb_cache, masks, layer_caches)
+        """Read ids (T, N) from ``state``: top outputs, final state, cache (``RecurrentStack``)."""
+        return self.stack.forward(self.params, ids, state, rng)
 
     def backward(self, dhidden: np.ndarray, cache: Any) -> dict[str, Grad]:
-        """Gradients of every recurrent and embedding parameter from d(top outputs) (T, N, H).
-
-        The hidden state carried in from the previous window is treated as a constant
-        (truncated BPTT), so no gradient flows into it.
-        """
-        emb_cache, masks, layer_caches = cache
-        grads: dict[str, Grad] = {}
-        dx = dhidden
-        for layer in reversed(range(self.config.num_layers)):
-            dx = dropout_backward(dx, masks[layer + 1])
-            dx, _, layer_grads = self.cell.backward(dx, None, layer_caches[layer])
-            grads.update({f"rnn.{layer}.{k}": g for k, g in layer_grads.items()})
-        grads["embedding.W"] = embedding_backward(dropout_backward(dx, masks[0]), emb_cache)
-        return grads
+        """Gradients of every recurrent and embedding parameter from d(top outputs) (T, N, H)."""
+        return self.stack.backward(dhidden, cache)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         """Unnormalised next-token scores (T, N, V) from top-layer outputs (T, N, H)."""

@@ -90,8 +90,12 @@ class LanguageModel:
     def context_state(self, context: Text) -> tuple[NetworkState, np.ndarray]:
         """Read ``<s> context`` and return the state after it and log P(next token), shape (V,)."""
         ids = np.concatenate([[self.vocab.bos_id], self.vocab.encode(self.tokenize(context))])
-        log_probs, state = self.net.log_probs(ids[:, None], self.net.init_state(1))
-        return state, log_probs[-1, 0]
+        hidden, state, _ = self.net.forward(ids[:, None], self.net.init_state(1))
+        return state, self.next_log_probs_from(hidden[-1])[0]
+
+    def next_log_probs_from(self, hidden: np.ndarray) -> np.ndarray:
+        """log P(next token) from top-layer outputs hidden (M, H): shape (M, V)."""
+        return log_softmax(hidden @ self.net.output_weight.T + self.net.params["output.b"])
 
     # ------------------------------------------------------------ next word
     def next_log_probs(self, context: Text) -> np.ndarray:

@@ -1,0 +1,224 @@
+"""Serving speed: candidate latency and N-best throughput, in-process and over HTTP, beside PyTorch.
+
+    python bench/serve_speed.py --model runs/ptb          # the Penn Treebank 2×200 LSTM
+    python bench/serve_speed.py --model runs/ptb --requests 2000 --no-http
+
+Workloads, drawn from ``ptb.valid.txt`` (or the model's own vocabulary when it is absent):
+
+- candidates: a 20-word context and 5 candidate words (one of them two tokens long), as an STT
+  decoder asks when it is unsure of the next word; latency p50/p99, one request at a time;
+- N-best: /v1/score with 10 hypotheses per call (an N-best list); sentences per second.
+
+Each runs in-process (``LanguageModel``), over HTTP against ``nextword serve`` on loopback, and
+in PyTorch (the same weights copied into ``torch.nn.LSTM``, ``inference_mode``) when installed.
+The PyTorch scores are also checked against nextword's, so the comparison is of equal work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from model.checkpoint import load_checkpoint
+from model.scoring import LanguageModel
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_VALID = ROOT.parent / "shared" / "data" / "ptb" / "ptb.valid.txt"
+
+
+def workload(lm: LanguageModel, path: Path, n: int, seed: int = 0) -> tuple[list, list]:
+    """(candidate requests, N-best lists) from real sentences of ``path``."""
+    rng = np.random.default_rng(seed)
+    lines = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+    lines = [s for s in lines if len(s) >= 22] or [list(rng.choice(lm.vocab.tokens[3:], 30)) for _ in range(50)]
+    words = lm.vocab.tokens[3:]
+    requests, nbest = [], []
+    for i in range(n):
+        s = lines[i % len(lines)]
+        start = int(rng.integers(0, len(s) - 21))
+        context, truth = s[start : start + 20], s[start + 20]
+        others = [str(w) for w in rng.choice(words, 3)]
+        requests.append((context, [truth, *others, f"{others[0]} {truth}"]))
+        hypotheses = [" ".join(s)]
+        for _ in range(9):  # confusions: some words swapped for random ones
+            noisy = list(s)
+            for j in rng.integers(0, len(s), 2):
+                noisy[j] = str(rng.choice(words))
+            hypotheses.append(" ".join(noisy))
+        nbest.append(hypotheses)
+    return requests, nbest
+
+
+def latencies(call: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    ms = sorted(t * 1000 for t in times)
+    return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 3)}
+
+
+def torch_peer(lm: LanguageModel):  # noqa: ANN201 - torch is optional
+    """The same network in PyTorch with the same weights, or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    cfg = lm.net.config
+    if cfg.cell != "lstm":
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    p = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in lm.net.params.items()}
+    lstm = torch.nn.LSTM(cfg.embed_size, cfg.hidden_size, cfg.num_layers)
+    H = cfg.hidden_size
+    reorder = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+    with torch.no_grad():  # nextword's gate order is i, f, o, g; PyTorch's is i, f, g, o
+        for layer in range(cfg.num_layers):
+            getattr(lstm, f"weight_ih_l{layer}").copy_(p[f"rnn.{layer}.Wx"].T[reorder])
+            getattr(lstm, f"weight_hh_l{layer}").copy_(p[f"rnn.{layer}.Wh"].T[reorder])
+            getattr(lstm, f"bias_ih_l{layer}").copy_(p[f"rnn.{layer}.b"][reorder])
+            getattr(lstm, f"bias_hh_l{layer}").zero_()
+    embedding = p["embedding.W"]
+    out_w = p["embedding.W" if cfg.tie_weights else "output.W"]
+    out_b = p["output.b"]
+    bos, eos = lm.vocab.bos_id, lm.vocab.eos_id
+
+    def candidates(context: list[str], cands: list[str]) -> list[float]:
+        with torch.inference_mode():
+            ids = torch.tensor([bos, *lm.vocab.encode(context)])
+            h, state = lstm(embedding[ids][:, None])
+            first = torch.log_softmax(h[-1] @ out_w.T + out_b, -1)[0]
+            cand_ids = [lm.vocab.encode(lm.tokenize(c)) for c in cands]
+            scores = [float(first[c[0]]) for c in cand_ids]
+            for i, c in enumerate(cand_ids):
+                if len(c) > 1:
+                    h2, _ = lstm(embedding[torch.tensor(c[:-1])][:, None], state)
+                    lp = torch.log_softmax(h2[:, 0] @ out_w.T + out_b, -1)
+                    scores[i] += float(lp[torch.arange(len(c) - 1), torch.tensor(c[1:])].sum())
+            return scores
+
+    def score(sentences: list[str]) -> list[float]:
+        with torch.inference_mode():
+            seqs = [[bos, *lm.vocab.encode(s.split()), eos] for s in sentences]
+            T = max(map(len, seqs)) - 1
+            inputs = torch.zeros(T, len(seqs), dtype=torch.long)
+            targets = torch.zeros(T, len(seqs), dtype=torch.long)
+            mask = torch.zeros(T, len(seqs))
+            for j, s in enumerate(seqs):
+                inputs[: len(s) - 1, j], targets[: len(s) - 1, j] = torch.tensor(s[:-1]), torch.tensor(s[1:])
+                mask[: len(s) - 1, j] = 1
+            h, _ = lstm(embedding[inputs])
+            lp = torch.log_softmax(h @ out_w.T + out_b, -1).gather(-1, targets[..., None])[..., 0]
+            return (lp * mask).sum(0).tolist()
+
+    return candidates, score, torch.__version__
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "app.cli", "serve", "--model", str(model_dir), "--port", str(port)]
+    process = subprocess.Popen([*command, "--log-level", "warning"], stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "runs" / "ptb")
+    parser.add_argument("--valid", type=Path, default=DEFAULT_VALID)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--nbest-calls", type=int, default=200)
+    parser.add_argument("--no-http", action="store_true")
+    args = parser.parse_args()
+
+    lm = load_checkpoint(args.model)
+    requests, nbest = workload(lm, args.valid, args.requests)
+    results: dict[str, object] = {
+        "benchmark": "serve_speed",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "model": f"{args.model} ({lm.net.config.cell} {lm.net.config.num_layers}x{lm.net.config.hidden_size}, "
+        f"V={len(lm.vocab)})",
+    }
+    it = iter(requests * 3)
+    for _ in range(50):  # warm-up
+        lm.score_candidates(*next(it))
+    results["inprocess_candidates"] = summary(latencies(lambda: lm.score_candidates(*next(it)), args.requests))
+    calls = iter(nbest * 3)
+    start = time.perf_counter()
+    for _ in range(args.nbest_calls):
+        lm.score_sentences(next(calls))
+    results["inprocess_nbest_sentences_per_s"] = round(10 * args.nbest_calls / (time.perf_counter() - start))
+
+    peer = torch_peer(lm)
+    if peer:
+        t_candidates, t_score, version = peer
+        context, cands = requests[0]
+        ours = [s.log_prob for s in lm.score_candidates(context, cands)]
+        assert np.allclose(t_candidates(context, cands), ours, atol=1e-3), "PyTorch disagrees"
+        assert np.allclose(t_score(nbest[0]), [s.log_prob for s in lm.score_sentences(nbest[0])], atol=1e-2)
+        it = iter(requests * 3)
+        for _ in range(50):
+            t_candidates(*next(it))
+        results["torch_version"] = version
+        results["torch_candidates"] = summary(latencies(lambda: t_candidates(*next(it)), args.requests))
+        calls = iter(nbest * 3)
+        start = time.perf_counter()
+        for _ in range(args.nbest_calls):
+            t_score(next(calls))
+        results["torch_nbest_sentences_per_s"] = round(10 * args.nbest_calls / (time.perf_counter() - start))
+
+    if not args.no_http:
+        process, url = start_server(args.model)
+        try:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                body = iter([{"context": c, "candidates": k} for c, k in requests * 3])
+                for _ in range(50):
+                    http.post("/v1/candidates", json=next(body)).raise_for_status()
+                results["http_candidates"] = summary(
+                    latencies(lambda: http.post("/v1/candidates", json=next(body)).raise_for_status(), args.requests)
+                )
+                calls = iter(nbest * 3)
+                start = time.perf_counter()
+                for _ in range(args.nbest_calls):
+                    http.post("/v1/score", json={"sentences": next(calls)}).raise_for_status()
+                results["http_nbest_sentences_per_s"] = round(10 * args.nbest_calls / (time.perf_counter() - start))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
