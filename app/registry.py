@@ -18,6 +18,7 @@ from model.checkpoint import load_checkpoint
 from model.scoring import LanguageModel
 
 log = logging.getLogger("nextword")
+LEFT_TO_RIGHT_ENDPOINTS = ["/v1/candidates", "/v1/predict", "/v1/score", "/v1/rerank", "/v1/fill"]
 
 
 class ModelNotFoundError(LookupError):
@@ -46,7 +47,8 @@ class LoadedModel:
             "path": str(self.path),
             "architecture": self.lm.net.config.to_dict(),
             "parameters": self.lm.net.num_parameters(),
-            "bidirectional": False,
+            "bidirectional": self.lm.bidirectional,
+            "endpoints": ["/v1/fill"] if self.lm.bidirectional else LEFT_TO_RIGHT_ENDPOINTS,
             "vocab_size": len(self.lm.vocab),
             "tokenizer": self.lm.tokenizer.to_dict(),
             "training_corpus": corpus.get("train") or training.get("train"),
@@ -95,7 +97,7 @@ class ModelRegistry:
         return {"status": self.state, "error": self.error, "models": sorted(self.models)}
 
     def add(self, name: str, path: Path, lm: LanguageModel, seconds: float) -> None:
-        lm.score_candidates("", ["the"])  # warm up: one forward pass before any request sees it
+        lm.self_check()  # warm up: one forward pass before any request sees the model
         loaded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with self._lock:
             self.models[name] = LoadedModel(name, path, lm, loaded_at, seconds)

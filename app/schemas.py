@@ -178,6 +178,37 @@ class RerankResponse(ScoreMeta):
     hypotheses: list[RankedHypothesis]  # best first
 
 
+# ---------------------------------------------------------------- /v1/fill
+class FillRequest(OovOptions):
+    left: Text = Field("", description="the words before the gap; empty = the start of a sentence")
+    right: Text = Field("", description="the words after the gap; empty = the end of a sentence")
+    candidates: list[NonEmptyText] = Field(min_length=1, description="what may fill the gap")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "left": "the stock",
+                    "right": "sharply in late trading",
+                    "candidates": ["fell", "fill", "felt"],
+                }
+            ]
+        },
+    )
+
+
+class FillResponse(ScoreMeta):
+    method: Literal["bidirectional", "sentence"] = Field(
+        description="bidirectional: a gap-filling model's P(candidate | left, right) (pseudo-log-"
+        "likelihood for several tokens); sentence: log P(left candidate right) under a "
+        "left-to-right model"
+    )
+    left_tokens: list[str]
+    right_tokens: list[str]
+    results: list[CandidateResult]
+
+
 # ---------------------------------------------------------------- models and health
 class VocabEntry(BaseModel):
     token: str

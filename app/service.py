@@ -73,9 +73,17 @@ def penalised(
     return out
 
 
+def require_left_to_right(lm: LanguageModel, name: str) -> None:
+    if lm.bidirectional:
+        raise RequestError(
+            "model", f"{name!r} is a bidirectional gap-filling model: it serves /v1/fill only"
+        )
+
+
 def candidates(
     lm: LanguageModel, name: str, req: schemas.CandidatesRequest, settings: Settings
 ) -> schemas.CandidatesResponse:
+    require_left_to_right(lm, name)
     check_count("candidates", len(req.candidates), settings.max_candidates)
     context = tokens_of(lm, "context", req.context, settings.max_tokens)
     token_lists = [
@@ -120,6 +128,7 @@ def candidates(
 def predict(
     lm: LanguageModel, name: str, req: schemas.PredictRequest, settings: Settings
 ) -> schemas.PredictResponse:
+    require_left_to_right(lm, name)
     if req.k > settings.max_k:
         raise RequestError("k", f"{req.k} is above the limit of {settings.max_k}")
     context = tokens_of(lm, "context", req.context, settings.max_tokens)
@@ -142,6 +151,7 @@ def score_texts(
     settings: Settings,
 ) -> list[schemas.SentenceResult]:
     """Score sentences as one padded batch; the shared core of /v1/score and /v1/rerank."""
+    require_left_to_right(lm, name)
     check_count(field, len(texts), settings.max_sentences)
     token_lists = [
         tokens_of(lm, f"{field}[{i}]", t, settings.max_tokens) for i, t in enumerate(texts)
@@ -205,6 +215,54 @@ def rerank(
     ]
     ranked.sort(key=lambda h: (-h.combined, h.index))  # best first; ties keep request order
     return schemas.RerankResponse(model=name, normalized=req.oov != "penalty", hypotheses=ranked)
+
+
+def fill(
+    lm: LanguageModel, name: str, req: schemas.FillRequest, settings: Settings
+) -> schemas.FillResponse:
+    """Candidates for a gap with words on both sides (``LanguageModel.fill`` has the methods)."""
+    check_count("candidates", len(req.candidates), settings.max_candidates)
+    left = tokens_of(lm, "left", req.left, settings.max_tokens)
+    right = tokens_of(lm, "right", req.right, settings.max_tokens)
+    token_lists = [
+        tokens_of(lm, f"candidates[{i}]", c, settings.max_tokens)
+        for i, c in enumerate(req.candidates)
+    ]
+    for i, tokens in enumerate(token_lists):
+        if not tokens:
+            raise RequestError(f"candidates[{i}]", "has no tokens after tokenisation")
+    fields = [("left", left), ("right", right)] + [
+        (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
+    ]
+    apply_oov_policy(lm, req, fields)
+    method, scores = lm.fill(left, right, token_lists)
+    log_probs = []
+    for s in scores:  # the positions of the scored tokens, to apply an OOV penalty
+        scored = s.tokens if method == "bidirectional" else [*left, *s.tokens, *right, "</s>"]
+        log_probs.append(math.fsum(penalised(s.token_log_probs, oov_positions(lm, scored), req)))
+    shares = _softmax(log_probs)
+    observe_scores(
+        name, sum(len(t) for t in token_lists), sum(s.oov for s in scores), log_probs, len(scores)
+    )
+    exact = method == "sentence" or all(len(t) == 1 for t in token_lists)
+    return schemas.FillResponse(
+        model=name,
+        method=method,
+        normalized=exact and req.oov != "penalty",
+        left_tokens=left,
+        right_tokens=right,
+        results=[
+            schemas.CandidateResult(
+                candidate=c,
+                tokens=s.tokens,
+                log_prob=lp,
+                probability=math.exp(lp),
+                share=share,
+                oov=s.oov,
+            )
+            for c, s, lp, share in zip(req.candidates, scores, log_probs, shares, strict=True)
+        ],
+    )
 
 
 def _softmax(log_probs: list[float]) -> list[float]:

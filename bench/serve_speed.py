@@ -42,7 +42,9 @@ def workload(lm: LanguageModel, path: Path, n: int, seed: int = 0) -> tuple[list
     """(candidate requests, N-best lists) from real sentences of ``path``."""
     rng = np.random.default_rng(seed)
     lines = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
-    lines = [s for s in lines if len(s) >= 22] or [list(rng.choice(lm.vocab.tokens[3:], 30)) for _ in range(50)]
+    lines = [s for s in lines if len(s) >= 22] or [
+        list(rng.choice(lm.vocab.tokens[3:], 30)) for _ in range(50)
+    ]
     words = lm.vocab.tokens[3:]
     requests, nbest = [], []
     for i in range(n):
@@ -72,10 +74,13 @@ def latencies(call: Callable[[], object], n: int) -> list[float]:
 
 def summary(times: list[float]) -> dict[str, float]:
     ms = sorted(t * 1000 for t in times)
-    return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 3)}
+    return {
+        "p50_ms": round(statistics.median(ms), 3),
+        "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 3),
+    }
 
 
-def torch_peer(lm: LanguageModel):  # noqa: ANN201 - torch is optional
+def torch_peer(lm: LanguageModel):
     """The same network in PyTorch with the same weights, or None without torch."""
     try:
         import torch
@@ -88,7 +93,9 @@ def torch_peer(lm: LanguageModel):  # noqa: ANN201 - torch is optional
     p = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in lm.net.params.items()}
     lstm = torch.nn.LSTM(cfg.embed_size, cfg.hidden_size, cfg.num_layers)
     H = cfg.hidden_size
-    reorder = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+    reorder = torch.cat(
+        [torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)]
+    )
     with torch.no_grad():  # nextword's gate order is i, f, o, g; PyTorch's is i, f, g, o
         for layer in range(cfg.num_layers):
             getattr(lstm, f"weight_ih_l{layer}").copy_(p[f"rnn.{layer}.Wx"].T[reorder])
@@ -122,7 +129,10 @@ def torch_peer(lm: LanguageModel):  # noqa: ANN201 - torch is optional
             targets = torch.zeros(T, len(seqs), dtype=torch.long)
             mask = torch.zeros(T, len(seqs))
             for j, s in enumerate(seqs):
-                inputs[: len(s) - 1, j], targets[: len(s) - 1, j] = torch.tensor(s[:-1]), torch.tensor(s[1:])
+                inputs[: len(s) - 1, j], targets[: len(s) - 1, j] = (
+                    torch.tensor(s[:-1]),
+                    torch.tensor(s[1:]),
+                )
                 mask[: len(s) - 1, j] = 1
             h, _ = lstm(embedding[inputs])
             lp = torch.log_softmax(h @ out_w.T + out_b, -1).gather(-1, targets[..., None])[..., 0]
@@ -139,7 +149,16 @@ def free_port() -> int:
 
 def start_server(model_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    command = [sys.executable, "-m", "app.cli", "serve", "--model", str(model_dir), "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--port",
+        str(port),
+    ]
     process = subprocess.Popen([*command, "--log-level", "warning"], stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -164,22 +183,26 @@ def main() -> None:
 
     lm = load_checkpoint(args.model)
     requests, nbest = workload(lm, args.valid, args.requests)
+    config = lm.net.config
     results: dict[str, object] = {
         "benchmark": "serve_speed",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "model": f"{args.model} ({lm.net.config.cell} {lm.net.config.num_layers}x{lm.net.config.hidden_size}, "
-        f"V={len(lm.vocab)})",
+        "model": f"{args.model}: {config.cell} {config.num_layers}x{config.hidden_size}",
     }
     it = iter(requests * 3)
     for _ in range(50):  # warm-up
         lm.score_candidates(*next(it))
-    results["inprocess_candidates"] = summary(latencies(lambda: lm.score_candidates(*next(it)), args.requests))
+    results["inprocess_candidates"] = summary(
+        latencies(lambda: lm.score_candidates(*next(it)), args.requests)
+    )
     calls = iter(nbest * 3)
     start = time.perf_counter()
     for _ in range(args.nbest_calls):
         lm.score_sentences(next(calls))
-    results["inprocess_nbest_sentences_per_s"] = round(10 * args.nbest_calls / (time.perf_counter() - start))
+    results["inprocess_nbest_sentences_per_s"] = round(
+        10 * args.nbest_calls / (time.perf_counter() - start)
+    )
 
     peer = torch_peer(lm)
     if peer:
@@ -187,17 +210,23 @@ def main() -> None:
         context, cands = requests[0]
         ours = [s.log_prob for s in lm.score_candidates(context, cands)]
         assert np.allclose(t_candidates(context, cands), ours, atol=1e-3), "PyTorch disagrees"
-        assert np.allclose(t_score(nbest[0]), [s.log_prob for s in lm.score_sentences(nbest[0])], atol=1e-2)
+        assert np.allclose(
+            t_score(nbest[0]), [s.log_prob for s in lm.score_sentences(nbest[0])], atol=1e-2
+        )
         it = iter(requests * 3)
         for _ in range(50):
             t_candidates(*next(it))
         results["torch_version"] = version
-        results["torch_candidates"] = summary(latencies(lambda: t_candidates(*next(it)), args.requests))
+        results["torch_candidates"] = summary(
+            latencies(lambda: t_candidates(*next(it)), args.requests)
+        )
         calls = iter(nbest * 3)
         start = time.perf_counter()
         for _ in range(args.nbest_calls):
             t_score(next(calls))
-        results["torch_nbest_sentences_per_s"] = round(10 * args.nbest_calls / (time.perf_counter() - start))
+        results["torch_nbest_sentences_per_s"] = round(
+            10 * args.nbest_calls / (time.perf_counter() - start)
+        )
 
     if not args.no_http:
         process, url = start_server(args.model)
@@ -207,13 +236,18 @@ def main() -> None:
                 for _ in range(50):
                     http.post("/v1/candidates", json=next(body)).raise_for_status()
                 results["http_candidates"] = summary(
-                    latencies(lambda: http.post("/v1/candidates", json=next(body)).raise_for_status(), args.requests)
+                    latencies(
+                        lambda: http.post("/v1/candidates", json=next(body)).raise_for_status(),
+                        args.requests,
+                    )
                 )
                 calls = iter(nbest * 3)
                 start = time.perf_counter()
                 for _ in range(args.nbest_calls):
                     http.post("/v1/score", json={"sentences": next(calls)}).raise_for_status()
-                results["http_nbest_sentences_per_s"] = round(10 * args.nbest_calls / (time.perf_counter() - start))
+                results["http_nbest_sentences_per_s"] = round(
+                    10 * args.nbest_calls / (time.perf_counter() - start)
+                )
         finally:
             process.terminate()
             process.wait(timeout=30)

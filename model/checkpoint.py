@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
+from model.bidirectional import BiRNNLM
 from model.network import RNNLM, ModelConfig
 from model.scoring import LanguageModel
 from model.tokenize import Tokenizer
@@ -239,7 +240,8 @@ def _load(directory: Path, dtype: type | np.dtype) -> LanguageModel:
         )
     params = load_tensors(directory, "weights", config)
     try:
-        net = RNNLM(model_config, params, dtype=dtype)
+        network = BiRNNLM if model_config.bidirectional else RNNLM
+        net = network(model_config, params, dtype=dtype)
     except ValueError as e:
         raise CheckpointError(
             f"{directory / config['roles']['weights']}: does not match {where}: {e}"

@@ -13,7 +13,7 @@ from typing import Any
 from model.corpus import load_sentences
 from model.data import sentence_stream, target_mask
 from model.scoring import LanguageModel
-from model.training import evaluate, perplexity
+from model.training import evaluate, evaluate_gaps, perplexity
 
 
 def evaluate_file(
@@ -25,6 +25,8 @@ def evaluate_file(
     Penn Treebank figures are computed; larger batches are faster and cut it into columns.
     """
     sentences = load_sentences(path, lm.tokenizer, split)
+    if lm.bidirectional:
+        return evaluate_gap_file(lm, sentences)
     stream = sentence_stream(sentences, lm.vocab)
     columns = max(1, min(batch_size, len(stream) // 2))
     steps = len(stream) // columns
@@ -37,4 +39,18 @@ def evaluate_file(
         "cross_entropy": round(cross_entropy, 6),
         "perplexity": round(perplexity(cross_entropy), 4),
         "oov_rate": round(oov / counted, 6),
+    }
+
+
+def evaluate_gap_file(lm: LanguageModel, sentences: list[list[str]]) -> dict[str, Any]:
+    """The gap-filling version: every word predicted from both sides of it; ``</s>`` not counted."""
+    ids = [lm.vocab.encode(s) for s in sentences]
+    cross_entropy, tokens = evaluate_gaps(lm.net, ids)  # type: ignore[arg-type]
+    oov = sum(token not in lm.vocab for s in sentences for token in s)
+    return {
+        "tokens": tokens,
+        "cross_entropy": round(cross_entropy, 6),
+        "perplexity": round(perplexity(cross_entropy), 4),
+        "oov_rate": round(oov / max(tokens, 1), 6),
+        "task": "gap-filling",
     }

@@ -49,6 +49,10 @@ class SentenceScore:
     oov_positions: list[int] = field(default_factory=list)  # indices into tokens
 
 
+class ModelKindError(ValueError):
+    """A left-to-right call on a gap-filling model (or the reverse)."""
+
+
 class LanguageModel:
     """A trained network with the vocabulary and tokenizer it was trained with."""
 
@@ -70,6 +74,15 @@ class LanguageModel:
         self._special_ids = np.array([vocab.id(t) for t in SPECIALS])
 
     # ------------------------------------------------------------ helpers
+    @property
+    def bidirectional(self) -> bool:
+        """A gap-filling model: it serves ``fill`` only."""
+        return self.net.config.bidirectional
+
+    def _require_left_to_right(self) -> None:
+        if self.bidirectional:
+            raise ModelKindError("this is a bidirectional gap-filling model: it serves fill() only")
+
     def tokenize(self, text: Text) -> list[str]:
         """A string goes through the model's tokenizer; a list of tokens is taken as it is."""
         return self.tokenizer(text) if isinstance(text, str) else [str(t) for t in text]
@@ -89,6 +102,7 @@ class LanguageModel:
 
     def context_state(self, context: Text) -> tuple[NetworkState, np.ndarray]:
         """Read ``<s> context`` and return the state after it and log P(next token), shape (V,)."""
+        self._require_left_to_right()
         ids = np.concatenate([[self.vocab.bos_id], self.vocab.encode(self.tokenize(context))])
         hidden, state, _ = self.net.forward(ids[:, None], self.net.init_state(1))
         return state, self.next_log_probs_from(hidden[-1])[0]
@@ -156,6 +170,7 @@ class LanguageModel:
         Sentences are grouped by length (longest first) to keep padding small; results come back
         in request order.
         """
+        self._require_left_to_right()
         token_lists = [self.tokenize(s) for s in sentences]
         seqs = []
         for i, tokens in enumerate(token_lists):
@@ -180,6 +195,47 @@ class LanguageModel:
             for i, lps in zip(batch, np.split(picked, np.cumsum(lengths)[:-1]), strict=True):
                 results[i] = self._sentence_score(token_lists[i], lps.tolist(), bos, eos)
         return [r for r in results if r is not None]
+
+    def self_check(self) -> None:
+        """One tiny forward pass (either kind of model): warms caches, proves the model answers."""
+        method, (score,) = self.fill([], [], [[self.vocab.tokens[-1]]])
+        if not math.isfinite(score.log_prob):
+            raise FloatingPointError(f"the model answers {score.log_prob} ({method})")
+
+    # ------------------------------------------------------------ gaps
+    def fill(
+        self, left: Text, right: Text, candidates: Sequence[Text]
+    ) -> tuple[str, list[CandidateScore]]:
+        """Score candidates for the gap between ``left`` and ``right``; returns (method, scores).
+
+        - ``bidirectional`` (a gap-filling model): a one-token candidate gets the exact
+          log P(c | left, right); a longer one the sum over its tokens of log P(token | everything
+          else), its pseudo-log-likelihood.
+        - ``sentence`` (a left-to-right model): each candidate's score is the log-probability of
+          the whole sentence ``<s> left candidate right </s>``; ``token_log_probs`` are that
+          sentence's. Comparing candidates this way uses the right context too.
+        """
+        left_tokens, right_tokens = self.tokenize(left), self.tokenize(right)
+        token_lists = [self.tokenize(c) for c in candidates]
+        for i, tokens in enumerate(token_lists):
+            if not tokens:
+                raise ValueError(f"candidate {i} ({candidates[i]!r}) has no tokens")
+        oov = [any(map(self.is_oov, tokens)) for tokens in token_lists]
+        if self.bidirectional:
+            encode = self.vocab.encode
+            per_token = self.net.fill_scores(
+                encode(left_tokens), encode(right_tokens), [encode(t) for t in token_lists]
+            )
+            scores = [
+                CandidateScore(t, math.fsum(lps), lps.tolist(), o)
+                for t, lps, o in zip(token_lists, per_token, oov, strict=True)
+            ]
+            return "bidirectional", scores
+        sentences = self.score_sentences([left_tokens + t + right_tokens for t in token_lists])
+        return "sentence", [
+            CandidateScore(t, s.log_prob, s.token_log_probs, o)
+            for t, s, o in zip(token_lists, sentences, oov, strict=True)
+        ]
 
     def _sentence_score(
         self, tokens: list[str], lps: list[float], bos: bool, eos: bool

@@ -82,6 +82,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=S,
         help="share the embedding and output matrices (needs --emb == --hidden)",
     )
+    arch.add_argument(
+        "--bidirectional",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="a gap-filling model reading both sides of a word (served by /v1/fill)",
+    )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--optimizer", choices=["sgd", "adam"], default=S, help=f"({d.optimizer})")
     opt.add_argument(

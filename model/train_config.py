@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from model.corpus import SPLITS
+from model.network import ModelConfig
 from model.tokenize import TOKENIZERS
 
 PATH_FIELDS = ("train", "valid", "test", "out")
@@ -42,6 +43,9 @@ class TrainConfig:
     hidden: int = 200
     dropout: float = 0.0
     tie_weights: bool = False
+    bidirectional: bool = (
+        False  # a gap-filling model (reads both sides), trained on whole sentences
+    )
     optimizer: str = "sgd"  # sgd | adam
     lr: float | None = None  # None: 20 for sgd (mean loss per token), 0.002 for adam
     lr_decay: float = 0.25  # lr *= lr_decay after an epoch without validation improvement
@@ -73,6 +77,20 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        self.model_config(vocab_size=3)  # architecture errors show now, before the corpus is read
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=vocab_size,
+            cell=self.cell,
+            activation=self.activation,
+            num_layers=self.layers,
+            embed_size=self.emb,
+            hidden_size=self.hidden,
+            dropout=self.dropout,
+            tie_weights=self.tie_weights,
+            bidirectional=self.bidirectional,
+        )
 
     @property
     def learning_rate(self) -> float:

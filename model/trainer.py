@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 import model
+from model.bidirectional import BiRNNLM, sentence_batches
 from model.checkpoint import (
     CONFIG_FILE,
     load_checkpoint,
@@ -44,13 +46,20 @@ from model.checkpoint import (
 from model.corpus import CorpusError, file_sha256, load_sentences
 from model.data import batchify, bptt_windows, sentence_stream, target_mask
 from model.evaluate import evaluate_file
-from model.network import RNNLM, ModelConfig, NetworkState
+from model.network import RNNLM, NetworkState
 from model.optim import SGD, Adam, make_optimizer
 from model.plot import plot_history
 from model.scoring import LanguageModel
 from model.tokenize import Tokenizer
 from model.train_config import RESUMABLE_CHANGES, TrainConfig
-from model.training import evaluate, perplexity, train_step
+from model.training import (
+    StepResult,
+    evaluate,
+    evaluate_gaps,
+    gap_train_step,
+    perplexity,
+    train_step,
+)
 from model.vocab import Vocabulary
 
 RESUME_DIR = "resume"
@@ -73,6 +82,8 @@ class Corpus:
     train: np.ndarray  # (T_total, batch_size) ids
     valid: np.ndarray  # (T_total, eval batch) ids
     info: dict[str, Any]  # paths, checksums and token counts, stored in the checkpoint
+    train_sentences: list[np.ndarray]  # ids of each sentence (the gap-filling model's unit)
+    valid_sentences: list[np.ndarray]
 
 
 def prepare_corpus(cfg: TrainConfig) -> Corpus:
@@ -119,6 +130,8 @@ def prepare_corpus(cfg: TrainConfig) -> Corpus:
         batchify(train_stream, cfg.batch_size),
         batchify(valid_stream, eval_batch),
         info,
+        [vocab.encode(s) for s in train],
+        [vocab.encode(s) for s in valid],
     )
 
 
@@ -126,7 +139,7 @@ def prepare_corpus(cfg: TrainConfig) -> Corpus:
 class RunState:
     """Everything that changes during a run; saved in ``resume/``."""
 
-    net: RNNLM
+    net: RNNLM | BiRNNLM
     optimizer: SGD | Adam
     rng: np.random.Generator  # dropout masks
     carry: NetworkState | None = None  # hidden state carried into the next window
@@ -152,17 +165,8 @@ class RunState:
 
 
 def new_state(cfg: TrainConfig, corpus: Corpus) -> RunState:
-    config = ModelConfig(
-        vocab_size=len(corpus.vocab),
-        cell=cfg.cell,
-        activation=cfg.activation,
-        num_layers=cfg.layers,
-        embed_size=cfg.emb,
-        hidden_size=cfg.hidden,
-        dropout=cfg.dropout,
-        tie_weights=cfg.tie_weights,
-    )
-    net = RNNLM(config, seed=cfg.seed)
+    config = cfg.model_config(len(corpus.vocab))
+    net = (BiRNNLM if cfg.bidirectional else RNNLM)(config, seed=cfg.seed)
     return RunState(
         net, make_optimizer(cfg.optimizer, cfg.learning_rate), np.random.default_rng(cfg.seed + 1)
     )
@@ -283,25 +287,19 @@ def run_epoch(
     stop: StopRequest,
 ) -> float:
     """Train over the rest of the current epoch; returns its training tokens per second."""
-    windows = list(bptt_windows(corpus.train, cfg.bptt))
-    if state.carry is None:
-        state.carry = state.net.init_state(corpus.train.shape[1])
-    rng = state.rng if cfg.dropout > 0 else None
+    steps = epoch_steps(state, cfg, corpus)
     start, tokens = time.perf_counter(), 0
     desc = f"epoch {state.epoch + 1}/{cfg.epochs}"
     with tqdm(
-        total=len(windows), initial=state.step, desc=desc, unit="win", file=sys.stderr, disable=None
+        total=len(steps), initial=state.step, desc=desc, unit="step", file=sys.stderr, disable=None
     ) as bar:
-        for inputs, targets in windows[state.step :]:
-            mask = target_mask(targets, corpus.vocab)
-            result, state.carry = train_step(
-                state.net, state.optimizer, inputs, targets, mask, state.carry, cfg.clip, rng
-            )
+        for step in steps[state.step :]:
+            result = step()
             state.step += 1
             state.loss_sum += result.loss * result.tokens
             state.tokens += result.tokens
             tokens += result.tokens
-            if state.step % 10 == 0 or state.step == len(windows):
+            if state.step % 10 == 0 or state.step == len(steps):
                 speed = tokens / (time.perf_counter() - start)
                 loss = state.loss_sum / state.tokens
                 bar.set_postfix_str(
@@ -311,14 +309,49 @@ def run_epoch(
             if stop.requested:
                 snapshot()
                 raise TrainingError("stopped; the run is saved: continue it with --resume")
-            if state.step % cfg.checkpoint_every == 0 and state.step < len(windows):
+            if state.step % cfg.checkpoint_every == 0 and state.step < len(steps):
                 snapshot()
     return tokens / max(time.perf_counter() - start, 1e-9)
 
 
+def epoch_steps(
+    state: RunState, cfg: TrainConfig, corpus: Corpus
+) -> list[Callable[[], StepResult]]:
+    """The epoch's updates, in order; the same list every time, so a resumed run skips to its step.
+
+    Left-to-right: truncated-BPTT windows over the stream, carrying the hidden state. Gap-filling:
+    batches of whole sentences, shuffled by a generator seeded with (seed, epoch).
+    """
+    rng = state.rng if cfg.dropout > 0 else None
+    net, optimizer = state.net, state.optimizer
+    if isinstance(net, BiRNNLM):
+        order = np.random.default_rng([cfg.seed, state.epoch])
+        bos, eos = corpus.vocab.bos_id, corpus.vocab.eos_id
+        batches = sentence_batches(corpus.train_sentences, cfg.batch_size, order, bos, eos)
+        return [partial(gap_train_step, net, optimizer, b, cfg.clip, rng) for b in batches]
+    if state.carry is None:
+        state.carry = net.init_state(corpus.train.shape[1])
+
+    def window(inputs: np.ndarray, targets: np.ndarray) -> StepResult:
+        mask = target_mask(targets, corpus.vocab)
+        result, state.carry = train_step(
+            net, optimizer, inputs, targets, mask, state.carry, cfg.clip, rng
+        )
+        return result
+
+    return [partial(window, x, y) for x, y in bptt_windows(corpus.train, cfg.bptt)]
+
+
+def validate(state: RunState, corpus: Corpus) -> float:
+    """Validation cross-entropy: next-word, or gap-filling for a bidirectional model."""
+    if isinstance(state.net, BiRNNLM):
+        return evaluate_gaps(state.net, corpus.valid_sentences)[0]
+    return evaluate(state.net, corpus.valid, corpus.vocab)[0]
+
+
 def end_epoch(state: RunState, cfg: TrainConfig, corpus: Corpus, out: Path, speed: float) -> None:
     """Validate, keep the best model, decay the learning rate on a plateau, record the metrics."""
-    valid_ce, _ = evaluate(state.net, corpus.valid, corpus.vocab)
+    valid_ce = validate(state, corpus)
     train_ce = state.loss_sum / max(state.tokens, 1)
     improved = valid_ce < state.best_valid
     record = {
@@ -341,6 +374,7 @@ def end_epoch(state: RunState, cfg: TrainConfig, corpus: Corpus, out: Path, spee
             "train_perplexity": record["train_ppl"],
             "valid_perplexity": record["valid_ppl"],
             "valid_cross_entropy": valid_ce,
+            "task": "gap-filling" if cfg.bidirectional else "next-word",
             "nextword_version": model.__version__,
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -358,7 +392,8 @@ def end_epoch(state: RunState, cfg: TrainConfig, corpus: Corpus, out: Path, spee
         0,
     )
     mark = "  *best" if improved else f"  (no improvement; lr → {state.optimizer.lr:g})"
-    ppl = f"train ppl {record['train_ppl']:.2f}, valid ppl {record['valid_ppl']:.2f}"
+    kind = "gap-filling " if cfg.bidirectional else ""
+    ppl = f"train {kind}ppl {record['train_ppl']:.2f}, valid {kind}ppl {record['valid_ppl']:.2f}"
     log(f"epoch {record['epoch']}: {ppl}, {speed:,.0f} tok/s{mark}")
 
 
@@ -388,6 +423,9 @@ def train(
     data = f"vocabulary {len(corpus.vocab):,}, {corpus.info['train_tokens']:,} training tokens"
     where = f"; resuming at epoch {state.epoch + 1}, window {state.step}" if resume else ""
     log(f"{size}, {data}{where}")
+    if cfg.bidirectional:
+        note = "perplexities are of the gap-filling task, P(w | both sides)"
+        log(f"bidirectional: {note}; they are not comparable with left-to-right perplexity")
     started = time.perf_counter()
 
     def snapshot() -> None:

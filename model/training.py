@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.bidirectional import BiRNNLM, SentenceBatch
 from model.data import bptt_windows, target_mask
+from model.layers import Grad
 from model.network import RNNLM, NetworkState
 from model.optim import SGD, Adam, clip_scale
 from model.vocab import Vocabulary
@@ -37,10 +39,50 @@ def train_step(
     flows back into it (truncated BPTT).
     """
     loss, grads, state = net.loss_and_grads(inputs, targets, mask, state, rng)
-    norm, scale = clip_scale(grads, clip)  # raises NonFiniteError on NaN/inf
-    optimizer.step(net.params, grads, grad_scale=scale)  # clipping folded into the update
+    norm = apply_gradients(net.params, optimizer, grads, clip)
     tokens = targets.size if mask is None else int(mask.sum())
     return StepResult(loss, tokens, norm), state
+
+
+def apply_gradients(
+    params: dict[str, np.ndarray], optimizer: SGD | Adam, grads: dict[str, Grad], clip: float | None
+) -> float:
+    """Clip by global norm and update; returns the norm before clipping.
+
+    Raises NonFiniteError before any weight changes when a gradient is NaN or infinite.
+    """
+    norm, scale = clip_scale(grads, clip)
+    optimizer.step(params, grads, grad_scale=scale)  # clipping folded into the update
+    return norm
+
+
+def gap_train_step(
+    net: BiRNNLM,
+    optimizer: SGD | Adam,
+    batch: SentenceBatch,
+    clip: float | None,
+    rng: np.random.Generator | None,
+) -> StepResult:
+    """One update of the gap-filling model on a batch of whole sentences."""
+    loss, grads = net.loss_and_grads(batch, rng)
+    norm = apply_gradients(net.params, optimizer, grads, clip)
+    return StepResult(loss, len(batch.targets), norm)
+
+
+def evaluate_gaps(
+    net: BiRNNLM, sentences: list[np.ndarray], batch_size: int = 64
+) -> tuple[float, int]:
+    """Gap-filling cross-entropy: mean -log P(w_t | rest of its sentence) over every word."""
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    total, count = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        chunk = [sentences[i] for i in order[start : start + batch_size]]
+        lps = net.word_log_probs(
+            SentenceBatch.from_sentences(chunk, Vocabulary.bos_id, Vocabulary.eos_id)
+        )
+        total -= float(lps.astype(np.float64).sum())
+        count += len(lps)
+    return total / max(count, 1), count
 
 
 def train_windows(

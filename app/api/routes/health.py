@@ -26,7 +26,7 @@ def readyz(registry: RegistryDep) -> Any:
         body = {"status": registry.state, "error": registry.error}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
     for m in registry.models.values():
-        m.lm.next_log_probs([])  # the model answers
+        m.lm.self_check()  # the model answers
     return {"status": "ready", "models": sorted(registry.models), "default": registry.default}
 
 

@@ -45,3 +45,13 @@ def rerank(
     """N-best rescoring, sorted by score + lm_weight · lm_log_prob + length_bonus · tokens."""
     m = registry.get(req.model)
     return service.rerank(m.lm, m.name, req, settings)
+
+
+@router.post("/fill")
+def fill(
+    req: schemas.FillRequest, registry: RegistryDep, settings: SettingsDep
+) -> schemas.FillResponse:
+    """Candidates for a gap between left and right context: a bidirectional model, or whole
+    sentences under a left-to-right one."""
+    m = registry.get(req.model)
+    return service.fill(m.lm, m.name, req, settings)

@@ -1,0 +1,201 @@
+"""The gap-filling (cloze) model: the word at a gap from the words on both sides of it.
+
+Two recurrent stacks with separate weights read a sentence ``<s> w_1 … w_n </s>``:
+
+    f_t = forward stack after reading  <s> w_1 … w_t           (the left context)
+    g_t = backward stack after reading </s> w_n … w_t          (the right context, from the end)
+    P(w_t | w_<t, w_>t) = softmax(V_f f_{t-1} + V_b g_{t+1} + b)
+
+implemented as one output layer on the concatenated state, ``W = [V_f | V_b]`` of shape (V, 2H).
+Neither state has seen ``w_t``. ``<s>`` and ``</s>`` bound the two sides, so a gap at the start or
+the end of a sentence is predicted from the sentence boundary on that side.
+
+Shape letters: T time, N sentences, H hidden size, V vocabulary, M predicted positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model.init import init_embedding
+from model.layers import Grad, log_softmax, softmax_output_loss
+from model.network import ModelConfig, NetworkState, RecurrentStack, check_params
+from model.vocab import Vocabulary
+
+
+@dataclass
+class SentenceBatch:
+    """N sentences laid out for both stacks, with where each word's two states will be.
+
+    - fwd_ids: (T, N) ``<s> w_1 … w_n`` then padding; bwd_ids: (T, N) ``</s> w_n … w_1``.
+    - left, right: (M,) flat indices into the (T*N) outputs of each stack: the states that
+      predict each word, ``f_{t-1}`` and ``g_{t+1}``; targets: (M,) the words.
+    """
+
+    fwd_ids: np.ndarray
+    bwd_ids: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    targets: np.ndarray
+
+    @classmethod
+    def from_sentences(cls, sentences: Sequence[np.ndarray], bos: int, eos: int) -> SentenceBatch:
+        N, T = len(sentences), max(len(s) for s in sentences) + 1
+        fwd, bwd = np.zeros((T, N), dtype=np.int64), np.zeros((T, N), dtype=np.int64)
+        left, right, targets = [], [], []
+        for j, words in enumerate(sentences):
+            n = len(words)
+            fwd[: n + 1, j] = np.concatenate([[bos], words])
+            bwd[: n + 1, j] = np.concatenate([[eos], words[::-1]])
+            t = np.arange(1, n + 1)  # word w_t, t = 1..n
+            left.append((t - 1) * N + j)  # f_{t-1}: the forward output after w_{t-1}
+            right.append((n - t) * N + j)  # g_{t+1}: the backward output after w_{t+1}
+            targets.append(words)
+        return cls(fwd, bwd, np.concatenate(left), np.concatenate(right), np.concatenate(targets))
+
+
+def sentence_batches(
+    sentences: Sequence[np.ndarray], batch_size: int, rng: np.random.Generator, bos: int, eos: int
+) -> Iterator[SentenceBatch]:
+    """Shuffled batches of sentences of similar length (little padding), reproducible."""
+    order = rng.permutation(len(sentences))
+    pool = 50 * batch_size  # sort by length within pools of shuffled sentences
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: len(sentences[i]))
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    for b in rng.permutation(len(batches)):
+        yield SentenceBatch.from_sentences([sentences[i] for i in batches[b]], bos, eos)
+
+
+class BiRNNLM:
+    """Parameters and forward/backward of the gap-filling model.
+
+    Parameter names: ``fwd.embedding.W``, ``fwd.rnn.{l}.*``, ``bwd.embedding.W``, ``bwd.rnn.{l}.*``,
+    ``output.W`` (V, 2H) and ``output.b`` (V,).
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        params: dict[str, np.ndarray] | None = None,
+        *,
+        seed: int = 0,
+        dtype: type | np.dtype = np.float32,
+    ) -> None:
+        if not config.bidirectional:
+            raise ValueError("BiRNNLM needs a config with bidirectional=True")
+        self.config = config
+        self.fwd, self.bwd = RecurrentStack(config, "fwd."), RecurrentStack(config, "bwd.")
+        self.cell = self.fwd.cell
+        if params is None:
+            rng = np.random.default_rng(seed)
+            params = self.fwd.initial_params(rng) | self.bwd.initial_params(rng)
+            params["output.W"] = init_embedding(config.vocab_size, 2 * config.hidden_size, rng)
+            params["output.b"] = np.zeros(config.vocab_size)
+        check_params(params, self.param_shapes())
+        self.params = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.params["output.b"].dtype
+
+    @property
+    def output_weight(self) -> np.ndarray:
+        return self.params["output.W"]
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        c = self.config
+        shapes = self.fwd.param_shapes() | self.bwd.param_shapes()
+        shapes["output.W"] = (c.vocab_size, 2 * c.hidden_size)
+        shapes["output.b"] = (c.vocab_size,)
+        return shapes
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.params.values())
+
+    def init_state(self, batch_size: int) -> NetworkState:
+        return self.fwd.init_state(batch_size, self.dtype)
+
+    def _read(
+        self, batch: SentenceBatch, rng: np.random.Generator | None
+    ) -> tuple[np.ndarray, Any, Any]:
+        """Both stacks over the batch; the (M, 2H) states that predict the words, and the caches."""
+        N = batch.fwd_ids.shape[1]
+        f, _, f_cache = self.fwd.forward(self.params, batch.fwd_ids, self.init_state(N), rng)
+        g, _, g_cache = self.bwd.forward(self.params, batch.bwd_ids, self.init_state(N), rng)
+        H = self.config.hidden_size
+        states = np.concatenate(
+            [f.reshape(-1, H)[batch.left], g.reshape(-1, H)[batch.right]], axis=1
+        )
+        return states, (f.shape, f_cache), (g.shape, g_cache)
+
+    def loss_and_grads(
+        self, batch: SentenceBatch, rng: np.random.Generator | None = None
+    ) -> tuple[float, dict[str, Grad]]:
+        """Mean cross-entropy of the batch's words given both sides, and every gradient."""
+        states, (f_shape, f_cache), (g_shape, g_cache) = self._read(batch, rng)
+        loss, dstates, dW, db = softmax_output_loss(
+            states[:, None, :],
+            self.params["output.W"],
+            self.params["output.b"],
+            batch.targets[:, None],
+        )
+        H = self.config.hidden_size
+        df, dg = np.zeros(f_shape, dtype=dstates.dtype), np.zeros(g_shape, dtype=dstates.dtype)
+        df.reshape(-1, H)[batch.left] = dstates[:, 0, :H]  # each state predicts one word at most
+        dg.reshape(-1, H)[batch.right] = dstates[:, 0, H:]
+        grads = self.fwd.backward(df, f_cache) | self.bwd.backward(dg, g_cache)
+        grads["output.W"], grads["output.b"] = dW, db
+        return loss, grads
+
+    def word_log_probs(self, batch: SentenceBatch) -> np.ndarray:
+        """log P(w_t | the rest of its sentence) for every word of the batch, shape (M,)."""
+        states, _, _ = self._read(batch, None)
+        lp = log_softmax(states @ self.params["output.W"].T + self.params["output.b"])
+        return lp[np.arange(len(batch.targets)), batch.targets]
+
+    # ------------------------------------------------------------ inference
+    def side_states(
+        self, left: np.ndarray, right: np.ndarray
+    ) -> tuple[NetworkState, np.ndarray, NetworkState, np.ndarray]:
+        """Read ``<s> left`` forward, ``</s> right`` backward: each stack's state and top output."""
+        fwd_ids = np.concatenate([[Vocabulary.bos_id], left]).astype(np.int64)[:, None]
+        bwd_ids = np.concatenate([[Vocabulary.eos_id], right[::-1]]).astype(np.int64)[:, None]
+        f, f_state, _ = self.fwd.forward(self.params, fwd_ids, self.init_state(1))
+        g, g_state, _ = self.bwd.forward(self.params, bwd_ids, self.init_state(1))
+        return f_state, f[-1], g_state, g[-1]
+
+    def fill_scores(
+        self, left: np.ndarray, right: np.ndarray, candidates: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        """Per candidate, the log-probability of each of its tokens given everything else.
+
+        A one-token candidate gets the exact log P(c | left, right). For c_1 … c_k each token is
+        predicted from ``left c_<j`` and ``c_>j right`` (all candidates in one batch per stack);
+        the sum is the candidate's pseudo-log-likelihood (Salazar et al. 2020).
+        """
+        f_state, f_last, g_state, g_last = self.side_states(left, right)
+        M, K, H = len(candidates), max(len(c) for c in candidates), self.config.hidden_size
+        fwd_ids, bwd_ids = np.zeros((K, M), dtype=np.int64), np.zeros((K, M), dtype=np.int64)
+        for m, c in enumerate(candidates):
+            fwd_ids[: len(c), m], bwd_ids[: len(c), m] = c, c[::-1]
+        repeat = lambda state: [tuple(np.repeat(s, M, axis=0) for s in layer) for layer in state]  # noqa: E731
+        F, _, _ = self.fwd.forward(self.params, fwd_ids, repeat(f_state))  # F[j] after c_{j+1}
+        G, _, _ = self.bwd.forward(self.params, bwd_ids, repeat(g_state))  # G[j] after c_{k-j}
+        rows, targets = [], []
+        for m, c in enumerate(candidates):
+            k = len(c)
+            for j in range(k):  # token c_{j+1}: left = after c_j (or left), right = after c_{j+2}
+                lstate = f_last[0] if j == 0 else F[j - 1, m]
+                rstate = g_last[0] if j == k - 1 else G[k - j - 2, m]
+                rows.append(np.concatenate([lstate, rstate]))
+                targets.append(c[j])
+        states = np.stack(rows).reshape(-1, 2 * H)
+        lp = log_softmax(states @ self.params["output.W"].T + self.params["output.b"])
+        picked = lp[np.arange(len(targets)), targets].astype(np.float64)
+        return np.split(picked, np.cumsum([len(c) for c in candidates])[:-1])
