@@ -12,7 +12,7 @@ import model
 from app.api.routes import health, models, scoring, ui
 from app.core.config import Settings
 from app.errors import BodySizeLimit, install_error_handlers
-from app.metrics import MODEL_INFO, MODEL_LOAD_SECONDS, READY, record_request
+from app.metrics import MODEL_INFO, MODEL_LOAD_SECONDS, READY, cache_observer, record_request
 from app.registry import ModelRegistry
 
 DESCRIPTION = """Language-model scores for reranking speech-to-text and OCR output.
@@ -42,7 +42,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     preloaded = registry is not None
-    registry = registry or ModelRegistry(settings.model_specs(), settings.default_model, publish)
+    registry = registry or ModelRegistry(
+        settings.model_specs(), settings.default_model, publish, settings, cache_observer
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

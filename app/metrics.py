@@ -51,6 +51,12 @@ MODEL_INFO = Gauge(
 MODEL_LOAD_SECONDS = Gauge(
     "nextword_model_load_seconds", "Checkpoint load time", ["model"], multiprocess_mode="max"
 )
+PREFIX_CACHE = Counter(
+    "nextword_prefix_cache_lookups", "Prefix-state cache lookups", ["model", "result"]
+)
+STEPS_SAVED = Counter(
+    "nextword_prefix_cache_steps_saved", "Network steps the prefix cache saved", ["model"]
+)
 READY = Gauge("nextword_ready", "1 when the models are loaded and warm", multiprocess_mode="min")
 
 
@@ -91,3 +97,18 @@ def metrics_response() -> Response:
     else:
         registry = DEFAULT_REGISTRY
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def cache_observer(model: str):
+    """Count a model's prefix-cache hits, misses and the network steps its hits saved."""
+    hit, miss, saved = (
+        PREFIX_CACHE.labels(model, "hit"),
+        PREFIX_CACHE.labels(model, "miss"),
+        STEPS_SAVED.labels(model),
+    )
+
+    def observe(is_hit: bool, steps: int) -> None:
+        (hit if is_hit else miss).inc()
+        saved.inc(steps)
+
+    return observe

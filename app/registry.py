@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.batching import CandidateBatcher
+from app.core.config import Settings
 from model.checkpoint import load_checkpoint
+from model.prefix_cache import PrefixCache
 from model.scoring import LanguageModel
 
 log = logging.getLogger("nextword")
@@ -36,6 +39,7 @@ class LoadedModel:
     lm: LanguageModel
     loaded_at: str  # UTC, ISO 8601
     load_seconds: float
+    batcher: CandidateBatcher
 
     def describe(self) -> dict[str, Any]:
         """What /v1/models says about this model."""
@@ -60,7 +64,12 @@ class LoadedModel:
             "checksum": self.lm.checksum,
             "loaded_at": self.loaded_at,
             "load_seconds": round(self.load_seconds, 4),
-        }
+            "network_steps": self.lm.steps_run,
+            "prefix_cache": None if self.lm.cache is None else {
+                "entries": len(self.lm.cache), "bytes": self.lm.cache.bytes,
+                "hits": self.lm.cache.hits, "misses": self.lm.cache.misses,
+            },
+        }  # fmt: skip
 
 
 class ModelRegistry:
@@ -71,9 +80,13 @@ class ModelRegistry:
         specs: list[tuple[str, Path]],
         default: str | None = None,
         on_change: Callable[[ModelRegistry], None] | None = None,
+        settings: Settings | None = None,
+        cache_observer: Callable[[str], Callable[[bool, int], None]] | None = None,
     ) -> None:
         self.specs = specs
         self.on_change = on_change  # called after every load and state change (metrics)
+        self.settings = settings or Settings()
+        self.cache_observer = cache_observer  # model name → observer of its prefix cache
         self.default = default or specs[0][0]
         if self.default not in {name for name, _ in specs}:
             raise ValueError(f"default model {self.default!r} is not among {[n for n, _ in specs]}")
@@ -84,10 +97,14 @@ class ModelRegistry:
 
     @classmethod
     def from_models(
-        cls, models: dict[str, LanguageModel], default: str | None = None
+        cls,
+        models: dict[str, LanguageModel],
+        default: str | None = None,
+        settings: Settings | None = None,
     ) -> ModelRegistry:
         """A ready registry of models already in memory (tests, embedding the app)."""
-        registry = cls([(name, Path(f"<memory:{name}>")) for name in models], default)
+        specs = [(name, Path(f"<memory:{name}>")) for name in models]
+        registry = cls(specs, default, settings=settings)
         for name, lm in models.items():
             registry.add(name, Path(f"<memory:{name}>"), lm, 0.0)
         registry.state = "ready"
@@ -97,10 +114,16 @@ class ModelRegistry:
         return {"status": self.state, "error": self.error, "models": sorted(self.models)}
 
     def add(self, name: str, path: Path, lm: LanguageModel, seconds: float) -> None:
+        """Warm ``lm`` and make it the model called ``name`` (replacing any old one atomically)."""
+        s = self.settings
+        if s.prefix_cache_entries > 0 and not lm.bidirectional:
+            observer = self.cache_observer(name) if self.cache_observer else None
+            lm.cache = PrefixCache(s.prefix_cache_entries, int(s.prefix_cache_mb * 2**20), observer)
         lm.self_check()  # warm up: one forward pass before any request sees the model
         loaded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        batcher = CandidateBatcher(lm, s.batch_window_ms, s.batch_max)
         with self._lock:
-            self.models[name] = LoadedModel(name, path, lm, loaded_at, seconds)
+            self.models[name] = LoadedModel(name, path, lm, loaded_at, seconds, batcher)
         self._changed()
 
     def _changed(self) -> None:

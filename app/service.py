@@ -7,14 +7,14 @@ Routes stay thin: they pick the model and call one function here. Nothing here k
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from app import schemas
 from app.core.config import Settings
 from app.metrics import observe_scores
-from model.scoring import LanguageModel
+from model.scoring import CandidateScore, LanguageModel
 
 
 class RequestError(ValueError):
@@ -81,8 +81,13 @@ def require_left_to_right(lm: LanguageModel, name: str) -> None:
 
 
 def candidates(
-    lm: LanguageModel, name: str, req: schemas.CandidatesRequest, settings: Settings
+    lm: LanguageModel,
+    name: str,
+    req: schemas.CandidatesRequest,
+    settings: Settings,
+    score: Callable[[list[str], list[list[str]]], list[CandidateScore]] | None = None,
 ) -> schemas.CandidatesResponse:
+    """``score`` computes the candidates: the model by default; the app passes its batcher."""
     require_left_to_right(lm, name)
     check_count("candidates", len(req.candidates), settings.max_candidates)
     context = tokens_of(lm, "context", req.context, settings.max_tokens)
@@ -98,7 +103,7 @@ def candidates(
         req,
         [("context", context)] + [(f"candidates[{i}]", t) for i, t in enumerate(token_lists)],
     )
-    scores = lm.score_candidates(context, token_lists)
+    scores = (score or lm.score_candidates)(context, token_lists)
     log_probs = [
         math.fsum(penalised(s.token_log_probs, oov_positions(lm, s.tokens), req)) for s in scores
     ]

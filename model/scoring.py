@@ -24,6 +24,7 @@ import numpy as np
 
 from model.layers import log_softmax
 from model.network import RNNLM, NetworkState
+from model.prefix_cache import CachedPrefix, PrefixCache
 from model.tokenize import Tokenizer
 from model.vocab import SPECIALS, Vocabulary
 
@@ -72,6 +73,8 @@ class LanguageModel:
         self.metadata = dict(metadata or {})  # training metadata and metrics from the checkpoint
         self.checksum = checksum  # sha256 of the weights file it was loaded from
         self._special_ids = np.array([vocab.id(t) for t in SPECIALS])
+        self.cache: PrefixCache | None = None  # states after recent context prefixes, when set
+        self.steps_run = 0  # network time steps computed for contexts and candidates (for metrics)
 
     # ------------------------------------------------------------ helpers
     @property
@@ -102,10 +105,8 @@ class LanguageModel:
 
     def context_state(self, context: Text) -> tuple[NetworkState, np.ndarray]:
         """Read ``<s> context`` and return the state after it and log P(next token), shape (V,)."""
-        self._require_left_to_right()
-        ids = np.concatenate([[self.vocab.bos_id], self.vocab.encode(self.tokenize(context))])
-        hidden, state, _ = self.net.forward(ids[:, None], self.net.init_state(1))
-        return state, self.next_log_probs_from(hidden[-1])[0]
+        (read,) = self.read_contexts([self.tokenize(context)])
+        return read.state, self.next_log_probs_from(read.hidden[None])[0]
 
     def next_log_probs_from(self, hidden: np.ndarray) -> np.ndarray:
         """log P(next token) from top-layer outputs hidden (M, H): shape (M, V)."""
@@ -137,29 +138,77 @@ class LanguageModel:
 
         The context is read once; all multi-token candidates continue from its state in one batch.
         """
-        token_lists = [self.tokenize(c) for c in candidates]
-        for i, tokens in enumerate(token_lists):
-            if not tokens:
-                raise ValueError(f"candidate {i} ({candidates[i]!r}) has no tokens")
-        state, first_lp = self.context_state(context)
-        ids = [self.vocab.encode(tokens) for tokens in token_lists]
-        per_token = [[float(first_lp[seq[0]])] for seq in ids]
-        longer = [i for i, seq in enumerate(ids) if len(seq) > 1]
+        return self.score_candidates_batch([(context, candidates)])[0]
+
+    def score_candidates_batch(
+        self, requests: Sequence[tuple[Text, Sequence[Text]]]
+    ) -> list[list[CandidateScore]]:
+        """``score_candidates`` for several (context, candidates) requests, computed together.
+
+        Contexts are read in batches (cached prefixes reused), every first token's distribution
+        comes from one output product, and every multi-token continuation runs in one batch.
+        """
+        token_lists = [[self.tokenize(c) for c in candidates] for _, candidates in requests]
+        for r, lists in enumerate(token_lists):
+            for i, tokens in enumerate(lists):
+                if not tokens:
+                    raise ValueError(f"candidate {i} ({requests[r][1][i]!r}) has no tokens")
+        contexts = self.read_contexts([self.tokenize(context) for context, _ in requests])
+        first = self.next_log_probs_from(np.stack([c.hidden for c in contexts]))  # (R, V)
+        ids = [[self.vocab.encode(tokens) for tokens in lists] for lists in token_lists]
+        per_token = [[[float(first[r, seq[0]])] for seq in seqs] for r, seqs in enumerate(ids)]
+        longer = [
+            (r, i) for r, seqs in enumerate(ids) for i, seq in enumerate(seqs) if len(seq) > 1
+        ]
         if longer:
-            inputs, targets, mask = _pad([ids[i] for i in longer], bos=False, eos_id=None)
-            batch_state = [
-                tuple(np.repeat(s, len(longer), axis=0) for s in layer) for layer in state
-            ]
-            hidden, _, _ = self.net.forward(inputs, batch_state)  # (T, M, H)
+            inputs, targets, mask = _pad([ids[r][i] for r, i in longer], bos=False, eos_id=None)
+            state = concat_states([contexts[r].state for r, _ in longer])
+            hidden, _, _ = self.net.forward(inputs, state)  # (T, M, H)
+            self.steps_run += int(mask.sum())
             rows = np.nonzero(mask.T)  # candidate-major order, matching the split below
             picked = self._target_log_probs(hidden.transpose(1, 0, 2)[rows], targets.T[rows])
-            offsets = np.cumsum([len(ids[i]) - 1 for i in longer])[:-1]
-            for i, lps in zip(longer, np.split(picked, offsets), strict=True):
-                per_token[i].extend(float(x) for x in lps)
+            offsets = np.cumsum([len(ids[r][i]) - 1 for r, i in longer])[:-1]
+            for (r, i), lps in zip(longer, np.split(picked, offsets), strict=True):
+                per_token[r][i].extend(float(x) for x in lps)
         return [
-            CandidateScore(tokens, math.fsum(lps), lps, any(map(self.is_oov, tokens)))
-            for tokens, lps in zip(token_lists, per_token, strict=True)
+            [
+                CandidateScore(tokens, math.fsum(lps), lps, any(map(self.is_oov, tokens)))
+                for tokens, lps in zip(lists, per_tok, strict=True)
+            ]
+            for lists, per_tok in zip(token_lists, per_token, strict=True)
         ]
+
+    def read_contexts(self, contexts: Sequence[list[str]]) -> list[CachedPrefix]:
+        """The network state and top output after ``<s> context`` for each context.
+
+        With a prefix cache, each context starts from its longest cached prefix; the uncached
+        suffixes of equal length run as one batch (a beam search's requests all add one word).
+        """
+        self._require_left_to_right()
+        id_lists = [
+            np.concatenate([[self.vocab.bos_id], self.vocab.encode(c)]).astype(np.int64)
+            for c in contexts
+        ]
+        results: list[CachedPrefix | None] = [None] * len(id_lists)
+        groups: dict[int, list[tuple[int, CachedPrefix | None, np.ndarray]]] = {}
+        for r, ids in enumerate(id_lists):
+            n, entry = self.cache.longest(ids) if self.cache is not None else (0, None)
+            if entry is not None and n == len(ids):
+                results[r] = entry
+            else:
+                groups.setdefault(len(ids) - n, []).append((r, entry, ids[n:]))
+        for length, items in groups.items():
+            zero = self.net.init_state(1)
+            state = concat_states([entry.state if entry else zero for _, entry, _ in items])
+            inputs = np.stack([suffix for _, _, suffix in items], axis=1)  # (length, N)
+            hidden, final, _ = self.net.forward(inputs, state)
+            self.steps_run += length * len(items)
+            for k, (r, _, _) in enumerate(items):
+                row = [tuple(t[k : k + 1].copy() for t in layer) for layer in final]
+                results[r] = CachedPrefix(row, hidden[-1, k].copy())
+                if self.cache is not None:
+                    self.cache.put(id_lists[r], results[r])
+        return results  # type: ignore[return-value]
 
     # ------------------------------------------------------------ sentences
     def score_sentences(
@@ -244,6 +293,14 @@ class LanguageModel:
         total = math.fsum(lps)
         oov = [i for i, t in enumerate(tokens) if self.is_oov(t)]
         return SentenceScore(tokens, targets, lps, total, math.exp(-total / len(lps)), oov)
+
+
+def concat_states(states: Sequence[NetworkState]) -> NetworkState:
+    """Per-sequence states (batch 1 or more each) stacked into one batch, layer by layer."""
+    return [
+        tuple(np.concatenate(ts, axis=0) for ts in zip(*layers, strict=True))
+        for layers in zip(*states, strict=True)
+    ]
 
 
 def _pad(

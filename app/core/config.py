@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     max_k: int = Field(1000, ge=1)  # largest k for /v1/predict
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
     log_level: str = "info"
+    # prefix-state cache per model (0 entries turns it off) and cross-request batching
+    prefix_cache_entries: int = Field(4096, ge=0)
+    prefix_cache_mb: float = Field(64, ge=0)
+    batch_window_ms: float = Field(0, ge=0, le=1000)  # 0: every request is scored at once, alone
+    batch_max: int = Field(64, ge=1)
+    reload_token: str | None = None  # enables POST /v1/models/{name}/reload with this bearer token
 
     def model_specs(self) -> list[tuple[str, Path]]:
         """[(name, directory)] from ``model_dir``."""

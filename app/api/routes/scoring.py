@@ -17,7 +17,7 @@ def candidates(
 ) -> schemas.CandidatesResponse:
     """Probability of each candidate next word or phrase after a context (chain rule)."""
     m = registry.get(req.model)
-    return service.candidates(m.lm, m.name, req, settings)
+    return service.candidates(m.lm, m.name, req, settings, m.batcher.submit)
 
 
 @router.post("/predict")

@@ -1,0 +1,67 @@
+"""Cross-request batching for /v1/candidates: requests that arrive together are computed together.
+
+With a window of w milliseconds, the first request waits up to w for others (up to ``max_batch``),
+then one thread scores them all with ``LanguageModel.score_candidates_batch``: the contexts'
+new tokens run as one batch through the network and the output layer is one matrix product.
+Under concurrent load (a beam search sends its hypotheses at once) this trades up to w of latency
+for throughput; with the window at 0 (the default) every request is scored on its own, at once.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+from model.scoring import CandidateScore, LanguageModel
+
+Request = tuple[list[str], list[list[str]]]
+
+
+class CandidateBatcher:
+    """One per model; ``submit`` runs in FastAPI's worker threads and blocks for the answer."""
+
+    def __init__(self, lm: LanguageModel, window_ms: float, max_batch: int = 64) -> None:
+        self.lm, self.window, self.max_batch = lm, window_ms / 1000, max_batch
+        self._queue: queue.Queue[tuple[Request, Future[list[CandidateScore]]]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.batches = 0  # how many batches ran, and how many requests they held (for tests)
+        self.requests = 0
+
+    def submit(self, context: list[str], candidates: list[list[str]]) -> list[CandidateScore]:
+        if self.window <= 0:
+            return self.lm.score_candidates(context, candidates)
+        self._start()
+        future: Future[list[CandidateScore]] = Future()
+        self._queue.put(((context, candidates), future))
+        return future.result()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="nextword-batcher", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            deadline = time.monotonic() + self.window
+            try:
+                while len(batch) < self.max_batch:
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                pass
+            self.batches += 1
+            self.requests += len(batch)
+            try:
+                results = self.lm.score_candidates_batch([request for request, _ in batch])
+            except Exception as e:
+                for _, future in batch:
+                    future.set_exception(e)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                future.set_result(result)

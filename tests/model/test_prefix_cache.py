@@ -1,0 +1,93 @@
+"""The prefix-state cache and batched candidate scoring: same numbers, fewer network steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.network import RNNLM
+from model.prefix_cache import CachedPrefix, PrefixCache
+from model.scoring import LanguageModel
+
+
+def float32_copy(lm: LanguageModel) -> LanguageModel:
+    net = RNNLM(lm.net.config, lm.net.params, dtype=np.float32)
+    return LanguageModel(net, lm.vocab, lm.tokenizer)
+
+
+BEAM = [
+    ("the", ["cat", "dog", "new york"]),
+    ("the cat", ["sat", "ran"]),
+    ("the cat sat", ["on", "the mat"]),
+    ("the dog", ["ran", "sat"]),
+    ("the cat sat on", ["the", "a zebra"]),
+    ("the cat sat on the", ["mat", "cat"]),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_results_are_the_same_with_the_cache_on_and_off(tiny_lm: LanguageModel, dtype: str) -> None:
+    lm = tiny_lm if dtype == "float64" else float32_copy(tiny_lm)
+    tol = 1e-10 if dtype == "float64" else 1e-5
+    off = [lm.score_candidates(c, k) for c, k in BEAM]
+    lm.cache = PrefixCache()
+    on = [lm.score_candidates(c, k) for c, k in BEAM]
+    again = [lm.score_candidates(c, k) for c, k in BEAM]  # now every context is cached whole
+    for a, b, c in zip(off, on, again, strict=True):
+        np.testing.assert_allclose([s.log_prob for s in b], [s.log_prob for s in a], atol=tol)
+        np.testing.assert_allclose([s.log_prob for s in c], [s.log_prob for s in a], atol=tol)
+    assert lm.cache.hits > 0
+    np.testing.assert_allclose(
+        lm.next_log_probs("the cat sat"), tiny_lm.next_log_probs("the cat sat"), atol=tol
+    )
+
+
+def test_the_cache_saves_network_steps_on_a_growing_context(tiny_lm: LanguageModel) -> None:
+    words = ["the", "cat", "sat", "on", "the", "mat", "the", "dog", "ran"]
+    tiny_lm.steps_run = 0
+    for k in range(len(words)):
+        tiny_lm.next_log_probs(words[:k])
+    without = tiny_lm.steps_run  # 1 + 2 + ... + 9 context steps
+    assert without == sum(range(1, len(words) + 1))
+    tiny_lm.cache, tiny_lm.steps_run = PrefixCache(), 0
+    for k in range(len(words)):
+        tiny_lm.next_log_probs(words[:k])
+    assert tiny_lm.steps_run == len(words)  # one new token per request
+    assert (tiny_lm.cache.hits, tiny_lm.cache.misses) == (len(words) - 1, 1)
+
+
+def test_a_batch_of_requests_equals_each_alone(tiny_lm: LanguageModel) -> None:
+    batched = tiny_lm.score_candidates_batch(BEAM)
+    for (context, candidates), together in zip(BEAM, batched, strict=True):
+        alone = tiny_lm.score_candidates(context, candidates)
+        np.testing.assert_allclose(
+            [s.log_prob for s in together], [s.log_prob for s in alone], atol=1e-12
+        )
+        assert [s.tokens for s in together] == [s.tokens for s in alone]
+
+
+def entry(nbytes_floats: int) -> CachedPrefix:
+    return CachedPrefix([(np.zeros((1, nbytes_floats)),)], np.zeros(0))
+
+
+def test_lru_eviction_by_entries_and_by_bytes() -> None:
+    cache = PrefixCache(max_entries=2)
+    for ids in ([1, 3], [1, 4], [1, 5]):
+        cache.put(ids, entry(1))
+    assert cache.longest([1, 3, 9])[0] == 0  # the oldest was evicted
+    assert cache.longest([1, 5, 9])[0] == 2
+    cache = PrefixCache(max_entries=100, max_bytes=3 * 8 * 10)
+    for k in range(5):
+        cache.put([1, k], entry(10))
+    assert len(cache) == 3 and cache.bytes == 3 * 80
+
+
+def test_longest_prefix_and_observer() -> None:
+    seen = []
+    cache = PrefixCache(observer=lambda hit, n: seen.append((hit, n)))
+    cache.put([1, 2], entry(1))
+    cache.put([1, 2, 3, 4], entry(1))
+    assert cache.longest([1, 2, 3, 4, 5])[0] == 4
+    assert cache.longest([1, 2, 3])[0] == 2
+    assert cache.longest([1, 7])[0] == 0
+    assert seen == [(True, 4), (True, 2), (False, 0)]
