@@ -37,11 +37,14 @@ def serve(args: argparse.Namespace) -> int:
         os.environ.setdefault(
             "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="nextword-metrics-")
         )
+    from pydantic import ValidationError
+
     from app.core.config import Settings
 
     try:
-        Settings().model_specs()  # a bad NEXTWORD_MODEL_DIR fails here, not in every worker
-    except ValueError as e:
+        settings = Settings()
+        settings.model_specs()  # a bad NEXTWORD_MODEL_DIR fails here, not in every worker
+    except (ValueError, ValidationError) as e:
         sys.stderr.write(f"nextword serve: {e}\n")
         return 2
     uvicorn.run(
@@ -51,6 +54,8 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        limit_concurrency=settings.max_concurrency,  # beyond it: 503, not an unbounded queue
+        timeout_keep_alive=int(settings.keep_alive_s),
         timeout_graceful_shutdown=30,  # in-flight requests finish on SIGTERM
     )
     return 0

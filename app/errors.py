@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -89,8 +90,8 @@ class BodySizeLimit:
     buffer it anyway, and an error raised while FastAPI reads a body would become a 400.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0) -> None:
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,8 +102,15 @@ class BodySizeLimit:
             await self.reject(send)
             return
         chunks, size = [], 0
+        deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
-            message = await receive()
+            try:  # a slow client cannot hold a request open for longer than the timeout
+                message = await asyncio.wait_for(
+                    receive(), deadline - asyncio.get_running_loop().time()
+                )
+            except TimeoutError:
+                await self.reject(send, 408, f"request body not received within {self.timeout:g} s")
+                return
             if message["type"] != "http.request":  # the client went away
                 return
             chunks.append(message.get("body", b""))
@@ -123,13 +131,10 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def reject(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"request body over the limit of {self.max_bytes} bytes"}
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+    async def reject(self, send: Send, status: int = 413, detail: str | None = None) -> None:
+        detail = detail or f"request body over the limit of {self.max_bytes} bytes"
+        body = json.dumps({"detail": detail}).encode()
+        length = str(len(body)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", length)]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

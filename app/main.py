@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,6 +35,17 @@ def publish(registry: ModelRegistry) -> None:
     READY.set(1 if registry.state == "ready" else 0)
 
 
+def reload_on_sighup(registry: ModelRegistry) -> None:
+    """SIGHUP reloads every model in the background (single-process server; with several
+    workers uvicorn's supervisor receives SIGHUP and restarts the workers one by one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    reload = lambda: threading.Thread(target=registry.reload_all, daemon=True).start()  # noqa: E731
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, reload)
+
+
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
     """The app for ``settings`` (default: from the environment).
 
@@ -52,6 +67,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             publish(registry)
         else:
             registry.start_loading()
+        reload_on_sighup(registry)
         yield
         READY.set(0)
 
@@ -60,7 +76,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     )
     app.state.settings, app.state.registry = settings, registry
     app.middleware("http")(record_request)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
     install_error_handlers(app)
     for router in (scoring.router, models.router, health.router, ui.router):
         app.include_router(router)

@@ -146,6 +146,30 @@ class ModelRegistry:
             log.error("loading models failed: %s", e)
         self._changed()
 
+    def reload(self, name: str) -> LoadedModel:
+        """Load ``name``'s checkpoint again and swap it in; on any error the old model stays.
+
+        Requests already running keep the model object they started with, so none is dropped.
+        """
+        path = dict(self.specs).get(name)
+        if path is None or name not in self.models:
+            raise ModelNotFoundError(
+                f"unknown model {name!r}; this server has {sorted(self.models)}"
+            )
+        start = time.perf_counter()
+        lm = load_checkpoint(path)  # raises CheckpointError for a damaged checkpoint
+        self.add(name, path, lm, time.perf_counter() - start)
+        log.info("model %s reloaded from %s (%s)", name, path, lm.checksum)
+        return self.models[name]
+
+    def reload_all(self) -> None:
+        """Reload every model (SIGHUP); a model that fails to load keeps its old version."""
+        for name, _ in self.specs:
+            try:
+                self.reload(name)
+            except Exception as e:
+                log.error("reloading model %s failed, the old one keeps serving: %s", name, e)
+
     def start_loading(self) -> threading.Thread:
         thread = threading.Thread(target=self.load_all, name="nextword-model-loader", daemon=True)
         thread.start()

@@ -25,7 +25,8 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+    # a misspelt field is an error, not ignored; no coercion ("10" is not 10, false is not 0.0)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class OovOptions(Strict):
@@ -230,3 +231,29 @@ class VocabMembership(BaseModel):
     in_vocabulary: bool
     id: int | None
     count: int | None
+
+
+# ---------------------------------------------------------------- errors
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx body: ``detail`` says what is wrong and names the field."""
+
+    detail: str
+    field: str | None = None  # the request field at fault, when there is one
+    errors: list[dict] | None = None  # schema violations: type, loc, msg of each
+    oov: dict[str, list[str]] | None = None  # oov="reject": the unknown words, by field
+
+
+def error_responses(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` documenting the error codes a route can answer."""
+    meaning = {
+        400: "the body is not valid JSON, or not a JSON object",
+        401: "wrong token",
+        403: "disabled",
+        404: "unknown model",
+        408: "the request body did not arrive in time",
+        409: "conflict",
+        413: "the request body is over the size limit",
+        422: "a field is invalid or over a limit; detail names it",
+        503: "the models are loading (Retry-After)",
+    }
+    return {code: {"model": ErrorResponse, "description": meaning[code]} for code in codes}

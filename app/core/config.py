@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     max_tokens: int = Field(256, ge=1)  # tokens in a context, a candidate, or a sentence
     max_k: int = Field(1000, ge=1)  # largest k for /v1/predict
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
+    body_timeout_s: float = Field(10, gt=0)  # a body not received in this time gets 408
+    max_concurrency: int = Field(64, ge=1)  # connections + requests per worker; beyond: 503
+    keep_alive_s: float = Field(5, gt=0)  # idle keep-alive connections are closed after this
     log_level: str = "info"
     # prefix-state cache per model (0 entries turns it off) and cross-request batching
     prefix_cache_entries: int = Field(4096, ge=0)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, HTTPException, Query
 
 from app import schemas
-from app.api.deps import RegistryDep
+from app.api.deps import RegistryDep, SettingsDep
+from model.checkpoint import CheckpointError
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(
+    prefix="/v1/models", tags=["models"], responses=schemas.error_responses(404, 422, 503)
+)
 
 
 @router.get("")
@@ -61,3 +64,27 @@ def vocabulary_membership(name: str, token: str, registry: RegistryDep) -> schem
         id=i,
         count=m.lm.vocab.counts[i] if i is not None else None,
     )
+
+
+@router.post("/{name}/reload", responses=schemas.error_responses(401, 403, 409))
+def reload_model(
+    name: str,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    authorization: str | None = Header(None, description="Bearer NEXTWORD_RELOAD_TOKEN"),
+) -> dict[str, Any]:
+    """Load the model's checkpoint directory again (after a new checkpoint was written there).
+
+    Guarded by the token in NEXTWORD_RELOAD_TOKEN; disabled when it is not set. In-flight requests
+    finish on the old model; a damaged checkpoint is refused and the old model keeps serving.
+    With several workers, send SIGHUP to the server instead: it restarts the workers one by one.
+    """
+    if not settings.reload_token:
+        raise HTTPException(403, "reload is disabled: set NEXTWORD_RELOAD_TOKEN to enable it")
+    if authorization != f"Bearer {settings.reload_token}":
+        raise HTTPException(401, "authorization: expected 'Bearer <NEXTWORD_RELOAD_TOKEN>'")
+    registry.get(name)
+    try:
+        return registry.reload(name).describe()
+    except CheckpointError as e:
+        raise HTTPException(409, f"{e}; the old model keeps serving") from None

@@ -8,7 +8,9 @@ from fastapi import APIRouter
 from app import schemas, service
 from app.api.deps import RegistryDep, SettingsDep
 
-router = APIRouter(prefix="/v1", tags=["scoring"])
+router = APIRouter(
+    prefix="/v1", tags=["scoring"], responses=schemas.error_responses(400, 404, 408, 413, 422, 503)
+)
 
 
 @router.post("/candidates")
