@@ -1,0 +1,160 @@
+"""Faults and limits: reload under traffic, damaged checkpoints, slow clients, batching windows."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import anyio
+import httpx
+import numpy as np
+import pytest
+
+from app.core.config import Settings
+from app.main import create_app
+from app.registry import ModelRegistry
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.network import RNNLM
+from model.scoring import LanguageModel
+
+pytestmark = pytest.mark.anyio
+TOKEN = {"authorization": "Bearer s3cret"}
+
+
+def other_model(lm: LanguageModel, seed: int) -> LanguageModel:
+    return LanguageModel(RNNLM(lm.net.config, seed=seed, dtype=np.float64), lm.vocab, lm.tokenizer)
+
+
+def loaded_app(path: Path, **settings: object) -> tuple[ModelRegistry, object]:
+    limits = Settings(reload_token="s3cret", **settings)  # type: ignore[arg-type]
+    registry = ModelRegistry([("m", path)], settings=limits)
+    registry.start_loading().join(timeout=30)
+    assert registry.state == "ready"
+    return registry, create_app(limits, registry)
+
+
+def client_for(app: object) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")  # type: ignore[arg-type]
+
+
+async def first_log_prob(client: httpx.AsyncClient) -> float:
+    r = await client.post("/v1/candidates", json={"context": "the cat", "candidates": ["sat"]})
+    assert r.status_code == 200
+    return r.json()["results"][0]["log_prob"]
+
+
+async def test_reload_needs_the_token(tmp_path: Path, tiny_lm: LanguageModel) -> None:
+    save_checkpoint(tmp_path, tiny_lm)
+    _, app = loaded_app(tmp_path)
+    async with client_for(app) as client:
+        assert (await client.post("/v1/models/m/reload")).status_code == 401
+        wrong = await client.post("/v1/models/m/reload", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+    registry = ModelRegistry.from_models({"m": tiny_lm})
+    async with client_for(create_app(Settings(), registry)) as client:
+        r = await client.post("/v1/models/m/reload", headers=TOKEN)
+        assert r.status_code == 403 and "NEXTWORD_RELOAD_TOKEN" in r.json()["detail"]
+
+
+async def test_a_new_checkpoint_is_picked_up_and_a_damaged_one_refused(
+    tmp_path: Path, tiny_lm: LanguageModel
+) -> None:
+    save_checkpoint(tmp_path, tiny_lm)
+    registry, app = loaded_app(tmp_path)
+    async with client_for(app) as client:
+        old = await first_log_prob(client)
+        new_lm = other_model(tiny_lm, seed=11)
+        save_checkpoint(tmp_path, new_lm)  # written atomically while the server runs
+        r = await client.post("/v1/models/m/reload", headers=TOKEN)
+        good = load_checkpoint(tmp_path).checksum
+        assert r.status_code == 200 and r.json()["checksum"] == good
+        new = await first_log_prob(client)
+        assert new == pytest.approx(
+            new_lm.score_candidates("the cat", ["sat"])[0].log_prob, abs=1e-5
+        )
+        assert new != pytest.approx(old)
+
+        save_checkpoint(tmp_path, other_model(tiny_lm, seed=12))
+        weights = next(tmp_path.glob("weights.*.safetensors"))
+        data = bytearray(weights.read_bytes())
+        data[-3] ^= 0xFF
+        weights.write_bytes(bytes(data))  # the new checkpoint is damaged
+        r = await client.post("/v1/models/m/reload", headers=TOKEN)
+        assert r.status_code == 409 and "the old model keeps serving" in r.json()["detail"]
+        assert await first_log_prob(client) == new  # still the last good model
+        assert (await client.get("/readyz")).status_code == 200
+    assert registry.get("m").lm.checksum == good
+
+
+async def test_a_request_in_flight_during_a_reload_finishes_on_the_old_model(
+    tmp_path: Path, tiny_lm: LanguageModel
+) -> None:
+    save_checkpoint(tmp_path, tiny_lm)
+    registry, app = loaded_app(tmp_path)
+    old_lm = registry.get("m").lm
+    expected = old_lm.score_candidates("the cat", ["sat"])[0].log_prob
+    started, release = threading.Event(), threading.Event()
+    real = old_lm.score_candidates
+
+    def slow(*args: object) -> object:
+        started.set()
+        release.wait(10)
+        return real(*args)
+
+    old_lm.score_candidates = slow  # type: ignore[method-assign]
+    results: dict[str, float] = {}
+    async with client_for(app) as client:
+
+        async def in_flight() -> None:
+            results["old"] = await first_log_prob(client)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(in_flight)
+            await anyio.to_thread.run_sync(started.wait, 10)
+            save_checkpoint(tmp_path, other_model(tiny_lm, seed=13))
+            assert (await client.post("/v1/models/m/reload", headers=TOKEN)).status_code == 200
+            release.set()
+        results["new"] = await first_log_prob(client)
+    assert results["old"] == pytest.approx(expected)  # not dropped, and computed by the old model
+    assert results["new"] != pytest.approx(expected)
+
+
+async def test_a_slow_body_gets_408(tiny_lm: LanguageModel) -> None:
+    limits = Settings(body_timeout_s=0.2)
+    app = create_app(limits, ModelRegistry.from_models({"m": tiny_lm}, settings=limits))
+
+    async def trickle():
+        yield b'{"candidates": '
+        await anyio.sleep(0.6)
+        yield b'["cat"]}'
+
+    async with client_for(app) as client:
+        r = await client.post(
+            "/v1/candidates", content=trickle(), headers={"content-type": "application/json"}
+        )
+    assert r.status_code == 408 and "0.2 s" in r.json()["detail"]
+
+
+async def test_requests_in_a_batching_window_are_computed_together(tiny_lm: LanguageModel) -> None:
+    limits = Settings(batch_window_ms=100)
+    registry = ModelRegistry.from_models({"m": tiny_lm}, settings=limits)
+    contexts = ["the", "the cat", "a dog", "the cat sat", "new york", "on the", "the mat", ""]
+    want = [tiny_lm.score_candidates(c, ["sat", "the mat"]) for c in contexts]
+    results: list = [None] * len(contexts)
+    async with client_for(create_app(limits, registry)) as client:
+
+        async def ask(i: int) -> None:
+            r = await client.post(
+                "/v1/candidates", json={"context": contexts[i], "candidates": ["sat", "the mat"]}
+            )
+            results[i] = r.json()["results"]
+
+        async with anyio.create_task_group() as tasks:
+            for i in range(len(contexts)):
+                tasks.start_soon(ask, i)
+    for got, expected in zip(results, want, strict=True):
+        assert [g["log_prob"] for g in got] == pytest.approx(
+            [e.log_prob for e in expected], abs=1e-9
+        )
+    batcher = registry.get("m").batcher
+    assert batcher.requests == len(contexts) and batcher.batches < len(contexts)
