@@ -20,10 +20,7 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from app.launch import start_server
 from model.checkpoint import load_checkpoint
 from model.scoring import LanguageModel
 
@@ -141,37 +139,6 @@ def torch_peer(lm: LanguageModel):
     return candidates, score, torch.__version__
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "serve",
-        "--model",
-        str(model_dir),
-        "--port",
-        str(port),
-    ]
-    process = subprocess.Popen([*command, "--log-level", "warning"], stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not become ready")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / "runs" / "ptb")
@@ -229,7 +196,7 @@ def main() -> None:
         )
 
     if not args.no_http:
-        process, url = start_server(args.model)
+        process, url = start_server([str(args.model)])
         try:
             with httpx.Client(base_url=url, timeout=30) as http:
                 body = iter([{"context": c, "candidates": k} for c, k in requests * 3])

@@ -6,10 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,50 +14,19 @@ import httpx
 import pytest
 
 from app.client import NextwordClient
+from app.launch import start_server
 from model.checkpoint import load_checkpoint
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden_model"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    port = free_port()
-    command = [
-        "serve",
-        "--model",
-        f"golden={GOLDEN}",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, process.stdout.read() if process.stdout else ""
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server not ready within 60 s"
-        time.sleep(0.1)
+    process, url = start_server([f"golden={GOLDEN}"], output=subprocess.PIPE)
     yield url
     process.send_signal(signal.SIGTERM)
     code = process.wait(timeout=30)
-    output = process.stdout.read() if process.stdout else ""
+    output = process.stdout.read().decode() if process.stdout else ""
     assert code in (0, -signal.SIGTERM), output  # uvicorn re-raises the signal after a clean stop
     assert "Traceback" not in output
 

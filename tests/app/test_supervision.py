@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,30 +13,18 @@ import httpx
 import numpy as np
 import pytest
 
+from app.launch import is_ready, start_server
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.network import RNNLM
 from model.scoring import LanguageModel
-from tests.app.test_server import free_port
 
 
 def start(model_dir: Path, workers: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = ["serve", "--model", f"m={model_dir}", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", *command, "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: ready(url), 60, "server ready")
-    return process, url
+    return start_server([f"m={model_dir}"], workers=workers)
 
 
 def ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+    return is_ready(url)
 
 
 def wait_until(condition, seconds: float, what: str) -> None:

@@ -1,0 +1,69 @@
+"""Start ``nextword serve`` in a child process on a free loopback port and wait until it is ready.
+
+Used by the end-to-end tests and the benchmarks, which talk to a real server over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def is_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def start_server(
+    models: list[str],
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    output: int | None = subprocess.DEVNULL,
+) -> tuple[subprocess.Popen, str]:
+    """Run ``nextword serve --model M ...``; returns (process, base URL) once /readyz says 200.
+
+    ``models`` are ``[NAME=]DIR`` entries; ``env`` adds environment variables (NEXTWORD_*).
+    """
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    for model in models:
+        command += ["--model", model]
+    process = subprocess.Popen(
+        [*command, "--log-level", "warning"],
+        env=os.environ | (env or {}),
+        stdout=output,
+        stderr=output,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while not is_ready(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(
+                f"nextword serve {models} did not become ready (exit {process.poll()})"
+            )
+        time.sleep(0.1)
+    return process, url
