@@ -9,6 +9,7 @@ PY=.venv/bin/python
 COMPOSE=(docker compose -f docker-compose.yml -f .ci/docker-compose.ci.yml)
 
 echo "--- docker: tools"
+apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
   --no-install-recommends docker.io debootstrap >/dev/null
 work=$(mktemp -d)
