@@ -11,12 +11,10 @@ FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY . /src
+# wheels built for another Python than the base image's do not install: then use the index
 RUN python3 -m venv /opt/nextword \
- && if ls wheelhouse/nextword-*.whl >/dev/null 2>&1; then \
-        /opt/nextword/bin/pip install --no-index --find-links wheelhouse nextword; \
-    else \
-        /opt/nextword/bin/pip install /src; \
-    fi \
+ && { /opt/nextword/bin/pip install --no-index --find-links wheelhouse nextword 2>/dev/null \
+      || /opt/nextword/bin/pip install /src; } \
  && /opt/nextword/bin/nextword --version
 RUN /opt/nextword/bin/nextword train --preset default --out /models/default \
  && rm -rf /models/default/resume

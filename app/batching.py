@@ -19,12 +19,22 @@ from model.scoring import CandidateScore, LanguageModel
 Request = tuple[list[str], list[list[str]]]
 
 
+_STOP = object()  # tells the batching thread to finish
+
+
 class CandidateBatcher:
     """One per model; ``submit`` runs in FastAPI's worker threads and blocks for the answer."""
 
-    def __init__(self, lm: LanguageModel, window_ms: float, max_batch: int = 64) -> None:
-        self.lm, self.window, self.max_batch = lm, window_ms / 1000, max_batch
-        self._queue: queue.Queue[tuple[Request, Future[list[CandidateScore]]]] = queue.Queue()
+    def __init__(
+        self, lm: LanguageModel, window_ms: float, max_batch: int = 64, timeout_s: float = 120
+    ) -> None:
+        self.lm, self.window, self.max_batch, self.timeout = (
+            lm,
+            window_ms / 1000,
+            max_batch,
+            timeout_s,
+        )
+        self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.batches = 0  # how many batches ran, and how many requests they held (for tests)
@@ -36,7 +46,13 @@ class CandidateBatcher:
         self._start()
         future: Future[list[CandidateScore]] = Future()
         self._queue.put(((context, candidates), future))
-        return future.result()
+        return future.result(timeout=self.timeout)
+
+    def close(self) -> None:
+        """Stop the batching thread after the requests already queued (a reload replaced us)."""
+        with self._lock:
+            if self._thread is not None:
+                self._queue.put(_STOP)
 
     def _start(self) -> None:
         with self._lock:
@@ -47,21 +63,36 @@ class CandidateBatcher:
                 self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
             deadline = time.monotonic() + self.window
-            try:
-                while len(batch) < self.max_batch:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                pass
-            self.batches += 1
-            self.requests += len(batch)
-            try:
-                results = self.lm.score_candidates_batch([request for request, _ in batch])
-            except Exception as e:
-                for _, future in batch:
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._score(batch)
+
+    def _score(self, batch: list) -> None:
+        """Answer every request of the batch; if the batch fails, each request is tried alone."""
+        self.batches += 1
+        self.requests += len(batch)
+        try:
+            results = self.lm.score_candidates_batch([request for request, _ in batch])
+        except Exception:
+            for (context, candidates), future in batch:
+                try:
+                    future.set_result(self.lm.score_candidates(context, candidates))
+                except Exception as e:
                     future.set_exception(e)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                future.set_result(result)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            future.set_result(result)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from model.cli import build_parser
 
@@ -26,17 +28,18 @@ def serve(args: argparse.Namespace) -> int:
     if args.default:
         os.environ["NEXTWORD_DEFAULT_MODEL"] = args.default
     os.environ["NEXTWORD_LOG_LEVEL"] = args.log_level
-    if args.workers > 1:
-        # each worker gets its share of the cores for BLAS, and /metrics sums all workers
-        cores = (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
-        )
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, cores // args.workers)))
-        os.environ.setdefault(
-            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="nextword-metrics-")
-        )
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        # each worker gets its share of the cores (a container's CPU quota, not the host's) for
+        # BLAS; numpy has read the setting in this process already, so a single worker, which
+        # runs here, starts again with it
+        threads = max(1, available_cores() // args.workers)
+        os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
+        if args.workers == 1 and threads != os.cpu_count():
+            os.execv(sys.executable, [sys.executable, "-m", "app.cli", *sys.argv[1:]])
+    metrics_dir = None
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        metrics_dir = tempfile.mkdtemp(prefix="nextword-metrics-")  # /metrics sums all workers
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from pydantic import ValidationError
 
     from app.core.config import Settings
@@ -54,11 +57,25 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        limit_concurrency=settings.max_concurrency,  # beyond it: 503, not an unbounded queue
-        timeout_keep_alive=int(settings.keep_alive_s),
+        # the app answers 503 beyond max_concurrency requests; this caps open connections
+        limit_concurrency=8 * settings.max_concurrency,
+        timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=30,  # in-flight requests finish on SIGTERM
     )
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def available_cores() -> int:
+    """CPUs this process may use: a cgroup CPU quota (containers) or else its affinity mask."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            return max(1, int(quota) // int(period))
+    except (OSError, ValueError):
+        pass
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def parser() -> argparse.ArgumentParser:

@@ -53,9 +53,10 @@ def _body(**fields: Any) -> dict[str, Any]:
 def _parse(response: httpx.Response, model: type[Response]) -> Response:
     if response.status_code >= 400:
         try:
-            detail = response.json().get("detail", response.text)
+            body = response.json()
         except ValueError:
-            detail = response.text
+            body = None
+        detail = body.get("detail", response.text) if isinstance(body, dict) else response.text
         raise NextwordError(response.status_code, detail)
     return model.model_validate(response.json())
 
@@ -76,6 +77,11 @@ class _Calls:
 
     def _rerank(self, hypotheses: Sequence[HypothesisLike], **opts: Any) -> dict[str, Any]:
         return _body(hypotheses=_hypotheses(hypotheses), model=self.model, **opts)
+
+    def _fill(
+        self, left: Text, right: Text, candidates: Sequence[Text], **opts: Any
+    ) -> dict[str, Any]:
+        return _body(left=left, right=right, candidates=list(candidates), model=self.model, **opts)
 
 
 class NextwordClient(_Calls):
@@ -127,6 +133,13 @@ class NextwordClient(_Calls):
             self.http.post("/v1/rerank", json=self._rerank(hypotheses, **opts)),
             schemas.RerankResponse,
         )
+
+    def fill(
+        self, left: Text, right: Text, candidates: Sequence[Text], **opts: Any
+    ) -> schemas.FillResponse:
+        """Candidates for the gap between ``left`` and ``right``; opts: oov, oov_penalty."""
+        response = self.http.post("/v1/fill", json=self._fill(left, right, candidates, **opts))
+        return _parse(response, schemas.FillResponse)
 
     def models(self) -> dict[str, Any]:
         response = self.http.get("/v1/models")
@@ -181,6 +194,14 @@ class AsyncNextwordClient(_Calls):
     ) -> schemas.RerankResponse:
         response = await self.http.post("/v1/rerank", json=self._rerank(hypotheses, **opts))
         return _parse(response, schemas.RerankResponse)
+
+    async def fill(
+        self, left: Text, right: Text, candidates: Sequence[Text], **opts: Any
+    ) -> schemas.FillResponse:
+        response = await self.http.post(
+            "/v1/fill", json=self._fill(left, right, candidates, **opts)
+        )
+        return _parse(response, schemas.FillResponse)
 
     async def models(self) -> dict[str, Any]:
         response = await self.http.get("/v1/models")

@@ -138,3 +138,34 @@ class BodySizeLimit:
         headers = [(b"content-type", b"application/json"), (b"content-length", length)]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class ConcurrencyLimit:
+    """ASGI middleware: 503 (with Retry-After) when ``limit`` requests are already in progress.
+
+    A bounded queue instead of an unbounded one: an overloaded worker says so at once. Health,
+    readiness and metrics are never refused, so probes still tell the truth under load.
+    """
+
+    EXEMPT = ("/healthz", "/readyz", "/metrics")
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit, self.active = app, limit, 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            body = json.dumps(
+                {"detail": f"busy: {self.limit} requests in progress; retry"}
+            ).encode()
+            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.active += 1  # one event loop per worker: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1

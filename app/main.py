@@ -15,8 +15,15 @@ from fastapi import FastAPI
 import model
 from app.api.routes import health, models, scoring, ui
 from app.core.config import Settings
-from app.errors import BodySizeLimit, install_error_handlers
-from app.metrics import MODEL_INFO, MODEL_LOAD_SECONDS, READY, cache_observer, record_request
+from app.errors import BodySizeLimit, ConcurrencyLimit, install_error_handlers
+from app.metrics import (
+    MODEL_INFO,
+    MODEL_LOAD_SECONDS,
+    READY,
+    cache_observer,
+    record_request,
+    worker_exiting,
+)
 from app.registry import ModelRegistry
 
 DESCRIPTION = """Language-model scores for reranking speech-to-text and OCR output.
@@ -28,6 +35,7 @@ A context is read as `<s> context`: an empty context asks for the first word of 
 
 def publish(registry: ModelRegistry) -> None:
     """Mirror the registry in the metrics: one info series per model, and readiness."""
+    MODEL_INFO.clear()  # a reloaded model's old checksum is no longer served
     for m in registry.models.values():
         config = m.lm.net.config
         MODEL_INFO.labels(m.name, config.cell, str(config.vocab_size), m.lm.checksum or "").set(1)
@@ -70,15 +78,18 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         reload_on_sighup(registry)
         yield
         READY.set(0)
+        worker_exiting()
 
     app = FastAPI(
         title="nextword", version=model.__version__, description=DESCRIPTION, lifespan=lifespan
     )
     app.state.settings, app.state.registry = settings, registry
-    app.middleware("http")(record_request)
+    # the last added runs first: metrics see every answer, including 413, 408 and 503
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
+    app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrency)
+    app.middleware("http")(record_request)
     install_error_handlers(app)
     for router in (scoring.router, models.router, health.router, ui.router):
         app.include_router(router)

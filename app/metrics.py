@@ -46,10 +46,10 @@ CANDIDATES = Histogram(
 )  # fmt: skip
 MODEL_INFO = Gauge(
     "nextword_model_info", "Loaded models (value 1)", ["model", "cell", "vocab_size", "checksum"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )  # fmt: skip
 MODEL_LOAD_SECONDS = Gauge(
-    "nextword_model_load_seconds", "Checkpoint load time", ["model"], multiprocess_mode="max"
+    "nextword_model_load_seconds", "Checkpoint load time", ["model"], multiprocess_mode="livemax"
 )
 PREFIX_CACHE = Counter(
     "nextword_prefix_cache_lookups", "Prefix-state cache lookups", ["model", "result"]
@@ -57,7 +57,9 @@ PREFIX_CACHE = Counter(
 STEPS_SAVED = Counter(
     "nextword_prefix_cache_steps_saved", "Network steps the prefix cache saved", ["model"]
 )
-READY = Gauge("nextword_ready", "1 when the models are loaded and warm", multiprocess_mode="min")
+READY = Gauge(
+    "nextword_ready", "1 when the models are loaded and warm", multiprocess_mode="livemin"
+)
 
 
 def observe_scores(
@@ -81,13 +83,17 @@ async def record_request(
 ) -> Response:
     """HTTP middleware: count and time every request by endpoint and status."""
     start = time.perf_counter()
-    response = await call_next(request)
-    endpoint = endpoint_of(request)
-    LATENCY.labels(endpoint).observe(time.perf_counter() - start)
-    REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
-    if response.status_code >= 400:
-        ERRORS.labels(endpoint, str(response.status_code)).inc()
-    return response
+    status = 500  # unless a response comes back: an exception is answered 500 further out
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        endpoint = endpoint_of(request)
+        LATENCY.labels(endpoint).observe(time.perf_counter() - start)
+        REQUESTS.labels(endpoint, request.method, str(status)).inc()
+        if status >= 400:
+            ERRORS.labels(endpoint, str(status)).inc()
 
 
 def metrics_response() -> Response:
@@ -112,3 +118,9 @@ def cache_observer(model: str):
         saved.inc(steps)
 
     return observe
+
+
+def worker_exiting() -> None:
+    """Drop this worker's live gauges from the shared directory (several workers only)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())

@@ -16,7 +16,7 @@ from typing import Any
 
 from app.batching import CandidateBatcher
 from app.core.config import Settings
-from model.checkpoint import load_checkpoint
+from model.checkpoint import CheckpointError, load_checkpoint
 from model.prefix_cache import PrefixCache
 from model.scoring import LanguageModel
 
@@ -123,7 +123,10 @@ class ModelRegistry:
         loaded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         batcher = CandidateBatcher(lm, s.batch_window_ms, s.batch_max)
         with self._lock:
+            old = self.models.get(name)
             self.models[name] = LoadedModel(name, path, lm, loaded_at, seconds, batcher)
+        if old is not None:
+            old.batcher.close()  # its thread ends; requests holding the old model still finish
         self._changed()
 
     def _changed(self) -> None:
@@ -152,14 +155,23 @@ class ModelRegistry:
         Requests already running keep the model object they started with, so none is dropped.
         """
         path = dict(self.specs).get(name)
-        if path is None or name not in self.models:
-            raise ModelNotFoundError(
-                f"unknown model {name!r}; this server has {sorted(self.models)}"
-            )
+        if path is None:
+            known = [n for n, _ in self.specs]
+            raise ModelNotFoundError(f"unknown model {name!r}; this server has {known}")
         start = time.perf_counter()
         lm = load_checkpoint(path)  # raises CheckpointError for a damaged checkpoint
+        old = self.models.get(name)
+        if old is not None and old.lm.bidirectional != lm.bidirectional:
+            kinds = {True: "bidirectional", False: "left-to-right"}
+            raise CheckpointError(
+                f"{path}: a {kinds[lm.bidirectional]} model cannot replace the "
+                f"{kinds[old.lm.bidirectional]} one in place (the endpoints differ); restart"
+            )
         self.add(name, path, lm, time.perf_counter() - start)
         log.info("model %s reloaded from %s (%s)", name, path, lm.checksum)
+        if self.state != "ready" and all(n in self.models for n, _ in self.specs):
+            self.state, self.error = "ready", None  # a failed start recovers once all models load
+            self._changed()
         return self.models[name]
 
     def reload_all(self) -> None:

@@ -38,7 +38,9 @@ class OovOptions(Strict):
         description="words outside the vocabulary: 'unk' scores them as <unk>, 'penalty' gives "
         "each the fixed log-probability oov_penalty, 'reject' answers 422 naming them",
     )
-    oov_penalty: FiniteFloat | None = Field(None, le=0, description="log-probability per OOV token")
+    oov_penalty: FiniteFloat | None = Field(
+        None, ge=-100, le=0, description="log-probability given to each OOV token (-100 to 0)"
+    )
 
 
 class ScoreMeta(BaseModel):
@@ -138,14 +140,16 @@ class ScoreResponse(ScoreMeta):
 class Hypothesis(Strict):
     text: Text
     score: FiniteFloat = Field(
-        0.0, description="the decoder's own score (acoustic/optical), log domain"
+        0.0, ge=-1e9, le=1e9, description="the decoder's own score (acoustic/optical), log domain"
     )
 
 
 class RerankRequest(OovOptions):
     hypotheses: list[Hypothesis] = Field(min_length=1)
-    lm_weight: FiniteFloat = Field(0.5, description="weight of the language-model log-probability")
-    length_bonus: FiniteFloat = Field(0.0, description="added per token (word insertion bonus)")
+    lm_weight: FiniteFloat = Field(
+        0.5, ge=-1e3, le=1e3, description="weight of the LM log-probability"
+    )
+    length_bonus: FiniteFloat = Field(0.0, ge=-1e3, le=1e3, description="added per token")
     bos: bool = True
     eos: bool = True
 

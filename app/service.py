@@ -167,7 +167,10 @@ def score_texts(
                 f"{field}[{i}]", f"has nothing to score (bos={req.bos}, eos={req.eos})"
             )
     apply_oov_policy(lm, req, [(f"{field}[{i}]", t) for i, t in enumerate(token_lists)])
-    scores = lm.score_sentences(token_lists, bos=req.bos, eos=req.eos, batch_size=len(token_lists))
+    # one padded batch per call: max_sentences bounds it (and its memory, with max_tokens)
+    scores = lm.score_sentences(
+        token_lists, bos=req.bos, eos=req.eos, batch_size=settings.max_sentences
+    )
     results = []
     for s in scores:
         targets = [p - (0 if req.bos else 1) for p in s.oov_positions if req.bos or p > 0]
@@ -179,7 +182,7 @@ def score_texts(
                 targets=s.targets,
                 log_prob=total,
                 token_log_probs=lps,
-                perplexity=math.exp(-total / len(lps)),
+                perplexity=bounded_exp(-total / len(lps)),
                 oov_count=len(s.oov_positions),
                 oov_positions=s.oov_positions,
             )
@@ -246,9 +249,8 @@ def fill(
         scored = s.tokens if method == "bidirectional" else [*left, *s.tokens, *right, "</s>"]
         log_probs.append(math.fsum(penalised(s.token_log_probs, oov_positions(lm, scored), req)))
     shares = _softmax(log_probs)
-    observe_scores(
-        name, sum(len(t) for t in token_lists), sum(s.oov for s in scores), log_probs, len(scores)
-    )
+    scored = sum(len(s.token_log_probs) for s in scores)  # whole sentences for the sentence method
+    observe_scores(name, scored, sum(s.oov for s in scores), log_probs, len(scores))
     exact = method == "sentence" or all(len(t) == 1 for t in token_lists)
     return schemas.FillResponse(
         model=name,
@@ -268,6 +270,11 @@ def fill(
             for c, s, lp, share in zip(req.candidates, scores, log_probs, shares, strict=True)
         ],
     )
+
+
+def bounded_exp(x: float) -> float:
+    """exp(x), capped at e^700 so a hopeless score stays a finite JSON number."""
+    return math.exp(min(x, 700.0))
 
 
 def _softmax(log_probs: list[float]) -> list[float]:

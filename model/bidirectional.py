@@ -122,12 +122,12 @@ class BiRNNLM:
         return self.fwd.init_state(batch_size, self.dtype)
 
     def _read(
-        self, batch: SentenceBatch, rng: np.random.Generator | None
+        self, batch: SentenceBatch, rng: np.random.Generator | None, keep: bool = True
     ) -> tuple[np.ndarray, Any, Any]:
         """Both stacks over the batch; the (M, 2H) states that predict the words, and the caches."""
         N = batch.fwd_ids.shape[1]
-        f, _, f_cache = self.fwd.forward(self.params, batch.fwd_ids, self.init_state(N), rng)
-        g, _, g_cache = self.bwd.forward(self.params, batch.bwd_ids, self.init_state(N), rng)
+        f, _, f_cache = self.fwd.forward(self.params, batch.fwd_ids, self.init_state(N), rng, keep)
+        g, _, g_cache = self.bwd.forward(self.params, batch.bwd_ids, self.init_state(N), rng, keep)
         H = self.config.hidden_size
         states = np.concatenate(
             [f.reshape(-1, H)[batch.left], g.reshape(-1, H)[batch.right]], axis=1
@@ -155,7 +155,7 @@ class BiRNNLM:
 
     def word_log_probs(self, batch: SentenceBatch) -> np.ndarray:
         """log P(w_t | the rest of its sentence) for every word of the batch, shape (M,)."""
-        states, _, _ = self._read(batch, None)
+        states, _, _ = self._read(batch, None, keep=False)
         lp = log_softmax(states @ self.params["output.W"].T + self.params["output.b"])
         return lp[np.arange(len(batch.targets)), batch.targets]
 
@@ -166,8 +166,8 @@ class BiRNNLM:
         """Read ``<s> left`` forward, ``</s> right`` backward: each stack's state and top output."""
         fwd_ids = np.concatenate([[Vocabulary.bos_id], left]).astype(np.int64)[:, None]
         bwd_ids = np.concatenate([[Vocabulary.eos_id], right[::-1]]).astype(np.int64)[:, None]
-        f, f_state, _ = self.fwd.forward(self.params, fwd_ids, self.init_state(1))
-        g, g_state, _ = self.bwd.forward(self.params, bwd_ids, self.init_state(1))
+        f, f_state, _ = self.fwd.forward(self.params, fwd_ids, self.init_state(1), keep_cache=False)
+        g, g_state, _ = self.bwd.forward(self.params, bwd_ids, self.init_state(1), keep_cache=False)
         return f_state, f[-1], g_state, g[-1]
 
     def fill_scores(
@@ -185,8 +185,9 @@ class BiRNNLM:
         for m, c in enumerate(candidates):
             fwd_ids[: len(c), m], bwd_ids[: len(c), m] = c, c[::-1]
         repeat = lambda state: [tuple(np.repeat(s, M, axis=0) for s in layer) for layer in state]  # noqa: E731
-        F, _, _ = self.fwd.forward(self.params, fwd_ids, repeat(f_state))  # F[j] after c_{j+1}
-        G, _, _ = self.bwd.forward(self.params, bwd_ids, repeat(g_state))  # G[j] after c_{k-j}
+        # F[j]: the forward output after c_{j+1}; G[j]: the backward output after c_{k-j}
+        F, _, _ = self.fwd.forward(self.params, fwd_ids, repeat(f_state), keep_cache=False)
+        G, _, _ = self.bwd.forward(self.params, bwd_ids, repeat(g_state), keep_cache=False)
         rows, targets = [], []
         for m, c in enumerate(candidates):
             k = len(c)

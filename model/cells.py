@@ -10,7 +10,7 @@ product each after the backward loop. Only the recurrence ``h_{t-1} → h_t`` ru
 A cell's state is a tuple: ``(h,)`` for RNN and GRU, ``(h, c)`` for LSTM, each of shape (N, H).
 Sequence functions have one signature for every cell::
 
-    forward(x (T, N, D), state0, params) -> hs (T, N, H), stateT, cache
+    forward(x (T, N, D), state0, params, keep_cache) -> hs (T, N, H), stateT, cache
     backward(dhs (T, N, H), dstateT or None, cache) -> dx (T, N, D), dstate0, grads
 
 so the network stacks any cell without knowing which it is.
@@ -105,9 +105,16 @@ def rnn_step_backward(
 
 
 def rnn_forward(
-    x: np.ndarray, state0: State, params: Params, activation: str = "tanh"
+    x: np.ndarray,
+    state0: State,
+    params: Params,
+    keep_cache: bool = True,  # noqa: ARG001 - the common cell signature; the cache is hs anyway
+    activation: str = "tanh",
 ) -> tuple[np.ndarray, State, Any]:
-    """Run a vanilla RNN over x (T, N, D) from state (h0,); params Wx (D, H), Wh (H, H), b (H,)."""
+    """Run a vanilla RNN over x (T, N, D) from state (h0,); params Wx (D, H), Wh (H, H), b (H,).
+
+    Its cache is the outputs themselves, so ``keep_cache`` changes nothing here.
+    """
     xw = project_inputs(x, params["Wx"], params["b"])  # (T, N, H)
     (h,) = state0
     hs = np.empty(xw.shape, dtype=xw.dtype)
@@ -202,7 +209,9 @@ def lstm_step_backward(
     return da, da @ (Wh.T if WhT is None else WhT), dc * f
 
 
-def lstm_forward(x: np.ndarray, state0: State, params: Params) -> tuple[np.ndarray, State, Any]:
+def lstm_forward(
+    x: np.ndarray, state0: State, params: Params, keep_cache: bool = True
+) -> tuple[np.ndarray, State, Any]:
     """Run an LSTM over x (T, N, D) from (h0, c0); params Wx (D, 4H), Wh (H, 4H), b (4H,)."""
     xw = project_inputs(x, params["Wx"], params["b"])  # (T, N, 4H)
     h, c = state0
@@ -211,7 +220,8 @@ def lstm_forward(x: np.ndarray, state0: State, params: Params) -> tuple[np.ndarr
     for t in range(x.shape[0]):
         h, c, step_cache = lstm_step_forward(xw[t], h, c, params["Wh"])
         hs[t] = h
-        steps.append(step_cache)
+        if keep_cache:  # inference keeps no per-step activations: memory O(T·H), not O(T·G)
+            steps.append(step_cache)
     return hs, (h, c), (x, state0[0], hs, params, steps)
 
 
@@ -272,7 +282,9 @@ def gru_step_backward(
     return dxw, dhw, dnext_h * z + dhw @ (Wh.T if WhT is None else WhT)
 
 
-def gru_forward(x: np.ndarray, state0: State, params: Params) -> tuple[np.ndarray, State, Any]:
+def gru_forward(
+    x: np.ndarray, state0: State, params: Params, keep_cache: bool = True
+) -> tuple[np.ndarray, State, Any]:
     """Run a GRU over x (T, N, D) from (h0,); params Wx (D, 3H), Wh (H, 3H), b (3H,), bhn (H,)."""
     xw = project_inputs(x, params["Wx"], params["b"])  # (T, N, 3H)
     (h,) = state0
@@ -281,7 +293,8 @@ def gru_forward(x: np.ndarray, state0: State, params: Params) -> tuple[np.ndarra
     for t in range(x.shape[0]):
         h, step_cache = gru_step_forward(xw[t], h, params["Wh"], params["bhn"])
         hs[t] = h
-        steps.append(step_cache)
+        if keep_cache:  # inference keeps no per-step activations: memory O(T·H), not O(T·G)
+            steps.append(step_cache)
     return hs, (h,), (x, state0[0], hs, params, steps)
 
 
@@ -311,7 +324,7 @@ class Cell:
     gates: int  # G = gates × H columns in Wx, Wh, b
     num_states: int  # 1 for (h,), 2 for (h, c)
     param_names: tuple[str, ...]
-    forward: Callable[[np.ndarray, State, Params], tuple[np.ndarray, State, Any]]
+    forward: Callable[..., tuple[np.ndarray, State, Any]]  # (x, state0, params, keep_cache=True)
     backward: Callable[[np.ndarray, State | None, Any], tuple[np.ndarray, State, dict]]
 
 

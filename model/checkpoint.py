@@ -146,10 +146,13 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: missing; {directory} is not a nextword checkpoint"
         ) from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a {FORMAT} config (format={config.get('format')!r})")
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise CheckpointError(f"{path}: not a {FORMAT} config (found {found!r})")
     version = config.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
@@ -168,10 +171,14 @@ def _read_verified(directory: Path, config: dict[str, Any], role: str) -> bytes:
     if name is None or name not in config["files"]:
         raise CheckpointError(f"{directory / CONFIG_FILE}: lists no {role} file")
     path, entry = directory / name, config["files"][name]
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{directory / CONFIG_FILE}: malformed entry for {name}")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing (listed in {CONFIG_FILE})") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
     if len(data) != entry.get("bytes"):
         raise CheckpointError(
             f"{path}: truncated or padded: {len(data)} bytes, expected {entry.get('bytes')}"

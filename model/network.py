@@ -144,10 +144,12 @@ class RecurrentStack:
         ids: np.ndarray,
         state: NetworkState,
         rng: np.random.Generator | None = None,
+        keep_cache: bool = True,
     ) -> tuple[np.ndarray, NetworkState, Any]:
         """Read ids (T, N) from ``state``; ``rng`` switches dropout on (training).
 
-        Returns the top layer's outputs (T, N, H), the final state per layer, and the cache.
+        Returns the top layer's outputs (T, N, H), the final state per layer, and the cache for
+        ``backward`` (only with ``keep_cache``; inference passes False and saves the memory).
         """
         p = self.config.dropout
         x, emb_cache = embedding_forward(ids, params[f"{self.prefix}embedding.W"])  # (T, N, D)
@@ -155,7 +157,7 @@ class RecurrentStack:
         masks, layer_caches, final_state = [mask], [], []
         for layer in range(self.config.num_layers):
             x, layer_state, layer_cache = self.cell.forward(
-                x, state[layer], self.layer_params(params, layer)
+                x, state[layer], self.layer_params(params, layer), keep_cache
             )
             x, mask = dropout_forward(x, p, rng)  # (T, N, H)
             masks.append(mask)
@@ -245,10 +247,14 @@ class RNNLM:
 
     # ------------------------------------------------------------ forward / backward
     def forward(
-        self, ids: np.ndarray, state: NetworkState, rng: np.random.Generator | None = None
+        self,
+        ids: np.ndarray,
+        state: NetworkState,
+        rng: np.random.Generator | None = None,
+        keep_cache: bool = True,
     ) -> tuple[np.ndarray, NetworkState, Any]:
         """Read ids (T, N) from ``state``: top outputs, final state, cache (``RecurrentStack``)."""
-        return self.stack.forward(self.params, ids, state, rng)
+        return self.stack.forward(self.params, ids, state, rng, keep_cache)
 
     def backward(self, dhidden: np.ndarray, cache: Any) -> dict[str, Grad]:
         """Gradients of every recurrent and embedding parameter from d(top outputs) (T, N, H)."""
@@ -289,5 +295,5 @@ class RNNLM:
 
     def log_probs(self, ids: np.ndarray, state: NetworkState) -> tuple[np.ndarray, NetworkState]:
         """Inference: log P(next token) after each input, shape (T, N, V), and the final state."""
-        hidden, final_state, _ = self.forward(ids, state)
+        hidden, final_state, _ = self.forward(ids, state, keep_cache=False)
         return log_softmax(self.logits(hidden)), final_state

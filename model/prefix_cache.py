@@ -53,15 +53,18 @@ class PrefixCache:
     def longest(self, ids: Sequence[int]) -> tuple[int, CachedPrefix | None]:
         """The longest cached prefix of ``ids``: (its length, entry), or (0, None)."""
         key = tuple(int(i) for i in ids)
-        with self._lock:
-            for n in range(len(key), 0, -1):
-                entry = self._entries.get(key[:n])
+        n, entry = len(key), None
+        while n > 0 and entry is None:
+            prefix = key[:n]  # sliced and hashed outside the lock
+            with self._lock:
+                entry = self._entries.get(prefix)
                 if entry is not None:
-                    self._entries.move_to_end(key[:n])
-                    self.hits += 1
-                    break
+                    self._entries.move_to_end(prefix)
+            n -= entry is None
+        with self._lock:
+            if entry is not None:
+                self.hits += 1
             else:
-                n, entry = 0, None
                 self.misses += 1
         if self.observer is not None:
             self.observer(entry is not None, n)

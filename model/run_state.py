@@ -37,6 +37,10 @@ class TrainingError(RuntimeError):
     """The run cannot start or go on; the message says why and what to do."""
 
 
+class StoppedError(TrainingError):
+    """SIGINT or SIGTERM stopped the run after saving it; ``--resume`` continues it."""
+
+
 @dataclass
 class Corpus:
     tokenizer: Tokenizer

@@ -16,6 +16,7 @@ Conventions, stated once here and relied on by the service:
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from model.vocab import SPECIALS, Vocabulary
 
 Text = str | Sequence[str]  # a string to tokenise, or tokens already split
 OUTPUT_CHUNK_ROWS = 2048  # rows of (rows, V) logits computed at once, bounding memory
+CONTINUATION_BATCH = 64  # multi-token candidates continued in one batch (bounds memory)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class LanguageModel:
         self._special_ids = np.array([vocab.id(t) for t in SPECIALS])
         self.cache: PrefixCache | None = None  # states after recent context prefixes, when set
         self.steps_run = 0  # network time steps computed for contexts and candidates (for metrics)
+        self._steps_lock = threading.Lock()  # requests run in several threads
 
     # ------------------------------------------------------------ helpers
     @property
@@ -160,15 +163,17 @@ class LanguageModel:
         longer = [
             (r, i) for r, seqs in enumerate(ids) for i, seq in enumerate(seqs) if len(seq) > 1
         ]
-        if longer:
-            inputs, targets, mask = _pad([ids[r][i] for r, i in longer], bos=False, eos_id=None)
-            state = concat_states([contexts[r].state for r, _ in longer])
-            hidden, _, _ = self.net.forward(inputs, state)  # (T, M, H)
-            self.steps_run += int(mask.sum())
+        longer.sort(key=lambda ri: len(ids[ri[0]][ri[1]]))  # similar lengths share a batch
+        for start in range(0, len(longer), CONTINUATION_BATCH):
+            chunk = longer[start : start + CONTINUATION_BATCH]  # bounds memory: rows × tokens
+            inputs, targets, mask = _pad([ids[r][i] for r, i in chunk], bos=False, eos_id=None)
+            state = concat_states([contexts[r].state for r, _ in chunk])
+            hidden, _, _ = self.net.forward(inputs, state, keep_cache=False)  # (T, M, H)
+            self._count_steps(int(mask.sum()))
             rows = np.nonzero(mask.T)  # candidate-major order, matching the split below
             picked = self._target_log_probs(hidden.transpose(1, 0, 2)[rows], targets.T[rows])
-            offsets = np.cumsum([len(ids[r][i]) - 1 for r, i in longer])[:-1]
-            for (r, i), lps in zip(longer, np.split(picked, offsets), strict=True):
+            offsets = np.cumsum([len(ids[r][i]) - 1 for r, i in chunk])[:-1]
+            for (r, i), lps in zip(chunk, np.split(picked, offsets), strict=True):
                 per_token[r][i].extend(float(x) for x in lps)
         return [
             [
@@ -177,6 +182,10 @@ class LanguageModel:
             ]
             for lists, per_tok in zip(token_lists, per_token, strict=True)
         ]
+
+    def _count_steps(self, steps: int) -> None:
+        with self._steps_lock:
+            self.steps_run += steps
 
     def read_contexts(self, contexts: Sequence[list[str]]) -> list[CachedPrefix]:
         """The network state and top output after ``<s> context`` for each context.
@@ -201,8 +210,8 @@ class LanguageModel:
             zero = self.net.init_state(1)
             state = concat_states([entry.state if entry else zero for _, entry, _ in items])
             inputs = np.stack([suffix for _, _, suffix in items], axis=1)  # (length, N)
-            hidden, final, _ = self.net.forward(inputs, state)
-            self.steps_run += length * len(items)
+            hidden, final, _ = self.net.forward(inputs, state, keep_cache=False)
+            self._count_steps(length * len(items))
             for k, (r, _, _) in enumerate(items):
                 row = [tuple(t[k : k + 1].copy() for t in layer) for layer in final]
                 results[r] = CachedPrefix(row, hidden[-1, k].copy())
@@ -237,7 +246,9 @@ class LanguageModel:
                 eos_id=self.vocab.eos_id if eos else None,
                 bos_id=self.vocab.bos_id,
             )
-            hidden, _, _ = self.net.forward(inputs, self.net.init_state(len(batch)))
+            hidden, _, _ = self.net.forward(
+                inputs, self.net.init_state(len(batch)), keep_cache=False
+            )
             rows = np.nonzero(mask.T)  # sentence-major
             picked = self._target_log_probs(hidden.transpose(1, 0, 2)[rows], targets.T[rows])
             lengths = mask.sum(axis=0)

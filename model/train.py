@@ -20,8 +20,9 @@ from pathlib import Path
 
 from model.checkpoint import CheckpointError
 from model.layers import NonFiniteError
+from model.run_state import StoppedError, TrainingError
 from model.train_config import PATH_FIELDS, PRESETS, TrainConfig, merge
-from model.trainer import TrainingError, train
+from model.trainer import train
 
 S = argparse.SUPPRESS  # options not given stay absent, so the config file's values are kept
 
@@ -124,18 +125,29 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """The ``nextword train`` command; exit code 0, 1 (training diverged) or 2 (bad input)."""
+    """The ``nextword train`` command.
+
+    Exit codes: 0 done, 1 training diverged, 2 bad input, 3 stopped by a signal (resumable).
+    """
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     for key in PATH_FIELDS:
         if key in given:
             given[key] = str(Path(given[key]).resolve())
     config_file = getattr(args, "config", None) or getattr(args, "preset", None)
     try:
+        if args.resume and config_file:
+            raise ValueError(
+                "--resume takes every option from the saved run; drop --config/--preset"
+            )
         cfg = merge(given, config_file) if not args.resume else TrainConfig(**given)
         train(cfg, given, resume=args.resume, force=args.force)
     except NonFiniteError as e:
-        sys.stderr.write(f"nextword train: training diverged: {e}; try a lower --lr or --clip\n")
+        advice = "start again with a lower --lr or --clip"
+        sys.stderr.write(f"nextword train: training diverged: {e}; {advice}\n")
         return 1
+    except StoppedError as e:
+        sys.stderr.write(f"nextword train: {e}\n")
+        return 3
     except (ValueError, TrainingError, CheckpointError) as e:
         sys.stderr.write(f"nextword train: error: {e}\n")
         return 2

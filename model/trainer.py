@@ -46,6 +46,7 @@ from model.run_state import (
     RESUME_DIR,
     Corpus,
     RunState,
+    StoppedError,
     TrainingError,
     load_state,
     new_state,
@@ -148,7 +149,7 @@ def run_epoch(
             bar.update(1)
             if stop.requested:
                 snapshot()
-                raise TrainingError("stopped; the run is saved: continue it with --resume")
+                raise StoppedError("stopped; the run is saved: continue it with --resume")
             if state.step % cfg.checkpoint_every == 0 and state.step < len(steps):
                 snapshot()
     return tokens / max(time.perf_counter() - start, 1e-9)
@@ -242,11 +243,16 @@ def _json_line(record: dict[str, Any]) -> str:
 
 
 def train(
-    cfg: TrainConfig, given: dict[str, Any] | None = None, resume: bool = False, force: bool = False
+    cfg: TrainConfig,
+    given: dict[str, Any] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    stop: StopRequest | None = None,
 ) -> Path:
     """Run (or resume) training as configured; returns the output directory.
 
     ``given`` holds the options given explicitly; on resume they must match the saved run's.
+    ``stop`` (default: one set by SIGINT/SIGTERM) ends the run, saved, after the current window.
     """
     if not cfg.out:
         raise TrainingError("an output directory (--out) is needed")
@@ -273,7 +279,7 @@ def train(
         save_state(out, state, cfg, corpus, started)
         started = time.perf_counter()
 
-    with StopRequest().installed() as stop:
+    with (stop or StopRequest()).installed() as stop:
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
             speed = run_epoch(state, cfg, corpus, snapshot, stop)
             state.elapsed += time.perf_counter() - started

@@ -85,7 +85,8 @@ def test_kubernetes_manifests_match_the_image_and_the_app(routes: set[str]) -> N
     assert container["resources"]["requests"] and container["resources"]["limits"]
     env = {e["name"]: e["value"] for e in container["env"]}
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert env["NEXTWORD_MODEL_DIR"] in mounts
+    name, path = env["NEXTWORD_MODEL_DIR"].split("=")
+    assert path in mounts and name == Path(MODEL_DIR).name  # the same model name as in Docker
     (init,) = pod["initContainers"]
     assert {e["name"]: e["value"] for e in init["env"]}["MODEL_SOURCE"] == MODEL_DIR
     service = docs["Service"]["spec"]

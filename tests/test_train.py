@@ -17,6 +17,9 @@ import pytest
 
 from model.checkpoint import load_checkpoint
 from model.cli import main
+from model.run_state import StoppedError
+from model.train_config import merge
+from model.trainer import StopRequest, train
 
 SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the bird"]
 VERBS = ["sat on", "looked at", "ran to", "saw", "liked"]
@@ -167,7 +170,7 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_result(
     first.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGTERM)
     code = first.wait(timeout=30)
     if how == "SIGTERM":
-        assert code == 2
+        assert code == 3
         assert "stopped; the run is saved" in first.stderr.read()
     snapshot = json.loads((out / "resume" / "config.json").read_text())["metadata"]["resume"]
     assert (snapshot["epoch"], snapshot["step"]) != (4, 0)  # it really stopped midway
@@ -183,12 +186,27 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_result(
     assert strip(out) == strip(tmp_path / "straight")
 
 
-def test_resume_refuses_changed_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_resume_needs_a_saved_run_and_refuses_changed_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     corpus = write_corpus(tmp_path / "train.txt", 100)
     out = tmp_path / "m"
     assert main(["train", "--train", str(corpus), "--out", str(out), *TINY, "--epochs", "1"]) == 0
     assert main(["train", "--resume", "--out", str(out)]) == 2
     assert "no saved run to resume" in capsys.readouterr().err
+    # a run stopped by a signal leaves its snapshot: stop one after its first window
+    stopped = StopRequest()
+    stopped.requested = True
+    options = {"layers": 1, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 2}
+    with pytest.raises(StoppedError):
+        train(merge({"train": str(corpus), "out": str(tmp_path / "s"), **options}), stop=stopped)
+    assert main(["train", "--resume", "--out", str(tmp_path / "s"), "--hidden", "9"]) == 2
+    assert "options differ from it: ['hidden']" in capsys.readouterr().err
+    assert (
+        main(["train", "--resume", "--out", str(tmp_path / "s"), "--epochs", "3"]) == 0
+    )  # allowed
+    history = (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == [1, 2, 3]
 
 
 def test_eval_reports_penn_treebank_style_perplexity(

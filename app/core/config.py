@@ -19,13 +19,13 @@ class Settings(BaseSettings):
         None  # the model used when a request names none (default: the first)
     )
     max_candidates: int = Field(100, ge=1)  # candidates per /v1/candidates or /v1/fill request
-    max_sentences: int = Field(256, ge=1)  # sentences per /v1/score, hypotheses per /v1/rerank
+    max_sentences: int = Field(128, ge=1)  # sentences per /v1/score, hypotheses per /v1/rerank
     max_tokens: int = Field(256, ge=1)  # tokens in a context, a candidate, or a sentence
     max_k: int = Field(1000, ge=1)  # largest k for /v1/predict
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
     body_timeout_s: float = Field(10, gt=0)  # a body not received in this time gets 408
     max_concurrency: int = Field(64, ge=1)  # connections + requests per worker; beyond: 503
-    keep_alive_s: float = Field(5, gt=0)  # idle keep-alive connections are closed after this
+    keep_alive_s: int = Field(5, ge=1)  # idle keep-alive connections are closed after this
     log_level: str = "info"
     # prefix-state cache per model (0 entries turns it off) and cross-request batching
     prefix_cache_entries: int = Field(4096, ge=0)
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
         for entry in (e.strip() for e in self.model_dir.split(",")):
             if not entry:
                 continue
-            name, _, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
+            name, _, path = entry.partition("=") if "=" in entry else ("", "", entry)
             directory = Path(path).expanduser()
             specs.append((name or directory.resolve().name, directory))
         names = [n for n, _ in specs]

@@ -21,7 +21,10 @@ def fuzz_app():
     lm = LanguageModel(
         RNNLM(ModelConfig(len(vocab), embed_size=8, hidden_size=8), seed=0), vocab, Tokenizer()
     )
-    limits = Settings(max_candidates=20, max_sentences=20, max_tokens=64, max_k=50)
+    # a body-size limit well above what the fuzzer sends: 413 is tested on its own (test_errors)
+    limits = Settings(
+        max_candidates=20, max_sentences=20, max_tokens=64, max_k=50, max_body_bytes=50_000_000
+    )
     return create_app(limits, ModelRegistry.from_models({"tiny": lm}, settings=limits))
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException, Query
 
 from app import schemas
 from app.api.deps import RegistryDep, SettingsDep
-from model.checkpoint import CheckpointError
+from app.registry import ModelNotFoundError
 
 router = APIRouter(
     prefix="/v1/models", tags=["models"], responses=schemas.error_responses(404, 422, 503)
@@ -77,14 +78,17 @@ def reload_model(
 
     Guarded by the token in NEXTWORD_RELOAD_TOKEN; disabled when it is not set. In-flight requests
     finish on the old model; a damaged checkpoint is refused and the old model keeps serving.
-    With several workers, send SIGHUP to the server instead: it restarts the workers one by one.
+    With several workers this reloads only the worker that answers: send the server SIGHUP
+    instead, which restarts the workers one by one.
     """
     if not settings.reload_token:
         raise HTTPException(403, "reload is disabled: set NEXTWORD_RELOAD_TOKEN to enable it")
-    if authorization != f"Bearer {settings.reload_token}":
+    expected = f"Bearer {settings.reload_token}".encode()
+    if not hmac.compare_digest((authorization or "").encode(), expected):
         raise HTTPException(401, "authorization: expected 'Bearer <NEXTWORD_RELOAD_TOKEN>'")
-    registry.get(name)
     try:
         return registry.reload(name).describe()
-    except CheckpointError as e:
+    except ModelNotFoundError:
+        raise
+    except Exception as e:
         raise HTTPException(409, f"{e}; the old model keeps serving") from None
