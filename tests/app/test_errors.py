@@ -137,3 +137,31 @@ async def test_requests_while_models_load_get_503() -> None:
         assert r.status_code == 503 and r.headers["retry-after"] == "5"
         assert (await client.get("/readyz")).status_code == 503
         assert (await client.get("/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"candidates": ["a"], "oov": "penalty", "oov_penalty": -1500}, "oov_penalty"),
+        ({"candidates": ["a"], "oov": "penalty", "oov_penalty": 1}, "oov_penalty"),
+    ],
+)
+async def test_out_of_range_numbers_are_422(
+    client: httpx.AsyncClient, body: dict, field: str
+) -> None:
+    r = await client.post("/v1/candidates", json=body)
+    assert r.status_code == 422 and r.json()["detail"].startswith(f"{field}:")
+    r = await client.post(
+        "/v1/rerank", json={"hypotheses": [{"text": "a", "score": -1e300}], "lm_weight": 1e30}
+    )
+    assert (
+        r.status_code == 422
+        and "hypotheses[0].score" in r.json()["detail"]
+        and "lm_weight" in r.json()["detail"]
+    )
+
+
+async def test_hopeless_scores_stay_finite_json(client: httpx.AsyncClient) -> None:
+    body = {"sentences": ["zebra unicorn"], "oov": "penalty", "oov_penalty": -100, "eos": False}
+    r = await client.post("/v1/score", json=body)
+    assert r.status_code == 200 and r.json()["results"][0]["perplexity"] > 1e40

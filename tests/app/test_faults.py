@@ -158,3 +158,54 @@ async def test_requests_in_a_batching_window_are_computed_together(tiny_lm: Lang
         )
     batcher = registry.get("m").batcher
     assert batcher.requests == len(contexts) and batcher.batches < len(contexts)
+
+
+async def test_over_the_concurrency_limit_requests_get_503_but_probes_answer(
+    tiny_lm: LanguageModel,
+) -> None:
+    limits = Settings(max_concurrency=1)
+    registry = ModelRegistry.from_models({"m": tiny_lm}, settings=limits)
+    lm = registry.get("m").lm
+    started, release = threading.Event(), threading.Event()
+    real = lm.score_candidates
+
+    def slow(*args: object) -> object:
+        started.set()
+        release.wait(10)
+        return real(*args)
+
+    lm.score_candidates = slow  # type: ignore[method-assign]
+    codes: dict[str, int] = {}
+    async with client_for(create_app(limits, registry)) as client:
+
+        async def busy() -> None:
+            codes["first"] = (
+                await client.post("/v1/candidates", json={"candidates": ["cat"]})
+            ).status_code
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(busy)
+            await anyio.to_thread.run_sync(started.wait, 10)
+            second = await client.post("/v1/candidates", json={"candidates": ["cat"]})
+            codes["second"] = second.status_code
+            codes["healthz"] = (await client.get("/healthz")).status_code
+            codes["readyz"] = (await client.get("/readyz")).status_code
+            release.set()
+        metrics = (await client.get("/metrics")).text
+    assert codes == {"first": 200, "second": 503, "healthz": 200, "readyz": 200}
+    assert second.headers["retry-after"] == "1" and "busy" in second.json()["detail"]
+    assert 'nextword_request_errors_total{endpoint="other",status="503"}' in metrics
+
+
+async def test_a_reload_to_nan_weights_is_refused(tmp_path: Path, tiny_lm: LanguageModel) -> None:
+    save_checkpoint(tmp_path, tiny_lm)
+    _, app = loaded_app(tmp_path)
+    broken = other_model(tiny_lm, seed=3)
+    broken.net.params["output.b"][:] = np.nan  # a checksum-valid checkpoint of a broken model
+    save_checkpoint(tmp_path, broken)
+    async with client_for(app) as client:
+        r = await client.post("/v1/models/m/reload", headers=TOKEN)
+        assert r.status_code == 409 and "the old model keeps serving" in r.json()["detail"]
+        assert (
+            await client.post("/v1/candidates", json={"candidates": ["cat"]})
+        ).status_code == 200
