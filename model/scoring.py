@@ -96,6 +96,22 @@ class LanguageModel:
     def is_oov(self, token: str) -> bool:
         return token not in self.vocab
 
+    def _log_probs_at(self, hidden: np.ndarray, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """log P(tokens[k]) under the distribution of output row rows[k] of hidden (M, H).
+
+        One pass of the output layer per chunk of rows; any number of tokens per row.
+        """
+        out = np.empty(len(tokens), dtype=np.float64)
+        W, b = self.net.output_weight, self.net.params["output.b"]
+        for start in range(0, len(hidden), OUTPUT_CHUNK_ROWS):
+            logits = hidden[start : start + OUTPUT_CHUNK_ROWS] @ W.T + b  # (rows, V)
+            top = logits.max(axis=1, keepdims=True)
+            lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))  # log-normaliser per row
+            mine = (rows >= start) & (rows < start + len(logits))
+            local = rows[mine] - start
+            out[mine] = logits[local, tokens[mine]] - lse[local]
+        return out
+
     def _target_log_probs(self, hidden: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """log P(target) for rows of top-layer outputs hidden (M, H) and ids targets (M,)."""
         out = np.empty(len(targets), dtype=np.float64)
@@ -157,24 +173,44 @@ class LanguageModel:
                 if not tokens:
                     raise ValueError(f"candidate {i} ({requests[r][1][i]!r}) has no tokens")
         contexts = self.read_contexts([self.tokenize(context) for context, _ in requests])
-        first = self.next_log_probs_from(np.stack([c.hidden for c in contexts]))  # (R, V)
         ids = [[self.vocab.encode(tokens) for tokens in lists] for lists in token_lists]
-        per_token = [[[float(first[r, seq[0]])] for seq in seqs] for r, seqs in enumerate(ids)]
+        # One output product serves everything: row r (a context's last output) predicts the first
+        # token of each of its candidates; each continuation output predicts its next token.
+        rows = [np.stack([c.hidden for c in contexts])]  # (R, H), then continuation rows
+        row_of, token_of = [], []  # for each scored token: its output row and its id
+        for r, seqs in enumerate(ids):
+            for seq in seqs:
+                row_of.append(r)
+                token_of.append(seq[0])
         longer = [
             (r, i) for r, seqs in enumerate(ids) for i, seq in enumerate(seqs) if len(seq) > 1
         ]
         longer.sort(key=lambda ri: len(ids[ri[0]][ri[1]]))  # similar lengths share a batch
+        next_row = len(contexts)
+        continuation: dict[tuple[int, int], np.ndarray] = {}  # (r, i) → its rows
         for start in range(0, len(longer), CONTINUATION_BATCH):
             chunk = longer[start : start + CONTINUATION_BATCH]  # bounds memory: rows × tokens
-            inputs, targets, mask = _pad([ids[r][i] for r, i in chunk], bos=False, eos_id=None)
+            inputs, _, mask = _pad([ids[r][i] for r, i in chunk], bos=False, eos_id=None)
             state = concat_states([contexts[r].state for r, _ in chunk])
             hidden, _, _ = self.net.forward(inputs, state, keep_cache=False)  # (T, M, H)
             self._count_steps(int(mask.sum()))
-            rows = np.nonzero(mask.T)  # candidate-major order, matching the split below
-            picked = self._target_log_probs(hidden.transpose(1, 0, 2)[rows], targets.T[rows])
-            offsets = np.cumsum([len(ids[r][i]) - 1 for r, i in chunk])[:-1]
-            for (r, i), lps in zip(chunk, np.split(picked, offsets), strict=True):
-                per_token[r][i].extend(float(x) for x in lps)
+            where = np.nonzero(mask.T)  # candidate-major, matching the walk below
+            rows.append(hidden.transpose(1, 0, 2)[where])
+            for (r, i), n in zip(chunk, mask.sum(axis=0), strict=True):
+                continuation[(r, i)] = np.arange(next_row, next_row + n)
+                next_row += n
+        for (r, i), seq_rows in continuation.items():
+            row_of.extend(seq_rows)
+            token_of.extend(ids[r][i][1:])
+        picked = self._log_probs_at(np.concatenate(rows), np.array(row_of), np.array(token_of))
+        per_token: list[list[list[float]]] = []
+        k = 0
+        for seqs in ids:  # first tokens, in request order
+            per_token.append([[float(picked[k + j])] for j in range(len(seqs))])
+            k += len(seqs)
+        for (r, i), seq_rows in continuation.items():  # then the continuations, in the same order
+            per_token[r][i].extend(float(x) for x in picked[k : k + len(seq_rows)])
+            k += len(seq_rows)
         return [
             [
                 CandidateScore(tokens, math.fsum(lps), lps, any(map(self.is_oov, tokens)))
