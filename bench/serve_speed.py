@@ -7,7 +7,9 @@ Workloads, drawn from ``ptb.valid.txt`` (or the model's own vocabulary when it i
 
 - candidates: a 20-word context and 5 candidate words (one of them two tokens long), as an STT
   decoder asks when it is unsure of the next word; latency p50/p99, one request at a time;
-- N-best: /v1/score with 10 hypotheses per call (an N-best list); sentences per second.
+- N-best: /v1/score with 10 hypotheses per call (an N-best list); sentences per second;
+- growing context: in-process, each context one word longer than the last, as a decoder asks,
+  with the prefix-state cache on.
 
 Each runs in-process (``LanguageModel``), over HTTP against ``nextword serve`` on loopback, and
 in PyTorch (the same weights copied into ``torch.nn.LSTM``, ``inference_mode``) when installed.
@@ -30,6 +32,7 @@ import numpy as np
 
 from app.launch import start_server
 from model.checkpoint import load_checkpoint
+from model.prefix_cache import PrefixCache
 from model.scoring import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,6 +173,14 @@ def main() -> None:
     results["inprocess_nbest_sentences_per_s"] = round(
         10 * args.nbest_calls / (time.perf_counter() - start)
     )
+    # a decoder's pattern: each context extends the previous one by a word (prefix cache on)
+    lm.cache = PrefixCache()
+    growing = [(context[:k], cands) for context, cands in requests for k in range(len(context) + 1)]
+    it = iter(growing)
+    results["inprocess_candidates_growing_context_cached"] = summary(
+        latencies(lambda: lm.score_candidates(*next(it)), min(args.requests * 5, len(growing)))
+    )
+    lm.cache = None
 
     peer = torch_peer(lm)
     if peer:
