@@ -20,8 +20,8 @@ from app.metrics import (
     MODEL_INFO,
     MODEL_LOAD_SECONDS,
     READY,
+    RequestMetrics,
     cache_observer,
-    record_request,
     worker_exiting,
 )
 from app.registry import ModelRegistry
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
     app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrency)
-    app.middleware("http")(record_request)
+    app.add_middleware(RequestMetrics)
     install_error_handlers(app)
     for router in (scoring.router, models.router, health.router, ui.router):
         app.include_router(router)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,8 +24,8 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
-from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("nextword_requests", "HTTP requests", ["endpoint", "method", "status"])
 ERRORS = Counter(
@@ -72,28 +72,37 @@ def observe_scores(
         CANDIDATES.labels(model).observe(candidates)
 
 
-def endpoint_of(request: Request) -> str:
-    """The route template (``/v1/models/{name}``), not the raw path: bounded label values."""
-    route = request.scope.get("route")
-    return getattr(route, "path", "other")
+class RequestMetrics:
+    """ASGI middleware: count and time every request by endpoint and status.
 
+    The endpoint label is the route template (``/v1/models/{name}``), not the raw path, so its
+    values stay bounded; requests answered before routing (413, 408, 503) count as "other".
+    A plain ASGI class, not Starlette's BaseHTTPMiddleware, which costs a task per request.
+    """
 
-async def record_request(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """HTTP middleware: count and time every request by endpoint and status."""
-    start = time.perf_counter()
-    status = 500  # unless a response comes back: an exception is answered 500 further out
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        endpoint = endpoint_of(request)
-        LATENCY.labels(endpoint).observe(time.perf_counter() - start)
-        REQUESTS.labels(endpoint, request.method, str(status)).inc()
-        if status >= 400:
-            ERRORS.labels(endpoint, str(status)).inc()
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500  # 500 unless a response starts
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "other")
+            LATENCY.labels(endpoint).observe(time.perf_counter() - start)
+            REQUESTS.labels(endpoint, scope["method"], str(status)).inc()
+            if status >= 400:
+                ERRORS.labels(endpoint, str(status)).inc()
 
 
 def metrics_response() -> Response:

@@ -10,11 +10,12 @@ from app.core.config import Settings
 from app.registry import ModelRegistry
 
 
-def get_registry(request: Request) -> ModelRegistry:
+# async: a plain def dependency would cost each request a trip through the thread pool
+async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
