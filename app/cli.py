@@ -28,13 +28,14 @@ def serve(args: argparse.Namespace) -> int:
     if args.default:
         os.environ["NEXTWORD_DEFAULT_MODEL"] = args.default
     os.environ["NEXTWORD_LOG_LEVEL"] = args.log_level
+    if args.workers == 0:  # one per core this process may use (a container's CPU quota)
+        args.workers = available_cores()
     if "OPENBLAS_NUM_THREADS" not in os.environ:
-        # each worker gets its share of the cores (a container's CPU quota, not the host's) for
-        # BLAS; numpy has read the setting in this process already, so a single worker, which
-        # runs here, starts again with it
-        threads = max(1, available_cores() // args.workers)
-        os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
-        if args.workers == 1 and threads != os.cpu_count():
+        # One BLAS thread per worker: a server runs many small products at once, and threaded
+        # BLAS calls from concurrent requests fight over the cores (bench/RESULTS.md: half the
+        # throughput with 2). Parallelism comes from --workers, up to the cores available.
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        if args.workers == 1 and (os.cpu_count() or 1) > 1:  # numpy has read it here already
             os.execv(sys.executable, [sys.executable, "-m", "app.cli", *sys.argv[1:]])
     metrics_dir = None
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -90,7 +91,12 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--host", default=os.environ.get("NEXTWORD_HOST", "127.0.0.1"))
     s.add_argument("--port", type=int, default=int(os.environ.get("NEXTWORD_PORT", "8000")))
-    s.add_argument("--workers", type=int, default=int(os.environ.get("NEXTWORD_WORKERS", "1")))
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("NEXTWORD_WORKERS", "1")),
+        help="worker processes; 0: one per available core (default: NEXTWORD_WORKERS or 1)",
+    )
     s.add_argument("--log-level", default=os.environ.get("NEXTWORD_LOG_LEVEL", "info"),
                    choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
     s.set_defaults(run=serve)
