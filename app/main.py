@@ -43,6 +43,16 @@ def publish(registry: ModelRegistry) -> None:
     READY.set(1 if registry.state == "ready" else 0)
 
 
+def configure_logging(level: str) -> None:
+    """The service's own log lines to stderr at ``level``; other libraries' loggers untouched."""
+    logger = logging.getLogger("nextword")
+    logger.setLevel(level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
 def reload_on_sighup(registry: ModelRegistry) -> None:
     """SIGHUP reloads every model in the background (single-process server; with several
     workers uvicorn's supervisor receives SIGHUP and restarts the workers one by one)."""
@@ -61,9 +71,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     tests pass a ready registry of in-memory models instead.
     """
     settings = settings or Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     preloaded = registry is not None
     registry = registry or ModelRegistry(
         settings.model_specs(), settings.default_model, publish, settings, cache_observer
