@@ -22,7 +22,7 @@ RUN /opt/nextword/bin/nextword train --preset default --out /models/default \
 # ---------------------------------------------------------------- runtime: package and model only
 FROM ${BASE_IMAGE}
 ARG UID=10001
-RUN useradd --system --uid "${UID}" --no-create-home --shell /usr/sbin/nologin nextword
+RUN useradd --uid "${UID}" --no-create-home --shell /usr/sbin/nologin nextword
 COPY --from=build /opt/nextword /opt/nextword
 COPY --from=build --chown=${UID}:${UID} /models /models
 ENV PATH=/opt/nextword/bin:$PATH \

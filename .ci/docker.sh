@@ -20,7 +20,6 @@ compose_bin=$(find "$work/tools" -path '*site-packages/compose/docker-compose' -
 export DOCKER_CONFIG="$work/docker-config"   # the compose plugin lives here, not in ~/.docker
 mkdir -p "$DOCKER_CONFIG/cli-plugins"
 cp "$compose_bin" "$DOCKER_CONFIG/cli-plugins/docker-compose"
-export COMPOSE_BAKE=false
 export NEXTWORD_CI_DATA="$work/corpus"       # the train service's /data (see docker-compose.ci.yml)
 mkdir -p "$NEXTWORD_CI_DATA"
 made_wheelhouse=no
