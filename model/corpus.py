@@ -42,7 +42,8 @@ def read_text(path: str | Path) -> str:
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise CorpusError(
             f"{path}: not UTF-8 at line {line}, column {column} (byte offset {e.start}: "
-            f"0x{data[e.start]:02x}); convert it first, e.g. iconv -f latin1 -t utf-8"
+            f"0x{data[e.start]:02x}); convert the file first, e.g. iconv -f GB18030 -t UTF-8 "
+            "(Chinese) or -f latin1 (Western European), or repair a cut multi-byte character"
         ) from None
     if not text.strip():
         raise CorpusError(f"{path}: the file is empty")
