@@ -107,7 +107,6 @@ def candidates(
     log_probs = [
         math.fsum(penalised(s.token_log_probs, oov_positions(lm, s.tokens), req)) for s in scores
     ]
-    shares = _softmax(log_probs)
     observe_scores(
         name, sum(len(t) for t in token_lists), sum(s.oov for s in scores), log_probs, len(scores)
     )
@@ -116,17 +115,7 @@ def candidates(
         normalized=req.oov != "penalty",
         context_tokens=context,
         context_oov_positions=oov_positions(lm, context),
-        results=[
-            schemas.CandidateResult(
-                candidate=c,
-                tokens=s.tokens,
-                log_prob=lp,
-                probability=math.exp(lp),
-                share=share,
-                oov=s.oov,
-            )
-            for c, s, lp, share in zip(req.candidates, scores, log_probs, shares, strict=True)
-        ],
+        results=candidate_results(req.candidates, scores, log_probs),
     )
 
 
@@ -248,7 +237,6 @@ def fill(
     for s in scores:  # the positions of the scored tokens, to apply an OOV penalty
         scored = s.tokens if method == "bidirectional" else [*left, *s.tokens, *right, "</s>"]
         log_probs.append(math.fsum(penalised(s.token_log_probs, oov_positions(lm, scored), req)))
-    shares = _softmax(log_probs)
     scored = sum(len(s.token_log_probs) for s in scores)  # whole sentences for the sentence method
     observe_scores(name, scored, sum(s.oov for s in scores), log_probs, len(scores))
     exact = method == "sentence" or all(len(t) == 1 for t in token_lists)
@@ -258,18 +246,26 @@ def fill(
         normalized=exact and req.oov != "penalty",
         left_tokens=left,
         right_tokens=right,
-        results=[
-            schemas.CandidateResult(
-                candidate=c,
-                tokens=s.tokens,
-                log_prob=lp,
-                probability=math.exp(lp),
-                share=share,
-                oov=s.oov,
-            )
-            for c, s, lp, share in zip(req.candidates, scores, log_probs, shares, strict=True)
-        ],
+        results=candidate_results(req.candidates, scores, log_probs),
     )
+
+
+def candidate_results(
+    candidates: Sequence[object], scores: list[CandidateScore], log_probs: list[float]
+) -> list[schemas.CandidateResult]:
+    """Results in request order; ``share`` renormalises the probabilities over the candidates."""
+    shares = _softmax(log_probs)
+    return [
+        schemas.CandidateResult(
+            candidate=c,
+            tokens=s.tokens,
+            log_prob=lp,
+            probability=math.exp(lp),
+            share=share,
+            oov=s.oov,
+        )
+        for c, s, lp, share in zip(candidates, scores, log_probs, shares, strict=True)
+    ]
 
 
 def bounded_exp(x: float) -> float:

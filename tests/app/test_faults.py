@@ -37,6 +37,20 @@ def client_for(app: object) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")  # type: ignore[arg-type]
 
 
+def hold_scoring(lm: LanguageModel) -> tuple[threading.Event, threading.Event]:
+    """Make ``lm.score_candidates`` wait: (started, release) events to hold a request in flight."""
+    started, release = threading.Event(), threading.Event()
+    real = lm.score_candidates
+
+    def held(*args: object) -> object:
+        started.set()
+        release.wait(10)
+        return real(*args)
+
+    lm.score_candidates = held  # type: ignore[method-assign]
+    return started, release
+
+
 async def first_log_prob(client: httpx.AsyncClient) -> float:
     r = await client.post("/v1/candidates", json={"context": "the cat", "candidates": ["sat"]})
     assert r.status_code == 200
@@ -93,15 +107,7 @@ async def test_a_request_in_flight_during_a_reload_finishes_on_the_old_model(
     registry, app = loaded_app(tmp_path)
     old_lm = registry.get("m").lm
     expected = old_lm.score_candidates("the cat", ["sat"])[0].log_prob
-    started, release = threading.Event(), threading.Event()
-    real = old_lm.score_candidates
-
-    def slow(*args: object) -> object:
-        started.set()
-        release.wait(10)
-        return real(*args)
-
-    old_lm.score_candidates = slow  # type: ignore[method-assign]
+    started, release = hold_scoring(old_lm)
     results: dict[str, float] = {}
     async with client_for(app) as client:
 
@@ -165,16 +171,7 @@ async def test_over_the_concurrency_limit_requests_get_503_but_probes_answer(
 ) -> None:
     limits = Settings(max_concurrency=1)
     registry = ModelRegistry.from_models({"m": tiny_lm}, settings=limits)
-    lm = registry.get("m").lm
-    started, release = threading.Event(), threading.Event()
-    real = lm.score_candidates
-
-    def slow(*args: object) -> object:
-        started.set()
-        release.wait(10)
-        return real(*args)
-
-    lm.score_candidates = slow  # type: ignore[method-assign]
+    started, release = hold_scoring(registry.get("m").lm)
     codes: dict[str, int] = {}
     async with client_for(create_app(limits, registry)) as client:
 
