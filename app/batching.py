@@ -37,30 +37,31 @@ class CandidateBatcher:
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._closed = False
         self.batches = 0  # how many batches ran, and how many requests they held (for tests)
         self.requests = 0
 
     def submit(self, context: list[str], candidates: list[list[str]]) -> list[CandidateScore]:
-        if self.window <= 0:
-            return self.lm.score_candidates(context, candidates)
-        self._start()
         future: Future[list[CandidateScore]] = Future()
-        self._queue.put(((context, candidates), future))
+        with self._lock:
+            batching = self.window > 0 and not self._closed  # closed: its model was replaced
+            if batching:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="nextword-batcher", daemon=True
+                    )
+                    self._thread.start()
+                self._queue.put(((context, candidates), future))
+        if not batching:  # a request that picked up the old model finishes on it, alone
+            return self.lm.score_candidates(context, candidates)
         return future.result(timeout=self.timeout)
 
     def close(self) -> None:
         """Stop the batching thread after the requests already queued (a reload replaced us)."""
         with self._lock:
+            self._closed = True
             if self._thread is not None:
                 self._queue.put(_STOP)
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="nextword-batcher", daemon=True
-                )
-                self._thread.start()
 
     def _run(self) -> None:
         stopping = False

@@ -36,7 +36,7 @@ def serve(args: argparse.Namespace) -> int:
         # throughput with 2). Parallelism comes from --workers, up to the cores available.
         os.environ["OPENBLAS_NUM_THREADS"] = "1"
         if args.workers == 1 and (os.cpu_count() or 1) > 1:  # numpy has read it here already
-            os.execv(sys.executable, [sys.executable, "-m", "app.cli", *sys.argv[1:]])
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # the same command
     metrics_dir = None
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         metrics_dir = tempfile.mkdtemp(prefix="nextword-metrics-")  # /metrics sums all workers
@@ -51,20 +51,22 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, ValidationError) as e:
         sys.stderr.write(f"nextword serve: {e}\n")
         return 2
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        # the app answers 503 beyond max_concurrency requests; this caps open connections
-        limit_concurrency=8 * settings.max_concurrency,
-        timeout_keep_alive=settings.keep_alive_s,
-        timeout_graceful_shutdown=30,  # in-flight requests finish on SIGTERM
-    )
-    if metrics_dir:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            # the app answers 503 beyond max_concurrency requests; this caps open connections
+            limit_concurrency=8 * settings.max_concurrency,
+            timeout_keep_alive=settings.keep_alive_s,
+            timeout_graceful_shutdown=30,  # in-flight requests finish on SIGTERM
+        )
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

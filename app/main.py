@@ -33,13 +33,22 @@ A context is read as `<s> context`: an empty context asks for the first word of 
 """
 
 
+_published: set[tuple[str, ...]] = set()  # the model_info label sets this process has set to 1
+
+
 def publish(registry: ModelRegistry) -> None:
     """Mirror the registry in the metrics: one info series per model, and readiness."""
-    MODEL_INFO.clear()  # a reloaded model's old checksum is no longer served
+    served = set()
     for m in registry.models.values():
         config = m.lm.net.config
-        MODEL_INFO.labels(m.name, config.cell, str(config.vocab_size), m.lm.checksum or "").set(1)
+        labels = (m.name, config.cell, str(config.vocab_size), m.lm.checksum or "")
+        MODEL_INFO.labels(*labels).set(1)
+        served.add(labels)
         MODEL_LOAD_SECONDS.labels(m.name).set(m.load_seconds)
+    for labels in _published - served:  # a reloaded model's old checksum is no longer served
+        MODEL_INFO.labels(*labels).set(0)  # (clear() does nothing with several workers)
+    _published.clear()
+    _published.update(served)
     READY.set(1 if registry.state == "ready" else 0)
 
 

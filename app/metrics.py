@@ -87,7 +87,7 @@ class RequestMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start, status = time.perf_counter(), 500  # 500 unless a response starts
+        start, status = time.perf_counter(), None
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
@@ -97,12 +97,17 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, send_and_note)
+        except Exception:
+            status = status or 500  # answered 500 further out
+            raise
         finally:
+            # no response and no error: the client went away (nginx's 499), not a server fault
+            label = str(status or 499)
             endpoint = getattr(scope.get("route"), "path", "other")
             LATENCY.labels(endpoint).observe(time.perf_counter() - start)
-            REQUESTS.labels(endpoint, scope["method"], str(status)).inc()
-            if status >= 400:
-                ERRORS.labels(endpoint, str(status)).inc()
+            REQUESTS.labels(endpoint, scope["method"], label).inc()
+            if status is None or status >= 400:
+                ERRORS.labels(endpoint, label).inc()
 
 
 def metrics_response() -> Response:

@@ -207,7 +207,8 @@ class LanguageModel:
         for (r, i), seq_rows in continuation.items():
             row_of.extend(seq_rows)
             token_of.extend(ids[r][i][1:])
-        picked = self._log_probs_at(np.concatenate(rows), np.array(row_of), np.array(token_of))
+        rows_at, tokens = np.array(row_of, dtype=np.int64), np.array(token_of, dtype=np.int64)
+        picked = self._log_probs_at(np.concatenate(rows), rows_at, tokens)
         per_token: list[list[list[float]]] = []
         k = 0
         for seqs in ids:  # first tokens, in request order

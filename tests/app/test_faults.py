@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -206,3 +207,43 @@ async def test_a_reload_to_nan_weights_is_refused(tmp_path: Path, tiny_lm: Langu
         assert (
             await client.post("/v1/candidates", json={"candidates": ["cat"]})
         ).status_code == 200
+
+
+def test_a_request_reaching_a_replaced_batcher_is_scored_directly(tiny_lm: LanguageModel) -> None:
+    from app.batching import CandidateBatcher
+
+    batcher = CandidateBatcher(tiny_lm, window_ms=20)
+    first = batcher.submit(["the"], [["cat"]])
+    batcher.close()  # a reload replaced the model; a request holding the old one comes late
+    start = time.monotonic()
+    late = batcher.submit(["the"], [["cat"]])
+    assert time.monotonic() - start < 5 and late[0].log_prob == pytest.approx(first[0].log_prob)
+
+
+async def test_a_client_that_goes_away_is_not_a_server_error(tiny_lm: LanguageModel) -> None:
+    app = create_app(Settings(), ModelRegistry.from_models({"m": tiny_lm}))
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"cand', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> dict:
+        return next(messages)
+
+    async def send(message: dict) -> None:
+        raise AssertionError(f"nothing should be sent: {message}")
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/candidates",
+        "headers": [],
+        "query_string": b"",
+    }
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    async with client_for(app) as client:
+        metrics = (await client.get("/metrics")).text
+    assert 'nextword_requests_total{endpoint="other",method="POST",status="499"}' in metrics
+    assert 'nextword_requests_total{endpoint="other",method="POST",status="500"}' not in metrics

@@ -130,3 +130,8 @@ def test_float32_batched_scores_agree_with_float64(tiny_lm: LanguageModel) -> No
 def test_a_sentence_with_nothing_to_score_is_an_error(tiny_lm: LanguageModel) -> None:
     with pytest.raises(ValueError, match="sentence 1 has nothing to score"):
         tiny_lm.score_sentences(["the cat", "dog"], bos=False, eos=False)
+
+
+def test_no_candidates_give_no_scores(tiny_lm: LanguageModel) -> None:
+    assert tiny_lm.score_candidates("the", []) == []
+    assert tiny_lm.score_candidates_batch([("the", []), ("a", [])]) == [[], []]
