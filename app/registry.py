@@ -110,9 +110,6 @@ class ModelRegistry:
         registry.state = "ready"
         return registry
 
-    def describe_state(self) -> dict[str, Any]:
-        return {"status": self.state, "error": self.error, "models": sorted(self.models)}
-
     def add(self, name: str, path: Path, lm: LanguageModel, seconds: float) -> None:
         """Warm ``lm`` and make it the model called ``name`` (replacing any old one atomically)."""
         s = self.settings

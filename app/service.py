@@ -39,6 +39,19 @@ def tokens_of(lm: LanguageModel, field: str, text: str | list[str], limit: int) 
     return tokens
 
 
+def candidate_tokens(
+    lm: LanguageModel, candidates: Sequence[str | list[str]], settings: Settings
+) -> list[list[str]]:
+    """Each candidate's tokens; 422 naming the candidate if it has none or too many."""
+    token_lists = []
+    for i, c in enumerate(candidates):
+        tokens = tokens_of(lm, f"candidates[{i}]", c, settings.max_tokens)
+        if not tokens:
+            raise RequestError(f"candidates[{i}]", "has no tokens after tokenisation")
+        token_lists.append(tokens)
+    return token_lists
+
+
 def oov_positions(lm: LanguageModel, tokens: Sequence[str]) -> list[int]:
     return [i for i, token in enumerate(tokens) if lm.is_oov(token)]
 
@@ -91,13 +104,7 @@ def candidates(
     require_left_to_right(lm, name)
     check_count("candidates", len(req.candidates), settings.max_candidates)
     context = tokens_of(lm, "context", req.context, settings.max_tokens)
-    token_lists = [
-        tokens_of(lm, f"candidates[{i}]", c, settings.max_tokens)
-        for i, c in enumerate(req.candidates)
-    ]
-    for i, tokens in enumerate(token_lists):
-        if not tokens:
-            raise RequestError(f"candidates[{i}]", "has no tokens after tokenisation")
+    token_lists = candidate_tokens(lm, req.candidates, settings)
     apply_oov_policy(
         lm,
         req,
@@ -221,13 +228,7 @@ def fill(
     check_count("candidates", len(req.candidates), settings.max_candidates)
     left = tokens_of(lm, "left", req.left, settings.max_tokens)
     right = tokens_of(lm, "right", req.right, settings.max_tokens)
-    token_lists = [
-        tokens_of(lm, f"candidates[{i}]", c, settings.max_tokens)
-        for i, c in enumerate(req.candidates)
-    ]
-    for i, tokens in enumerate(token_lists):
-        if not tokens:
-            raise RequestError(f"candidates[{i}]", "has no tokens after tokenisation")
+    token_lists = candidate_tokens(lm, req.candidates, settings)
     fields = [("left", left), ("right", right)] + [
         (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
     ]

@@ -3,6 +3,7 @@ stored, bad input refused, and a run killed at any moment resumes to the very sa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -121,18 +122,10 @@ def test_bad_input_fails_early_with_a_clear_message(
         "1",
         *extra,
     ]
-    with pytest.raises(SystemExit) if "invalid choice" in message else _no_exit():
+    with pytest.raises(SystemExit) if "invalid choice" in message else contextlib.nullcontext():
         assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "m" / "config.json").exists()
-
-
-class _no_exit:  # noqa: N801 - a stand-in for pytest.raises when no exception is expected
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return False
 
 
 def run_cli(*args: str) -> subprocess.Popen:
