@@ -11,6 +11,11 @@ Layout of a checkpoint directory::
 hash), then replaces ``config.json`` in one atomic rename, then deletes data files that no
 longer belong to it. A crash at any moment leaves either the old or the new checkpoint whole,
 and files in the directory that are not ours (training logs, plots) are never touched.
+
+Reading trusts nothing in the directory: every field of config.json and the vocabulary is
+checked for its JSON type and range, every data file for its size and sha256, and the weights
+for their names, shapes, dtype and finiteness. Any damage is a ``CheckpointError`` whose
+message names the file and the field, so a refused reload says what to repair.
 """
 
 from __future__ import annotations
@@ -18,12 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from safetensors import SafetensorError
@@ -31,20 +35,25 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from model.bidirectional import BiRNNLM
+from model.checkpoint_checks import (
+    CONFIG_FILE,
+    DATA_FILE_RE,
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    as_checkpoint_error,
+    check_config,
+    check_dtypes,
+    check_finite,
+    parse_json,
+)
 from model.network import RNNLM, ModelConfig
 from model.scoring import LanguageModel
 from model.tokenize import Tokenizer
 from model.vocab import Vocabulary
 
-FORMAT = "nextword-rnnlm"
-FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
 FILE_MODE = 0o644
-_DATA_FILE_RE = re.compile(r"^[a-z_]+\.[0-9a-f]{12}\.(json|safetensors)$")
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be written or read; the message names the file and the problem."""
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------ writing
@@ -129,78 +138,95 @@ def save_checkpoint(
     }
     write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False).encode())
     for stale in directory.iterdir():  # data files of the replaced checkpoint, or of a crashed save
-        if _DATA_FILE_RE.match(stale.name) and stale.name not in files:
+        if DATA_FILE_RE.match(stale.name) and stale.name not in files:
             stale.unlink(missing_ok=True)
     return directory
 
 
 # ------------------------------------------------------------------ reading
 def read_config(directory: str | Path) -> dict[str, Any]:
-    """Parse and check ``config.json``; raise CheckpointError naming the problem."""
-    path = Path(directory) / CONFIG_FILE
-    if not Path(directory).is_dir():
-        raise CheckpointError(f"{directory}: not a directory")
-    try:
-        config = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{path}: missing; {directory} is not a nextword checkpoint"
-        ) from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        found = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise CheckpointError(f"{path}: not a {FORMAT} config (found {found!r})")
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: format_version {version!r} is not supported by this nextword "
-            f"(supports up to {FORMAT_VERSION}); upgrade nextword"
-        )
-    for key in ("model", "tokenizer", "files", "roles"):
-        if not isinstance(config.get(key), dict):
-            raise CheckpointError(f"{path}: missing or malformed field {key!r}")
-    return config
+    """Parse and check ``config.json``; raise CheckpointError naming the problem.
+
+    Everything the loader relies on is checked here (types, names, sizes, hashes' form), so a
+    damaged file fails with a message naming config.json and the field, never a TypeError later.
+    """
+    directory = Path(directory)
+    with as_checkpoint_error(directory):
+        if not directory.is_dir():
+            raise CheckpointError(f"{directory}: not a directory")
+        path = directory / CONFIG_FILE
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CheckpointError(
+                f"{path}: missing; {directory} is not a nextword checkpoint"
+            ) from None
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
+        config = parse_json(path, data)
+        check_config(path, config)
+        return config
 
 
 def _read_verified(directory: Path, config: dict[str, Any], role: str) -> bytes:
     """The bytes of the data file playing ``role``, checked against its size and sha256."""
     name = config["roles"].get(role)
-    if name is None or name not in config["files"]:
+    if name is None:
         raise CheckpointError(f"{directory / CONFIG_FILE}: lists no {role} file")
     path, entry = directory / name, config["files"][name]
-    if not isinstance(entry, dict):
-        raise CheckpointError(f"{directory / CONFIG_FILE}: malformed entry for {name}")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing (listed in {CONFIG_FILE})") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
-    if len(data) != entry.get("bytes"):
-        raise CheckpointError(
-            f"{path}: truncated or padded: {len(data)} bytes, expected {entry.get('bytes')}"
-        )
-    if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+    data = _read_sized(path, entry["bytes"])
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise CheckpointError(f"{path}: corrupted: sha256 does not match {CONFIG_FILE}")
     return data
 
 
+def _read_sized(path: Path, expected: int) -> bytes:
+    """A listed data file's bytes; its size is checked before reading (a huge file is not read)."""
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise CheckpointError(f"{path}: not a regular file (listed in {CONFIG_FILE})")
+        data = path.read_bytes() if size == expected else b""
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing (listed in {CONFIG_FILE})") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
+    if size != expected or len(data) != expected:
+        raise CheckpointError(f"{path}: truncated or padded: {size} bytes, expected {expected}")
+    return data
+
+
 def load_tensors(
-    directory: str | Path, role: str, config: dict[str, Any] | None = None
+    directory: str | Path,
+    role: str,
+    config: dict[str, Any] | None = None,
+    *,
+    finite: bool = True,
 ) -> dict[str, np.ndarray]:
-    """The verified tensor group ``role`` ("weights", or a group saved via ``extra_tensors``)."""
+    """The verified tensor group ``role`` ("weights", or a group saved via ``extra_tensors``).
+
+    With ``finite`` (the default) a NaN or infinity in any floating tensor is a CheckpointError:
+    weights, optimiser moments and carried states are all finite in a healthy run.
+    """
     directory = Path(directory)
-    config = read_config(directory) if config is None else config
-    data = _read_verified(directory, config, role)
+    with as_checkpoint_error(directory):
+        config = read_config(directory) if config is None else config
+        data = _read_verified(directory, config, role)
+        path = directory / config["roles"][role]
+        tensors = _parse_safetensors(path, data)
+        if finite:
+            check_finite(path, tensors)
+        return tensors
+
+
+def _parse_safetensors(path: Path, data: bytes) -> dict[str, np.ndarray]:
+    """The tensors in verified bytes; a malformed file is a CheckpointError naming it."""
     try:
         return load_safetensors(data)
     except SafetensorError as e:
-        raise CheckpointError(
-            f"{directory / config['roles'][role]}: unreadable safetensors ({e})"
-        ) from None
+        raise CheckpointError(f"{path}: unreadable safetensors ({e})") from None
+    except KeyError as e:  # safetensors.numpy has no numpy type for it (BF16, F8_*)
+        raise CheckpointError(f"{path}: unsupported tensor dtype {e}") from None
 
 
 def load_checkpoint(directory: str | Path, dtype: type | np.dtype = np.float32) -> LanguageModel:
@@ -228,30 +254,52 @@ def _config_stamp(directory: Path) -> tuple[int, int, int] | None:
 
 
 def _load(directory: Path, dtype: type | np.dtype) -> LanguageModel:
-    config = read_config(directory)
-    where = directory / CONFIG_FILE
+    with as_checkpoint_error(directory):
+        config = read_config(directory)
+        where = directory / CONFIG_FILE
+        model_config = _section(where, "model", ModelConfig.from_dict, config)
+        tokenizer = _section(where, "tokenizer", Tokenizer.from_dict, config)
+        vocab = _load_vocab(directory, config, model_config)
+        net = _load_network(directory, config, model_config, dtype)
+        checksum = config["files"][config["roles"]["weights"]]["sha256"]
+        return LanguageModel(net, vocab, tokenizer, dict(config.get("metadata", {})), checksum)
+
+
+def _section(where: Path, key: str, from_dict: Callable[[Any], T], config: dict[str, Any]) -> T:
+    """Build one config.json section; its own checks name the field, we add the file."""
     try:
-        model_config = ModelConfig.from_dict(config["model"])
-        tokenizer = Tokenizer.from_dict(config["tokenizer"])
-    except (TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{where}: invalid model or tokenizer config ({e})") from None
-    vocab_path = directory / config["roles"].get("vocab", "vocab")
+        return from_dict(config[key])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: {key}: {e}") from None
+
+
+def _load_vocab(directory: Path, config: dict[str, Any], model_config: ModelConfig) -> Vocabulary:
+    path = directory / config["roles"]["vocab"]
+    data = parse_json(path, _read_verified(directory, config, "vocab"))
     try:
-        vocab = Vocabulary.from_dict(json.loads(_read_verified(directory, config, "vocab")))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{vocab_path}: invalid vocabulary ({e})") from None
+        vocab = Vocabulary.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid vocabulary: {e}") from None
     if len(vocab) != model_config.vocab_size:
         expected = model_config.vocab_size
         raise CheckpointError(
-            f"{vocab_path}: {len(vocab)} tokens, but {where} says vocab_size {expected}"
+            f"{path}: {len(vocab)} tokens, but {directory / CONFIG_FILE} says vocab_size {expected}"
         )
+    return vocab
+
+
+def _load_network(
+    directory: Path, config: dict[str, Any], model_config: ModelConfig, dtype: type | np.dtype
+) -> RNNLM | BiRNNLM:
+    """The network of either kind from the verified weights: float, finite, the right shapes."""
+    path = directory / config["roles"]["weights"]
     params = load_tensors(directory, "weights", config)
+    check_dtypes(path, params, config.get("dtype"))
+    network = BiRNNLM if model_config.bidirectional else RNNLM
     try:
-        network = BiRNNLM if model_config.bidirectional else RNNLM
-        net = network(model_config, params, dtype=dtype)
+        with np.errstate(over="ignore"):  # an overflowing cast is reported just below
+            net = network(model_config, params, dtype=dtype)
     except ValueError as e:
-        raise CheckpointError(
-            f"{directory / config['roles']['weights']}: does not match {where}: {e}"
-        ) from None
-    checksum = config["files"][config["roles"]["weights"]]["sha256"]
-    return LanguageModel(net, vocab, tokenizer, dict(config.get("metadata") or {}), checksum)
+        raise CheckpointError(f"{path}: does not match {directory / CONFIG_FILE}: {e}") from None
+    check_finite(path, net.params, f" after conversion to {np.dtype(dtype)} (out of its range)")
+    return net

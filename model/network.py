@@ -11,8 +11,9 @@ H hidden size, V vocabulary size, L layers. See docs/model.md for the equations 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, get_type_hints
 
 import numpy as np
 
@@ -31,6 +32,16 @@ from model.layers import (
 )
 
 NetworkState = list[State]  # one cell state per layer
+CELLS, ACTIVATIONS = ("rnn", "lstm", "gru"), ("tanh", "relu")
+MAX_SIZE = 2**31 - 1
+# The range of each size. The upper bounds are far beyond any real model; they exist because a
+# config read from a damaged file with num_layers 10**12 would loop over the layers, not fail.
+_SIZE_RANGES = {
+    "vocab_size": (3, MAX_SIZE),  # at least <unk>, <s>, </s>
+    "num_layers": (1, 1000),
+    "embed_size": (1, MAX_SIZE),
+    "hidden_size": (1, MAX_SIZE),
+}
 
 
 @dataclass(frozen=True)
@@ -48,14 +59,16 @@ class ModelConfig:
     bidirectional: bool = False  # a gap-filling model reading from both sides (model.bidirectional)
 
     def __post_init__(self) -> None:
-        get_cell(self.cell, self.activation)  # validates both names
-        for name in ("vocab_size", "num_layers", "embed_size", "hidden_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.vocab_size < 3:
-            raise ValueError(
-                f"vocab_size must be at least 3 (<unk>, <s>, </s>), got {self.vocab_size}"
-            )
+        for name, allowed in (("cell", CELLS), ("activation", ACTIVATIONS)):
+            if getattr(self, name) not in allowed:  # activation too: unused by lstm/gru, still data
+                raise ValueError(
+                    f"unknown {name} {_short(getattr(self, name))}: expected {allowed}"
+                )
+        for name, (low, high) in _SIZE_RANGES.items():
+            value = int(getattr(self, name))
+            if not low <= value <= high:
+                bound = f"at least {low}" if value < low else f"at most {high}"
+                raise ValueError(f"{name} must be {bound}, got {value}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.tie_weights and self.bidirectional:
@@ -70,12 +83,39 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Rebuild a config from ``to_dict`` output (a checkpoint's "model" section).
+
+        JSON types are checked here rather than in ``__post_init__``: JSON is where 16.0, "16" or
+        true can stand for a size, and each would fail later with a message naming nothing.
+        A missing field takes its default (older checkpoints lack ``bidirectional``).
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"must be an object, got {type(data).__name__}")
+        types = get_type_hints(cls)
+        unknown = sorted(set(data) - set(types))
         if unknown:
             raise ValueError(f"unknown model config keys: {unknown}")
-        return cls(**data)
+        if "vocab_size" not in data:
+            raise ValueError("vocab_size is missing")
+        return cls(**{name: _json_field(name, value, types[name]) for name, value in data.items()})
+
+
+def _json_field(name: str, value: Any, kind: type) -> Any:
+    """``value`` if it is a JSON value of type ``kind`` (bool is not int; an int is a float)."""
+    ok = type(value) is kind or (kind is float and type(value) is int)
+    if not ok:
+        raise ValueError(f"{name} must be {_JSON_KINDS[kind]}, got {_short(value)}")
+    return float(value) if kind is float else value
+
+
+_JSON_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _short(value: Any) -> str:
+    """A repr short enough for a message (a damaged file can hold megabytes in one field)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_params(params: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]) -> None:

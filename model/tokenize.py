@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 TOKENIZERS = ("whitespace", "words", "chars")
@@ -58,5 +59,25 @@ class Tokenizer:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Tokenizer:
-        return cls(name=str(data["name"]), lowercase=bool(data.get("lowercase", False)))
+    def from_dict(cls, data: Mapping[str, object]) -> Tokenizer:
+        """Rebuild from ``to_dict`` output (a checkpoint's "tokenizer" section), types checked.
+
+        An unknown key is an error: it would be an option this version cannot apply, and the
+        text would be split differently from training without a word.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"must be an object, got {type(data).__name__}")
+        unknown = sorted(set(data) - {"name", "lowercase"})
+        if unknown:
+            raise ValueError(f"unknown tokenizer keys: {unknown}")
+        name, lowercase = data.get("name"), data.get("lowercase", False)
+        if name not in TOKENIZERS:  # also catches a missing name and non-strings
+            raise ValueError(f"name must be one of {TOKENIZERS}, got {_show(name)}")
+        if not isinstance(lowercase, bool):
+            raise ValueError(f"lowercase must be true or false, got {_show(lowercase)}")
+        return cls(name=str(name), lowercase=lowercase)
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

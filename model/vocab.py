@@ -7,7 +7,8 @@ then by the token itself, so the same counts always give the same ids.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,40 @@ class Vocabulary:
         return {"tokens": self.tokens, "counts": self.counts}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Sequence[object]]) -> Vocabulary:
-        tokens = [str(t) for t in data["tokens"]]
-        counts = [int(c) for c in data["counts"]] if "counts" in data else None  # type: ignore[call-overload]
-        return cls(tokens, counts)
+    def from_dict(cls, data: Mapping[str, object]) -> Vocabulary:
+        """Rebuild from ``to_dict`` output (a checkpoint's vocabulary file), types checked.
+
+        ``tokens`` must be non-empty strings and ``counts`` (optional) integers ≥ 0 (not bools):
+        ``str()``/``int()`` coercion would turn a damaged file into a different vocabulary.
+        The constructor checks the rest (specials first, no duplicates, one count per token).
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"must be an object, got {type(data).__name__}")
+        unknown = sorted(set(data) - {"tokens", "counts"})
+        if unknown:
+            raise ValueError(f"unknown vocabulary keys: {unknown}")
+        tokens = _checked_list(
+            data, "tokens", "a non-empty string", lambda t: isinstance(t, str) and t != ""
+        )
+        if tokens is None:
+            raise ValueError("tokens is missing")
+        counts = _checked_list(
+            data, "counts", "an integer ≥ 0", lambda c: type(c) is int and c >= 0
+        )
+        return cls(tokens, counts)  # type: ignore[arg-type]
+
+
+def _checked_list(
+    data: Mapping[str, object], key: str, rule: str, ok: Callable[[Any], bool]
+) -> list[object] | None:
+    """``data[key]`` if it is a list whose items all pass ``ok``; None when the key is absent."""
+    if key not in data:
+        return None
+    items = data[key]
+    if not isinstance(items, list):
+        raise ValueError(f"{key} must be a list, got {type(items).__name__}")
+    for i, item in enumerate(items):
+        if not ok(item):
+            shown = repr(item) if len(repr(item)) <= 60 else repr(item)[:57] + "..."
+            raise ValueError(f"{key}[{i}] must be {rule}, got {shown}")
+    return items
