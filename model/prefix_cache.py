@@ -4,10 +4,16 @@ A decoder's beam search extends each hypothesis one word at a time, so consecuti
 all but their last word. With the state after ``<s> w_1 … w_k`` cached, a request for
 ``<s> w_1 … w_k w_{k+1}`` runs the network over one token instead of k + 1. The arithmetic is
 the same either way; results agree to float32 rounding.
+
+The state after ``<s>`` alone is the same for every request: it is kept apart (``start``), never
+evicted, and a lookup that finds nothing longer counts as a miss, so the hit rate measures work
+that was really reused. Keys are the ids packed as int32 bytes, and the byte bound counts the
+keys and every Python object an entry holds, so ``max_bytes`` bounds the memory the cache takes.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -17,22 +23,33 @@ import numpy as np
 
 from model.network import NetworkState
 
+ID_BYTES = 4  # ids are packed as int32: a 256-token key is 1 KB, not a 10 KB tuple of ints
+# what an entry costs besides its key and arrays: the CachedPrefix, its list and tuples, the
+# OrderedDict's link and slot (measured with tracemalloc in tests/model/test_prefix_cache.py)
+ENTRY_OVERHEAD = 400
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class CachedPrefix:
     state: NetworkState  # per layer, arrays of shape (1, H): the state after the prefix
     hidden: np.ndarray  # (H,) the top layer's output after the prefix's last token
 
     @property
     def nbytes(self) -> int:
-        return self.hidden.nbytes + sum(t.nbytes for layer in self.state for t in layer)
+        """Memory held by this entry's arrays (headers included), beside its key."""
+        arrays = [self.hidden, *(t for layer in self.state for t in layer)]
+        return sum(sys.getsizeof(a) if a.base is None else a.nbytes + 112 for a in arrays)
+
+
+def pack(ids: Sequence[int] | np.ndarray) -> bytes:
+    return np.asarray(ids, dtype=np.int32).tobytes()
 
 
 class PrefixCache:
     """Id prefix → ``CachedPrefix``, least recently used evicted first; thread-safe.
 
-    Bounded both by entries and by bytes. ``observer(hit, steps_saved)`` is called on each
-    lookup, e.g. to count hits and misses in metrics.
+    Bounded both by entries and by bytes (keys, arrays and per-entry objects). ``observer(hit,
+    steps_saved)`` is called on each lookup, e.g. to count hits and misses in metrics.
     """
 
     def __init__(
@@ -42,25 +59,31 @@ class PrefixCache:
         observer: Callable[[bool, int], None] | None = None,
     ) -> None:
         self.max_entries, self.max_bytes, self.observer = max_entries, max_bytes, observer
-        self._entries: OrderedDict[tuple[int, ...], CachedPrefix] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[CachedPrefix, int]] = OrderedDict()
         self._lock = threading.Lock()
+        self.start: CachedPrefix | None = None  # the state after <s>: shared by every context
         self.bytes = 0
         self.hits = self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def longest(self, ids: Sequence[int]) -> tuple[int, CachedPrefix | None]:
-        """The longest cached prefix of ``ids``: (its length, entry), or (0, None)."""
-        key = tuple(int(i) for i in ids)
-        n, entry = len(key), None
-        while n > 0 and entry is None:
-            prefix = key[:n]  # sliced and hashed outside the lock
+    def longest(self, ids: Sequence[int] | np.ndarray) -> tuple[int, CachedPrefix | None]:
+        """The longest cached prefix of ``ids`` (two ids or more): (its length, entry) or (0, None).
+
+        Only prefixes of at least ``<s>`` and one word are stored, so a hit is reused work.
+        """
+        key = pack(ids)
+        n, entry = len(key) // ID_BYTES, None
+        while n > 1 and entry is None:
+            prefix = key[: n * ID_BYTES]  # sliced and hashed outside the lock
             with self._lock:
-                entry = self._entries.get(prefix)
-                if entry is not None:
+                found = self._entries.get(prefix)
+                if found is not None:
                     self._entries.move_to_end(prefix)
+                    entry = found[0]
             n -= entry is None
+        n = n if entry is not None else 0
         with self._lock:
             if entry is not None:
                 self.hits += 1
@@ -70,21 +93,27 @@ class PrefixCache:
             self.observer(entry is not None, n)
         return n, entry
 
-    def put(self, ids: Sequence[int], entry: CachedPrefix) -> None:
-        key = tuple(int(i) for i in ids)
+    def put(self, ids: Sequence[int] | np.ndarray, entry: CachedPrefix) -> None:
+        """Keep the state after ``ids``; the state after ``<s>`` alone goes to ``start``."""
+        key = pack(ids)
+        if len(key) <= ID_BYTES:
+            self.start = entry
+            return
+        size = sys.getsizeof(key) + entry.nbytes + ENTRY_OVERHEAD
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self.bytes -= old.nbytes
-            self._entries[key] = entry
-            self.bytes += entry.nbytes
+                self.bytes -= old[1]
+            self._entries[key] = (entry, size)
+            self.bytes += size
             while self._entries and (
                 len(self._entries) > self.max_entries or self.bytes > self.max_bytes
             ):
-                _, evicted = self._entries.popitem(last=False)
-                self.bytes -= evicted.nbytes
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self.bytes -= evicted
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.start = None
             self.bytes = 0

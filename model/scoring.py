@@ -243,7 +243,7 @@ class LanguageModel:
         results: list[CachedPrefix | None] = [None] * len(id_lists)
         groups: dict[int, list[tuple[int, CachedPrefix | None, np.ndarray]]] = {}
         for r, ids in enumerate(id_lists):
-            n, entry = self.cache.longest(ids) if self.cache is not None else (0, None)
+            n, entry = self._cached_prefix(ids)
             if entry is not None and n == len(ids):
                 results[r] = entry
             else:
@@ -260,6 +260,15 @@ class LanguageModel:
                 if self.cache is not None:
                     self.cache.put(id_lists[r], results[r])
         return results  # type: ignore[return-value]
+
+    def _cached_prefix(self, ids: np.ndarray) -> tuple[int, CachedPrefix | None]:
+        """The longest prefix of ``ids`` (``<s>`` first) whose state is known, and that state."""
+        if self.cache is None:
+            return 0, None
+        n, entry = self.cache.longest(ids) if len(ids) > 1 else (0, None)
+        if entry is None and self.cache.start is not None:
+            return 1, self.cache.start  # after <s>: the same for every context, not a "hit"
+        return n, entry
 
     # ------------------------------------------------------------ sentences
     def score_sentences(
@@ -300,7 +309,12 @@ class LanguageModel:
         return [r for r in results if r is not None]
 
     def self_check(self) -> None:
-        """One tiny forward pass (either kind of model): warms caches, proves the model answers."""
+        """Finite parameters and one tiny forward pass (either kind of model): warms caches and
+        proves that the model answers with numbers (an inf weight would answer null or nothing)."""
+        for name, value in self.net.params.items():
+            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+            if bad:
+                raise FloatingPointError(f"parameter {name!r} has {bad} non-finite values")
         method, (score,) = self.fill([], [], [[self.vocab.tokens[-1]]])
         if not math.isfinite(score.log_prob):
             raise FloatingPointError(f"the model answers {score.log_prob} ({method})")

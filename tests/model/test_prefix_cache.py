@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -53,7 +56,18 @@ def test_the_cache_saves_network_steps_on_a_growing_context(tiny_lm: LanguageMod
     for k in range(len(words)):
         tiny_lm.next_log_probs(words[:k])
     assert tiny_lm.steps_run == len(words)  # one new token per request
-    assert (tiny_lm.cache.hits, tiny_lm.cache.misses) == (len(words) - 1, 1)
+    # the empty context is no lookup; "the" reuses only <s> (a miss); every later one is a hit
+    assert (tiny_lm.cache.hits, tiny_lm.cache.misses) == (len(words) - 2, 1)
+
+
+def test_contexts_sharing_only_the_sentence_start_are_misses(tiny_lm: LanguageModel) -> None:
+    tiny_lm.cache = PrefixCache()
+    tiny_lm.next_log_probs("")  # a decoder asks for each utterance's first word: <s> is known
+    for context in ["the cat", "a dog", "new york", "on the mat"]:
+        tiny_lm.next_log_probs(context)
+    assert (tiny_lm.cache.hits, tiny_lm.cache.misses) == (0, 4)
+    tiny_lm.next_log_probs("the cat sat")
+    assert tiny_lm.cache.hits == 1
 
 
 def test_a_batch_of_requests_equals_each_alone(tiny_lm: LanguageModel) -> None:
@@ -76,10 +90,40 @@ def test_lru_eviction_by_entries_and_by_bytes() -> None:
         cache.put(ids, entry(1))
     assert cache.longest([1, 3, 9])[0] == 0  # the oldest was evicted
     assert cache.longest([1, 5, 9])[0] == 2
-    cache = PrefixCache(max_entries=100, max_bytes=3 * 8 * 10)
+    one = PrefixCache()
+    one.put([1, 0], entry(10))
+    cache = PrefixCache(max_entries=100, max_bytes=3 * one.bytes)
     for k in range(5):
         cache.put([1, k], entry(10))
-    assert len(cache) == 3 and cache.bytes == 3 * 80
+    assert len(cache) == 3 and cache.bytes == 3 * one.bytes
+
+
+def state_after(rng: np.random.Generator) -> CachedPrefix:
+    """What a 2-layer LSTM with 64 units caches: (h, c) per layer and the top output."""
+    layers = [tuple(rng.standard_normal((1, 64), dtype=np.float32) for _ in range(2))] * 2
+    return CachedPrefix(
+        [tuple(t.copy() for t in layer) for layer in layers], layers[1][0][0].copy()
+    )
+
+
+def test_the_byte_bound_is_the_memory_the_cache_takes() -> None:
+    rng = np.random.default_rng(0)
+    contexts = [rng.integers(3, 10_000, size=256) for _ in range(1000)]  # long and distinct
+    cache = PrefixCache(max_entries=10**6, max_bytes=1 << 40)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for ids in contexts:
+        cache.put(ids, state_after(rng))
+    gc.collect()
+    real = tracemalloc.get_traced_memory()[0] - before  # keys, arrays and objects together
+    tracemalloc.stop()
+    assert 0.95 < cache.bytes / real < 1.1, (cache.bytes, real)
+
+    bound = PrefixCache(max_entries=10**6, max_bytes=200_000)
+    for ids in contexts:
+        bound.put(ids, state_after(rng))
+    assert bound.bytes <= 200_000 and len(bound) == 200_000 // (cache.bytes // len(cache))
 
 
 def test_longest_prefix_and_observer() -> None:
