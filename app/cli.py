@@ -21,8 +21,6 @@ from model.cli import build_parser
 
 def serve(args: argparse.Namespace) -> int:
     """Run the service with uvicorn; worker processes read their settings from the environment."""
-    import uvicorn
-
     if args.model:
         os.environ["NEXTWORD_MODEL_DIR"] = ",".join(args.model)
     if args.default:
@@ -51,23 +49,13 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, ValidationError) as e:
         sys.stderr.write(f"nextword serve: {e}\n")
         return 2
+    from app.server import run
+
     try:
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level=args.log_level,
-            # the app answers 503 beyond max_concurrency requests; this caps open connections
-            limit_concurrency=8 * settings.max_concurrency,
-            timeout_keep_alive=settings.keep_alive_s,
-            timeout_graceful_shutdown=30,  # in-flight requests finish on SIGTERM
-        )
+        return run(settings, args.host, args.port, args.workers, args.log_level)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
 
 
 def available_cores() -> int:

@@ -24,6 +24,7 @@ from app.metrics import (
     cache_observer,
     worker_exiting,
 )
+from app.openapi import with_limits
 from app.registry import ModelRegistry
 
 DESCRIPTION = """Language-model scores for reranking speech-to-text and OCR output.
@@ -110,4 +111,5 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     install_error_handlers(app)
     for router in (scoring.router, models.router, health.router, ui.router):
         app.include_router(router)
+    app.openapi = with_limits(app, settings)  # type: ignore[method-assign]
     return app

@@ -57,9 +57,30 @@ PREFIX_CACHE = Counter(
 STEPS_SAVED = Counter(
     "nextword_prefix_cache_steps_saved", "Network steps the prefix cache saved", ["model"]
 )
+MODEL_LOADS = Counter(
+    "nextword_model_loads",
+    "Checkpoint loads by trigger (start, reload) and result (loaded; failed at start; refused "
+    "on reload, the old model keeping on serving), summed over workers",
+    ["model", "trigger", "result"],
+)
 READY = Gauge(
     "nextword_ready", "1 when the models are loaded and warm", multiprocess_mode="livemin"
 )
+
+
+# every label value comes from a closed set: a client cannot add series (random methods, paths)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
+def status_label(status: int | None) -> str:
+    """The status code; 499 when the client went away before an answer (nginx's convention)."""
+    if status is None:
+        return "499"
+    return str(status) if 100 <= status <= 599 else "other"
 
 
 def observe_scores(
@@ -75,8 +96,9 @@ def observe_scores(
 class RequestMetrics:
     """ASGI middleware: count and time every request by endpoint and status.
 
-    The endpoint label is the route template (``/v1/models/{name}``), not the raw path, so its
-    values stay bounded; requests answered before routing (413, 408, 503) count as "other".
+    Labels come from closed sets: the endpoint is the route template (``/v1/models/{name}``),
+    not the raw path, and "other" for unmatched paths and requests answered before routing
+    (413, 408, 503); a method outside the standard ones is "other".
     A plain ASGI class, not Starlette's BaseHTTPMiddleware, which costs a task per request.
     """
 
@@ -101,11 +123,11 @@ class RequestMetrics:
             status = status or 500  # answered 500 further out
             raise
         finally:
-            # no response and no error: the client went away (nginx's 499), not a server fault
-            label = str(status or 499)
+            # no response and no error: the client went away (499), not a server fault
+            label = status_label(status)
             endpoint = getattr(scope.get("route"), "path", "other")
             LATENCY.labels(endpoint).observe(time.perf_counter() - start)
-            REQUESTS.labels(endpoint, scope["method"], label).inc()
+            REQUESTS.labels(endpoint, method_label(scope["method"]), label).inc()
             if status is None or status >= 400:
                 ERRORS.labels(endpoint, label).inc()
 

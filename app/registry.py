@@ -16,6 +16,7 @@ from typing import Any
 
 from app.batching import CandidateBatcher
 from app.core.config import Settings
+from app.metrics import MODEL_LOADS
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.prefix_cache import PrefixCache
 from model.scoring import LanguageModel
@@ -46,16 +47,19 @@ class LoadedModel:
         meta = self.lm.metadata
         training = meta.get("training", {})
         corpus = meta.get("corpus", {})
+        train = corpus.get("train") or training.get("train")
         return {
             "name": self.name,
-            "path": str(self.path),
+            "checkpoint": self.path.name,  # the directory's name: no server paths in answers
             "architecture": self.lm.net.config.to_dict(),
             "parameters": self.lm.net.num_parameters(),
             "bidirectional": self.lm.bidirectional,
             "endpoints": ["/v1/fill"] if self.lm.bidirectional else LEFT_TO_RIGHT_ENDPOINTS,
             "vocab_size": len(self.lm.vocab),
             "tokenizer": self.lm.tokenizer.to_dict(),
-            "training_corpus": corpus.get("train") or training.get("train"),
+            "training_corpus": None if not train else {
+                "file": Path(train).name, "sha256": corpus.get("train_sha256"),
+            },
             "training_tokens": corpus.get("train_tokens"),
             "valid_perplexity": meta.get("valid_perplexity"),
             "test_perplexity": meta.get("test_perplexity"),
@@ -132,17 +136,20 @@ class ModelRegistry:
 
     def load_all(self) -> None:
         """Load every checkpoint; on any failure the state is 'failed' with the reason."""
+        name = self.default
         try:
             for name, path in self.specs:
                 start = time.perf_counter()
                 lm = load_checkpoint(path)
                 self.add(name, path, lm, time.perf_counter() - start)
+                MODEL_LOADS.labels(name, "start", "loaded").inc()
                 log.info(
                     "model %s loaded from %s in %.2f s", name, path, time.perf_counter() - start
                 )
             self.state = "ready"
         except Exception as e:
-            self.state, self.error = "failed", str(e)
+            MODEL_LOADS.labels(name, "start", "failed").inc()
+            self.state, self.error = "failed", self.redact(str(e))
             log.error("loading models failed: %s", e)
         self._changed()
 
@@ -155,6 +162,15 @@ class ModelRegistry:
         if path is None:
             known = [n for n, _ in self.specs]
             raise ModelNotFoundError(f"unknown model {name!r}; this server has {known}")
+        try:
+            loaded = self._reload(name, path)
+        except Exception:
+            MODEL_LOADS.labels(name, "reload", "refused").inc()
+            raise
+        MODEL_LOADS.labels(name, "reload", "loaded").inc()
+        return loaded
+
+    def _reload(self, name: str, path: Path) -> LoadedModel:
         start = time.perf_counter()
         lm = load_checkpoint(path)  # raises CheckpointError for a damaged checkpoint
         old = self.models.get(name)
@@ -178,6 +194,16 @@ class ModelRegistry:
                 self.reload(name)
             except Exception as e:
                 log.error("reloading model %s failed, the old one keeps serving: %s", name, e)
+
+    def redact(self, message: str) -> str:
+        """``message`` with each checkpoint directory shown by its name only: what clients see
+        of an error (/readyz, a refused reload); the log keeps the full paths."""
+        names = {}
+        for _, path in self.specs:
+            names[str(path.expanduser().resolve())] = names[str(path)] = path.name
+        for full in sorted(names, key=len, reverse=True):
+            message = message.replace(full, names[full])
+        return message
 
     def start_loading(self) -> threading.Thread:
         thread = threading.Thread(target=self.load_all, name="nextword-model-loader", daemon=True)

@@ -11,14 +11,25 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+# ``limit(name)`` marks a field whose bound is the server setting ``name`` (``max_tokens``...):
+# the static bounds below are the outer walls; app.openapi writes the configured bound into the
+# document (maxItems, maximum) and app.service enforces it with a 422 naming the field.
+LIMIT_KEY = "x-nextword-limit"
+
+
+def limit(setting: str) -> dict[str, str]:
+    return {LIMIT_KEY: setting}
+
+
 Token = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Text = (
-    Annotated[str, StringConstraints(max_length=20_000)]
-    | Annotated[list[Token], Field(max_length=5_000)]
-)
+Tokens = Annotated[list[Token], Field(max_length=5_000, json_schema_extra=limit("max_tokens"))]
+Text = Annotated[str, StringConstraints(max_length=20_000)] | Tokens
 NonEmptyText = (
     Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=r"\S")]
-    | Annotated[list[Token], Field(min_length=1, max_length=5_000)]
+    | Annotated[
+        list[Token],
+        Field(min_length=1, max_length=5_000, json_schema_extra=limit("max_tokens")),
+    ]
 )
 OovPolicy = Literal["unk", "penalty", "reject"]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -57,7 +68,9 @@ class ScoreMeta(BaseModel):
 class CandidatesRequest(OovOptions):
     context: Text = Field("", description="the words before the gap; empty = start of a sentence")
     candidates: list[NonEmptyText] = Field(
-        min_length=1, description="words or phrases that may come next"
+        min_length=1,
+        description="words or phrases that may come next",
+        json_schema_extra=limit("max_candidates"),
     )
 
     model_config = ConfigDict(
@@ -87,7 +100,12 @@ class CandidatesResponse(ScoreMeta):
 class PredictRequest(Strict):
     model: str | None = None
     context: Text = ""
-    k: int = Field(10, ge=1, description="how many words (at most the server's max_k)")
+    k: int = Field(
+        10,
+        ge=1,
+        description="how many words (at most the server's max_k)",
+        json_schema_extra=limit("max_k"),
+    )
     include_special: bool = Field(False, description="also return <unk>, <s>, </s>")
 
     model_config = ConfigDict(
@@ -108,7 +126,7 @@ class PredictResponse(ScoreMeta):
 
 # ---------------------------------------------------------------- /v1/score
 class ScoreRequest(OovOptions):
-    sentences: list[Text] = Field(min_length=1)
+    sentences: list[Text] = Field(min_length=1, json_schema_extra=limit("max_sentences"))
     bos: bool = Field(
         True, description="read <s> first and score every token; false: the first token is given"
     )
@@ -145,7 +163,7 @@ class Hypothesis(Strict):
 
 
 class RerankRequest(OovOptions):
-    hypotheses: list[Hypothesis] = Field(min_length=1)
+    hypotheses: list[Hypothesis] = Field(min_length=1, json_schema_extra=limit("max_sentences"))
     lm_weight: FiniteFloat = Field(
         0.5, ge=-1e3, le=1e3, description="weight of the LM log-probability"
     )
@@ -187,7 +205,9 @@ class RerankResponse(ScoreMeta):
 class FillRequest(OovOptions):
     left: Text = Field("", description="the words before the gap; empty = the start of a sentence")
     right: Text = Field("", description="the words after the gap; empty = the end of a sentence")
-    candidates: list[NonEmptyText] = Field(min_length=1, description="what may fill the gap")
+    candidates: list[NonEmptyText] = Field(
+        min_length=1, description="what may fill the gap", json_schema_extra=limit("max_candidates")
+    )
 
     model_config = ConfigDict(
         extra="forbid",

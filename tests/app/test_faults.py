@@ -247,3 +247,32 @@ async def test_a_client_that_goes_away_is_not_a_server_error(tiny_lm: LanguageMo
         metrics = (await client.get("/metrics")).text
     assert 'nextword_requests_total{endpoint="other",method="POST",status="499"}' in metrics
     assert 'nextword_requests_total{endpoint="other",method="POST",status="500"}' not in metrics
+
+
+async def test_a_model_with_an_infinite_weight_never_serves(
+    tmp_path: Path, tiny_lm: LanguageModel
+) -> None:
+    broken = other_model(tiny_lm, seed=4)
+    row = broken.vocab.id("dog")  # a row the warm-up pass never reads
+    broken.net.params["embedding.W"][row, 0] = np.inf
+    with pytest.raises(FloatingPointError, match=r"embedding\.W"):
+        ModelRegistry.from_models({"m": broken})  # in memory: refused before any request
+    save_checkpoint(tmp_path, tiny_lm)
+    registry, app = loaded_app(tmp_path)
+    save_checkpoint(tmp_path, broken)  # hashes match: only the values are wrong
+    async with client_for(app) as client:
+        r = await client.post("/v1/models/m/reload", headers=TOKEN)
+        assert r.status_code == 409 and "embedding.W" in r.json()["detail"]
+        answer = await client.post(
+            "/v1/candidates", json={"context": "the dog", "candidates": ["ran", "dog"]}
+        )
+        assert answer.status_code == 200
+        assert all(isinstance(x["log_prob"], float) for x in answer.json()["results"])
+        predicted = await client.post("/v1/predict", json={"context": "the dog", "k": 3})
+        assert len(predicted.json()["predictions"]) == 3
+    assert registry.get("m").lm.checksum == load_checkpoint_checksum(tmp_path, tiny_lm)
+
+
+def load_checkpoint_checksum(tmp_path: Path, lm: LanguageModel) -> str:
+    """The checksum ``lm`` has when saved (its weights file's sha256)."""
+    return load_checkpoint(save_checkpoint(tmp_path / "again", lm)).checksum

@@ -34,7 +34,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", fuzz_app())
 @schema.parametrize()
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_every_operation_answers_within_its_schema(case: schemathesis.Case) -> None:
-    # Every default check runs except "schema-valid requests are accepted": the server's limits
-    # (tokens per text after tokenisation, candidates, k) are settings, not part of the schema,
-    # so a schema-valid request over a limit is rightly refused with 422 naming the field.
+    # Every default check runs except "schema-valid requests are accepted": the document carries
+    # the configured limits (maxItems, maximum), but not the tokens a string has after
+    # tokenisation, so a schema-valid text over max_tokens is rightly refused with 422.
     case.call_and_validate(excluded_checks=[positive_data_acceptance])

@@ -11,7 +11,10 @@ from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
 from model.checkpoint import save_checkpoint
+from model.network import RNNLM, ModelConfig
 from model.scoring import LanguageModel
+from model.tokenize import Tokenizer
+from model.vocab import Vocabulary
 
 pytestmark = pytest.mark.anyio
 
@@ -119,3 +122,88 @@ async def test_openapi_documents_every_endpoint_with_an_example(client: httpx.As
     ):
         assert path in spec["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+def series(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(f"{name}{{")]
+
+
+async def test_metric_labels_come_from_closed_sets(client: httpx.AsyncClient) -> None:
+    before = (await client.get("/metrics")).text
+    for i in range(200):
+        await client.request(f"M{i:03d}" + "X" * 1000, "/v1/candidates")  # any method token
+        await client.get(f"/no/such/path/{i}")
+    after = (await client.get("/metrics")).text
+    for name in ("nextword_requests_total", "nextword_request_errors_total"):
+        new = set(series(after, name)) - set(series(before, name))
+        labels = {line.split(" ")[0] for line in new}
+        assert len(labels) <= 3, labels  # the "other" method, the "other" endpoint: a few series
+        assert not any("XXX" in line or "/no/such" in line for line in new)
+    assert 'method="other"' in after and len(after) < len(before) + 3000
+
+
+async def test_any_token_can_be_looked_up_even_with_a_slash() -> None:
+    def quote(token: str) -> str:  # every byte: ".." must not be a dot segment
+        return "".join(f"%{b:02X}" for b in token.encode())
+
+    tokens = ["<unk>", "<s>", "</s>", "/", "a/b", "%", "?", "#", "..", "and/or", " x"]
+    vocab = Vocabulary(tokens)
+    lm = LanguageModel(
+        RNNLM(ModelConfig(len(vocab), embed_size=4, hidden_size=4), seed=0), vocab, Tokenizer()
+    )
+    app = create_app(Settings(), ModelRegistry.from_models({"m": lm}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for i, token in enumerate(tokens):
+            r = await c.get(f"/v1/models/m/vocab/{quote(token)}")
+            assert r.status_code == 200, (token, r.status_code)
+            assert (r.json()["token"], r.json()["id"]) == (token, i)
+        r = await c.get("/v1/models/m/vocab/" + quote("no/such"))
+        assert r.status_code == 200 and r.json()["in_vocabulary"] is False
+        empty = await c.get("/v1/models/m/vocab/")
+        assert empty.status_code == 422 and empty.json()["field"] == "token"
+
+
+async def test_models_show_no_server_paths(tmp_path: Path, tiny_lm: LanguageModel) -> None:
+    corpus = tmp_path / "secret-dir" / "calls.txt"
+    corpus.parent.mkdir()
+    corpus.write_text("the cat sat\n")
+    metadata = {"corpus": {"train": str(corpus), "train_sha256": "ab" * 32, "train_tokens": 3}}
+    save_checkpoint(tmp_path / "models" / "mine", tiny_lm, metadata=metadata)
+    registry = ModelRegistry([("mine", tmp_path / "models" / "mine")])
+    registry.load_all()
+    app = create_app(Settings(), registry)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        text = (await c.get("/v1/models")).text
+        described = (await c.get("/v1/models/mine")).json()
+    assert str(tmp_path) not in text
+    assert described["checkpoint"] == "mine"
+    assert described["training_corpus"] == {"file": "calls.txt", "sha256": "ab" * 32}
+    broken = ModelRegistry([("gone", tmp_path / "models" / "gone")])
+    broken.load_all()
+    assert broken.state == "failed" and str(tmp_path) not in (broken.error or "")
+    assert "gone" in (broken.error or "")
+
+
+async def test_the_openapi_document_carries_the_configured_limits() -> None:
+    limits = Settings(max_candidates=7, max_sentences=5, max_tokens=9, max_k=11)
+    spec = create_app(limits).openapi()  # the document needs no model loaded
+    schemas = spec["components"]["schemas"]
+
+    def prop(model: str, field: str) -> dict:
+        return schemas[model]["properties"][field]
+
+    def token_list(node: dict) -> dict:
+        return next(branch for branch in node["anyOf"] if branch["type"] == "array")
+
+    assert prop("CandidatesRequest", "candidates")["maxItems"] == 7
+    assert prop("FillRequest", "candidates")["maxItems"] == 7
+    assert prop("ScoreRequest", "sentences")["maxItems"] == 5
+    assert prop("RerankRequest", "hypotheses")["maxItems"] == 5
+    assert prop("PredictRequest", "k")["maximum"] == 11
+    for model, field in [("CandidatesRequest", "context"), ("FillRequest", "left"),
+                         ("FillRequest", "right"), ("PredictRequest", "context"),
+                         ("Hypothesis", "text")]:  # fmt: skip
+        assert token_list(prop(model, field))["maxItems"] == 9, (model, field)
+    assert token_list(prop("CandidatesRequest", "candidates")["items"])["maxItems"] == 9
+    assert token_list(prop("ScoreRequest", "sentences")["items"])["maxItems"] == 9
+    assert "x-nextword-limit" not in str(spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 
 from app.launch import is_ready, start_server
+from model.bidirectional import BiRNNLM
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.network import RNNLM
+from model.network import RNNLM, ModelConfig
 from model.scoring import LanguageModel
 
 
@@ -96,6 +98,94 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(model_dir: 
             for _ in range(20)
         ]
         assert answers == [200] * 20
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of the series of ``name`` in /metrics that carry ``labels`` (0 when none does)."""
+    total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class Traffic:
+    """Requests on fresh connections (so both workers get them) until stopped; every answer kept."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.answers, self.stop = url, [], threading.Event()
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for path, body in (("/v1/candidates", {"candidates": ["cat"]}), ("/readyz", None)):
+                try:
+                    r = (
+                        httpx.post(f"{self.url}{path}", json=body, timeout=10)
+                        if body
+                        else httpx.get(f"{self.url}{path}", timeout=10)
+                    )
+                    self.answers.append((path, r.status_code))
+                except httpx.TransportError as e:
+                    self.answers.append((path, type(e).__name__))
+
+    def finish(self) -> list[tuple[str, object]]:
+        self.stop.set()
+        self.thread.join(30)
+        return self.answers
+
+
+def loads(url: str, **labels: str) -> float:
+    """Checkpoint loads counted in /metrics (all workers), e.g. ``result="refused"``."""
+    return metric(url, "nextword_model_loads_total", **labels)
+
+
+def damage(model_dir: Path) -> None:
+    weights = next(model_dir.glob("weights.*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+
+def test_sighup_with_two_workers_keeps_a_refused_checkpoint_out_and_reloads_a_good_one(
+    model_dir: Path, tiny_lm: LanguageModel
+) -> None:
+    process, url = start(model_dir, workers=2)
+    try:
+        wait_until(lambda: loads(url, trigger="start") == 2, 30, "both workers loaded the model")
+        before = checksum(url)
+        traffic = Traffic(url)
+        config = tiny_lm.net.config
+        save_checkpoint(
+            model_dir, LanguageModel(RNNLM(config, seed=5), tiny_lm.vocab, tiny_lm.tokenizer)
+        )
+        damage(model_dir)  # the new checkpoint is corrupted
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: loads(url, result="refused") == 2, 30, "both refuse the damaged one")
+        bidirectional = ModelConfig(**{**config.to_dict(), "bidirectional": True})
+        save_checkpoint(
+            model_dir,
+            LanguageModel(BiRNNLM(bidirectional, seed=6), tiny_lm.vocab, tiny_lm.tokenizer),
+        )
+        process.send_signal(signal.SIGHUP)  # a model of the other kind cannot replace this one
+        wait_until(lambda: loads(url, result="refused") == 4, 30, "both refuse the other kind")
+        assert {checksum(url) for _ in range(10)} == {before}
+        good = LanguageModel(RNNLM(config, seed=7), tiny_lm.vocab, tiny_lm.tokenizer)
+        save_checkpoint(model_dir, good)
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: loads(url, result="loaded") == 4, 30, "both load the good one")
+        answers = traffic.finish()
+        after = load_checkpoint(model_dir).checksum
+        assert {checksum(url) for _ in range(10)} == {after}
+        assert metric(url, "nextword_model_info", checksum=after) == 1
+        assert metric(url, "nextword_model_info", checksum=before) == 0  # in no worker any more
+        failed = [a for a in answers if a[1] != 200]
+        assert len(answers) > 20 and not failed, failed[:5]
+        assert len(children(process.pid)) == 2  # the same workers: reloaded in place
     finally:
         process.terminate()
         process.wait(timeout=30)

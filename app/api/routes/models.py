@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from app import schemas
 from app.api.deps import RegistryDep, SettingsDep
 from app.registry import ModelNotFoundError
+from app.service import RequestError
 
 router = APIRouter(
     prefix="/v1/models", tags=["models"], responses=schemas.error_responses(404, 422, 503)
@@ -52,9 +53,14 @@ def vocabulary(
     )
 
 
-@router.get("/{name}/vocab/{token}")
+@router.get("/{name}/vocab/{token:path}")
 def vocabulary_membership(name: str, token: str, registry: RegistryDep) -> schemas.VocabMembership:
-    """Whether one token is in the vocabulary (always 200; ``in_vocabulary`` says)."""
+    """Whether one token is in the vocabulary (always 200; ``in_vocabulary`` says).
+
+    Any token can be asked, ``/`` included: percent-encode it (``</s>`` is ``%3C%2Fs%3E``).
+    """
+    if not token:
+        raise RequestError("token", "is empty; percent-encode the token after /vocab/")
     m = registry.get(name)
     known = token in m.lm.vocab
     i = m.lm.vocab.id(token) if known else None
@@ -91,4 +97,5 @@ def reload_model(
     except ModelNotFoundError:
         raise
     except Exception as e:
-        raise HTTPException(409, f"{e}; the old model keeps serving") from None
+        detail = f"{registry.redact(str(e))}; the old model keeps serving"
+        raise HTTPException(409, detail) from None

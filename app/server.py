@@ -1,0 +1,95 @@
+"""Run the app under uvicorn: guarded connections, and SIGHUP that reloads models in place.
+
+``nextword serve`` calls ``run``. With one worker, uvicorn's ``Server`` runs in this process; with
+several, ``ModelReloadingSupervisor`` (uvicorn's ``Multiprocess``) keeps them alive. uvicorn's own
+SIGHUP restarts every worker, and a replacement loads whatever checkpoint is on disk: a damaged
+one left both workers failing. Here SIGHUP is forwarded to each running worker instead, and each
+reloads in place like a single process does (``app.main.reload_on_sighup``): it validates the new
+checkpoint, keeps serving the old model if it is refused, and swaps atomically if not, so
+requests in flight finish on the old model and none fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors.multiprocess import Process
+
+from app.connections import GuardedH11Protocol
+from app.core.config import Settings
+
+log = logging.getLogger("uvicorn.error")
+APP = "app.main:create_app"
+
+
+class ModelReloadingSupervisor(Multiprocess):
+    """uvicorn's worker supervisor, with SIGHUP forwarded to the workers instead of restarting them.
+
+    A worker that is still starting gets the signal as soon as it serves (until then it has no
+    handler, and SIGHUP would kill it).
+    """
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self.pending: list[Process] = []  # workers that have a SIGHUP to receive
+
+    def handle_hup(self) -> None:
+        log.info("Received SIGHUP: every worker reloads its models in place.")
+        self.pending = list(self.processes)
+        self.forward_pending()
+
+    def handle_signals(self) -> None:
+        super().handle_signals()
+        self.forward_pending()
+
+    def forward_pending(self) -> None:
+        waiting = []
+        for process in self.pending:
+            if process not in self.processes or process.pid is None:
+                continue  # replaced meanwhile: its successor loads the checkpoint on disk
+            if process.is_ready(timeout=1):
+                os.kill(process.pid, signal.SIGHUP)
+            else:
+                waiting.append(process)
+        self.pending = waiting
+
+
+def uvicorn_config(
+    settings: Settings, host: str, port: int, workers: int, log_level: str
+) -> uvicorn.Config:
+    protocol = functools.partial(
+        GuardedH11Protocol,
+        header_timeout=settings.header_timeout_s,
+        max_connections=settings.max_connections,
+    )
+    return uvicorn.Config(
+        APP,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        http=protocol,  # type: ignore[arg-type]
+        limit_concurrency=None,  # the app refuses work itself: 503 with Retry-After, probes exempt
+        timeout_keep_alive=settings.keep_alive_s,
+        timeout_graceful_shutdown=30,  # in-flight requests finish on SIGTERM
+    )
+
+
+def run(settings: Settings, host: str, port: int, workers: int, log_level: str) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code (as ``uvicorn.run`` would exit)."""
+    config = uvicorn_config(settings, host, port, workers, log_level)
+    if workers > 1:
+        ModelReloadingSupervisor(config, sockets=[config.bind_socket()]).run()
+        return 0
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 3  # uvicorn's STARTUP_FAILURE
