@@ -26,7 +26,7 @@ def serve(**env: str) -> tuple[subprocess.Popen, str, int]:
     return process, url, int(url.rsplit(":", 1)[1])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def guarded() -> Iterator[tuple[str, int]]:
     """MAX_CONCURRENCY 2 used to cap connections at 16; 1 s to send request headers."""
     process, url, port = serve(MAX_CONCURRENCY="2", HEADER_TIMEOUT_S="1")
