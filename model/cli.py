@@ -16,6 +16,7 @@ import model
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.corpus import SPLITS, CorpusError
 from model.evaluate import evaluate_file
+from model.layers import NonFiniteError
 from model.train import add_train_arguments, run_train
 
 
@@ -39,7 +40,11 @@ def info(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    """Print {"tokens", "cross_entropy", "perplexity", "oov_rate"} for a model on a file."""
+    """Print {"tokens", "cross_entropy", "perplexity", "oov_rate"} for a model on a file.
+
+    Exit codes: 0 done, 1 the model's output is not finite on this text (no perplexity), 2 bad
+    input.
+    """
     try:
         lm = load_checkpoint(args.model)
         split = args.split or lm.metadata.get("training", {}).get("split", "lines")
@@ -47,6 +52,9 @@ def evaluate(args: argparse.Namespace) -> int:
     except (CheckpointError, CorpusError) as e:
         sys.stderr.write(f"nextword eval: {e}\n")
         return 2
+    except NonFiniteError as e:
+        sys.stderr.write(f"nextword eval: {args.model} on {args.data}: {e}; no perplexity\n")
+        return 1
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

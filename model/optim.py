@@ -1,7 +1,9 @@
-"""Gradient clipping by global norm and the optimisers (SGD with learning-rate decay, Adam).
+"""Gradient clipping by global norm, the optimisers (SGD with learning-rate decay, Adam), and a
+cap on the spectral norm of recurrent matrices.
 
 Optimisers update parameters in place and keep their state as named arrays, so a training run
-can save and restore it (``state_dict`` / ``load_state_dict``) with the weights.
+can save and restore it (``state_dict`` / ``load_state_dict``) with the weights, and check a
+restored state first (``check_state``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from model.layers import Grad, NonFiniteError, RowSparse
 
 Arrays = dict[str, np.ndarray]
+Shapes = Mapping[str, tuple[int, ...]]
 
 
 def _values(g: Grad) -> np.ndarray:
@@ -103,6 +106,15 @@ class SGD:
             k[len("velocity.") :]: v.copy() for k, v in state.items() if k.startswith("velocity.")
         }
 
+    def check_state(self, state: Mapping[str, np.ndarray], shapes: Shapes) -> None:
+        """Raise ValueError, naming the tensor, unless ``state`` is one this SGD can have saved
+        for parameters of ``shapes``: a positive ``lr``; with momentum, a velocity per parameter
+        (or none before the first step)."""
+        moments = {f"velocity.{k}": v for k, v in shapes.items()} if self.momentum else {}
+        _check_keys(state, {"lr"}, moments)
+        _check_lr(state["lr"])
+        _check_moments(state, moments)
+
 
 class Adam:
     """Adam (Kingma & Ba 2015) with bias-corrected first and second moment estimates."""
@@ -156,6 +168,111 @@ class Adam:
         self.t, self.lr = int(state["t"]), float(state["lr"])
         self.m = {k[2:]: v.copy() for k, v in state.items() if k.startswith("m.")}
         self.v = {k[2:]: v.copy() for k, v in state.items() if k.startswith("v.")}
+
+    def check_state(self, state: Mapping[str, np.ndarray], shapes: Shapes) -> None:
+        """Raise ValueError, naming the tensor, unless ``state`` is one this Adam can have saved
+        for parameters of ``shapes``: step count ``t`` ≥ 0, a positive ``lr``, and both moments of
+        every parameter once a step was taken (none before), finite, the second one ≥ 0."""
+        t = state.get("t")
+        if t is None or t.shape != () or t.dtype.kind not in "iu" or int(t) < 0:
+            raise ValueError(f"optimizer tensor 't' must be an integer ≥ 0, got {t!r}")
+        moments = {f"{m}.{k}": v for m in ("m", "v") for k, v in shapes.items()}
+        _check_keys(state, {"t", "lr"}, moments if int(t) > 0 else {})
+        _check_lr(state["lr"])
+        _check_moments(state, moments if int(t) > 0 else {})
+        negative = [k for k in state if k.startswith("v.") and (state[k] < 0).any()]
+        if negative:
+            raise ValueError(f"optimizer tensor {negative[0]!r}: a second moment below 0")
+
+
+def _check_keys(state: Mapping[str, np.ndarray], scalars: set[str], moments: Shapes) -> None:
+    expected = scalars | set(moments)
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise ValueError(
+            f"optimizer tensors do not match the parameters: missing {missing[:5]}, "
+            f"unexpected {extra[:5]}"
+        )
+
+
+def _check_lr(lr: np.ndarray) -> None:
+    if lr.shape != () or lr.dtype.kind != "f" or not 0 < float(lr) < math.inf:
+        raise ValueError(f"optimizer tensor 'lr' must be a finite number > 0, got {lr!r}")
+
+
+def _check_moments(state: Mapping[str, np.ndarray], shapes: Shapes) -> None:
+    for key, shape in shapes.items():
+        value = state[key]
+        if value.shape != shape or value.dtype.kind != "f":
+            raise ValueError(
+                f"optimizer tensor {key!r}: {value.dtype} {value.shape}, expected floats {shape}"
+            )
+        if not np.isfinite(value).all():
+            raise ValueError(f"optimizer tensor {key!r}: holds NaN or infinity")
+
+
+class NormCap:
+    """Keeps the spectral norm ‖W‖₂ (largest singular value) of chosen matrices at most ``limit``.
+
+    Why: a ReLU RNN's state ``h_t = relu(x_t Wx + h_{t-1} Wh + b)`` is unbounded. Once training
+    makes ‖Wh‖₂ > 1 the state carried along a stream can grow exponentially, and over the long
+    streams of training (an epoch per batch column) or of ``nextword eval`` (a whole file) it
+    overflows: NaN. Since relu is 1-Lipschitz, ‖h_t‖ ≤ ‖Wh‖₂ ‖h_{t-1}‖ + ‖x_t Wx + b‖, so with
+    ‖Wh‖₂ ≤ 1 it grows at most linearly (polynomially through stacked layers), never overflows.
+
+    ``apply`` runs after every update: one power-iteration step warm-started from the previous
+    right singular vector (as in spectral normalisation, Miyato et al. 2018) estimates ‖W‖₂ from
+    below, and W is scaled down when the estimate exceeds the limit. ``apply_exactly`` uses the
+    SVD; the trainer calls it before each validation, so every saved model meets the bound.
+    """
+
+    ITERATIONS = 5  # per update: one update can move W far (SGD at lr 20 steps up to 5 in norm)
+
+    def __init__(self, names: list[str], limit: float) -> None:
+        self.names, self.limit = names, limit
+        self.u: Arrays = {}  # name → estimated right singular vector of W (W.shape[1],)
+
+    def apply(self, params: Mapping[str, np.ndarray]) -> None:
+        for name in self.names:
+            W = params[name]
+            u = self.u.get(name)
+            if u is None:
+                u = np.full(W.shape[1], 1 / math.sqrt(W.shape[1]), dtype=W.dtype)
+            for _ in range(self.ITERATIONS):
+                v = W @ u
+                v /= max(float(np.linalg.norm(v)), 1e-30)
+                u = v @ W  # Wᵀ v
+                sigma = float(np.linalg.norm(u))  # = vᵀ W u for the normalised u: ≤ ‖W‖₂
+                u /= max(sigma, 1e-30)
+            self.u[name] = u
+            if sigma > self.limit:
+                W *= W.dtype.type(self.limit / sigma)
+
+    def apply_exactly(self, params: Mapping[str, np.ndarray]) -> None:
+        for name in self.names:
+            W = params[name]
+            sigma = float(np.linalg.norm(W.astype(np.float64), 2))
+            if sigma > self.limit:
+                W *= W.dtype.type(self.limit / sigma * (1 - 1e-6))  # float32 rounding stays below
+
+    def state_dict(self) -> Arrays:
+        return {f"u.{k}": v for k, v in self.u.items()}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        self.u = {k[2:]: v.copy() for k, v in state.items()}
+
+    def check_state(self, state: Mapping[str, np.ndarray], shapes: Shapes) -> None:
+        """Raise ValueError unless ``state`` holds one finite unit vector (W.shape[1],) per capped
+        matrix, or none (before the first update)."""
+        vectors = {f"u.{k}": (shapes[k][1],) for k in self.names}
+        if state and set(state) != set(vectors):
+            missing, extra = sorted(set(vectors) - set(state)), sorted(set(state) - set(vectors))
+            raise ValueError(f"norm-cap vectors: missing {missing}, unexpected {extra}")
+        for key, value in state.items():
+            if value.shape != vectors[key] or not np.isfinite(value).all():
+                raise ValueError(f"norm-cap vector {key!r}: expected finite {vectors[key]}")
+            if abs(float(np.linalg.norm(value)) - 1) > 1e-3:
+                raise ValueError(f"norm-cap vector {key!r}: not a unit vector")
 
 
 def make_optimizer(name: str, lr: float) -> SGD | Adam:

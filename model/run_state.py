@@ -6,25 +6,35 @@
 
 ``save_state`` writes a ``RunState`` into ``OUT/resume`` as a checkpoint of its own (atomic: the
 previous snapshot stays valid until the new one is complete); ``load_state`` restores it exactly,
-so a resumed run continues as if it had never stopped.
+so a resumed run continues as if it had never stopped. ``load_state`` first checks the snapshot
+like a checkpoint: every field's type and range, and its consistency with the saved weights and
+the training configuration, so an edited or damaged ``resume/config.json`` is refused, naming the
+field, instead of failing later or, worse, training a different model.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model.bidirectional import BiRNNLM
-from model.checkpoint import load_checkpoint, load_tensors, read_config, save_checkpoint
+from model.bidirectional import BiRNNLM, sentence_batches
+from model.checkpoint import (
+    CONFIG_FILE,
+    load_checkpoint,
+    load_tensors,
+    read_config,
+    save_checkpoint,
+)
 from model.corpus import CorpusError, file_sha256, load_sentences
 from model.data import batchify, sentence_stream, target_mask
 from model.network import RNNLM, NetworkState
-from model.optim import SGD, Adam, make_optimizer
+from model.optim import SGD, Adam, NormCap, make_optimizer
 from model.scoring import LanguageModel
 from model.tokenize import Tokenizer
 from model.train_config import RESUMABLE_CHANGES, TrainConfig
@@ -39,6 +49,10 @@ class TrainingError(RuntimeError):
 
 class StoppedError(TrainingError):
     """SIGINT or SIGTERM stopped the run after saving it; ``--resume`` continues it."""
+
+
+class ResumeError(TrainingError):
+    """The snapshot in ``OUT/resume`` is not one this run can continue; the message names why."""
 
 
 @dataclass
@@ -108,6 +122,7 @@ class RunState:
     net: RNNLM | BiRNNLM
     optimizer: SGD | Adam
     rng: np.random.Generator  # dropout masks
+    cap: NormCap | None = None  # bound on ‖Wh‖₂ (a ReLU RNN's by default), with its estimates
     carry: NetworkState | None = None  # hidden state carried into the next window
     epoch: int = 0  # finished epochs
     step: int = 0  # windows done in the current epoch
@@ -117,6 +132,7 @@ class RunState:
     bad_epochs: int = 0  # epochs since the last improvement
     elapsed: float = 0.0  # training seconds, across restarts
     history: list[dict[str, Any]] = field(default_factory=list)
+    recoveries: list[dict[str, Any]] = field(default_factory=list)  # in the current epoch
 
     SCALARS = (
         "epoch",
@@ -127,15 +143,41 @@ class RunState:
         "bad_epochs",
         "elapsed",
         "history",
+        "recoveries",
     )
+
+    def recoveries_so_far(self) -> int:
+        """Divergences survived in the whole run (earlier epochs and this one)."""
+        return sum(len(r.get("recoveries", [])) for r in self.history) + len(self.recoveries)
 
 
 def new_state(cfg: TrainConfig, corpus: Corpus) -> RunState:
     config = cfg.model_config(len(corpus.vocab))
     net = (BiRNNLM if cfg.bidirectional else RNNLM)(config, seed=cfg.seed)
     return RunState(
-        net, make_optimizer(cfg.optimizer, cfg.learning_rate), np.random.default_rng(cfg.seed + 1)
+        net,
+        make_optimizer(cfg.optimizer, cfg.learning_rate),
+        np.random.default_rng(cfg.seed + 1),
+        norm_cap(cfg, net),
     )
+
+
+def norm_cap(cfg: TrainConfig, net: RNNLM | BiRNNLM) -> NormCap | None:
+    """The bound on every recurrent matrix Wh that ``cfg`` asks for, or None."""
+    if not cfg.recurrent_norm_cap:
+        return None
+    return NormCap(sorted(k for k in net.params if k.endswith(".Wh")), cfg.recurrent_norm_cap)
+
+
+def windows_in_epoch(cfg: TrainConfig, corpus: Corpus) -> int:
+    """Updates per epoch: BPTT windows, or sentence batches for a bidirectional model."""
+    if cfg.bidirectional:
+        bos, eos = corpus.vocab.bos_id, corpus.vocab.eos_id
+        order = np.random.default_rng(0)  # the count does not depend on the order
+        return sum(
+            1 for _ in sentence_batches(corpus.train_sentences, cfg.batch_size, order, bos, eos)
+        )
+    return math.ceil((len(corpus.train) - 1) / cfg.bptt)
 
 
 def save_state(
@@ -153,14 +195,16 @@ def save_state(
         "corpus": corpus.info,
     }
     lm = LanguageModel(state.net, corpus.vocab, corpus.tokenizer)
-    save_checkpoint(
-        out / RESUME_DIR, lm, metadata, {"optimizer": state.optimizer.state_dict(), "carry": carry}
-    )
+    tensors = {"optimizer": state.optimizer.state_dict(), "carry": carry}
+    if state.cap is not None:
+        tensors["norm_cap"] = state.cap.state_dict()
+    save_checkpoint(out / RESUME_DIR, lm, metadata, tensors)
 
 
 def resumed_config(out: Path, given: dict[str, Any]) -> TrainConfig:
     """The saved run's configuration, with the options that may change on resume applied."""
-    saved = read_config(out / RESUME_DIR)["metadata"]["training"]
+    where = out / RESUME_DIR / CONFIG_FILE
+    saved = section(read_config(out / RESUME_DIR).get("metadata"), "training", where)
     changed = sorted(
         k for k, v in given.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v
     )
@@ -168,14 +212,69 @@ def resumed_config(out: Path, given: dict[str, Any]) -> TrainConfig:
         raise TrainingError(
             f"--resume continues the saved run; these options differ from it: {changed}"
         )
-    return TrainConfig.from_dict(saved | {k: given[k] for k in RESUMABLE_CHANGES if k in given})
+    try:
+        return TrainConfig.from_dict(
+            as_started(saved) | {k: given[k] for k in RESUMABLE_CHANGES if k in given},
+            where="training",
+        )
+    except (TypeError, ValueError) as e:
+        raise ResumeError(f"{where}: metadata.training: {e}; cannot resume") from None
+
+
+def as_started(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run saved before per-cell learning rates and the ReLU norm bound existed (its options
+    lack ``max_recurrent_norm``) continues as it started: SGD's rate 20 or Adam's 0.002, no
+    bound."""
+    if "max_recurrent_norm" in saved:
+        return saved
+    lr = saved.get("lr")
+    if lr is None:
+        lr = 20.0 if saved.get("optimizer", "sgd") == "sgd" else 0.002
+    return saved | {"lr": lr, "max_recurrent_norm": 0.0}
+
+
+def section(metadata: Any, name: str, where: Path) -> dict[str, Any]:
+    """``metadata[name]``, which must be a JSON object."""
+    value = metadata.get(name) if isinstance(metadata, dict) else None
+    if not isinstance(value, dict):
+        raise ResumeError(f"{where}: metadata.{name} is missing or not an object; cannot resume")
+    return value
 
 
 def load_state(out: Path, cfg: TrainConfig, corpus: Corpus) -> RunState:
-    """The run saved in ``out/resume``, checked against the data of this call."""
-    lm = load_checkpoint(out / RESUME_DIR)
+    """The run saved in ``out/resume``, checked field by field and against the data of this call."""
+    directory, where = out / RESUME_DIR, out / RESUME_DIR / CONFIG_FILE
+    lm = load_checkpoint(directory)  # every file's size and hash, the weights against the config
+    check_origin(lm, cfg, corpus, where)
+    resume = section(lm.metadata, "resume", where)
+    check_counters(resume, windows_in_epoch(cfg, corpus), where)
+    rng = restore_rng(resume.get("rng"), where)
+    if resume.get("optimizer") != cfg.optimizer:
+        raise ResumeError(
+            f"{where}: resume.optimizer is {resume.get('optimizer')!r}, but the run was trained "
+            f"with {cfg.optimizer!r} (metadata.training.optimizer); cannot resume"
+        )
+    optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate)
+    restore_tensors(optimizer, directory, "optimizer", lm.net, where)
+    if not 0 < optimizer.lr <= cfg.learning_rate:  # decay and recoveries only ever lower it
+        raise ResumeError(
+            f"{where}: optimizer lr {optimizer.lr} is not in (0, {cfg.learning_rate}], the run's "
+            "starting learning rate; cannot resume"
+        )
+    cap = norm_cap(cfg, lm.net)
+    if cap is not None:
+        restore_tensors(cap, directory, "norm_cap", lm.net, where)
+    scalars = {k: resume[k] for k in RunState.SCALARS}
+    state = RunState(lm.net, optimizer, rng, cap, **scalars)
+    state.carry = restore_carry(directory, cfg, lm.net, state.step, where)
+    return state
+
+
+def check_origin(lm: LanguageModel, cfg: TrainConfig, corpus: Corpus, where: Path) -> None:
+    """The snapshot belongs to this corpus and configuration: same files, vocabulary, network."""
+    saved_corpus = section(lm.metadata, "corpus", where)
     for key in ("train_sha256", "valid_sha256"):
-        if lm.metadata["corpus"][key] != corpus.info[key]:
+        if saved_corpus.get(key) != corpus.info[key]:
             raise TrainingError(
                 f"{corpus.info[key[:5]]}: the file changed since the run started; cannot resume"
             )
@@ -183,16 +282,128 @@ def load_state(out: Path, cfg: TrainConfig, corpus: Corpus) -> RunState:
         raise TrainingError(
             "the vocabulary built from the corpus differs from the saved run; cannot resume"
         )
-    resume = lm.metadata["resume"]
-    optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate)
-    optimizer.load_state_dict(load_tensors(out / RESUME_DIR, "optimizer"))
+    expected, saved = cfg.model_config(len(corpus.vocab)).to_dict(), lm.net.config.to_dict()
+    names = {"num_layers": "layers", "embed_size": "emb", "hidden_size": "hidden"}
+    differ = [
+        f"{names.get(k, k)} {expected[k]!r} ≠ {saved[k]!r}"
+        for k in expected
+        if expected[k] != saved[k]
+    ]
+    if differ:
+        raise ResumeError(
+            f"{where}: metadata.training does not match the saved network ({', '.join(differ)}); "
+            "cannot resume"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def check_counters(resume: dict[str, Any], windows: int, where: Path) -> None:
+    """Every counter of ``resume`` has its type and range, and they agree with one another."""
+    resume.setdefault("recoveries", [])  # snapshots written before recoveries existed
+    missing = [k for k in (*RunState.SCALARS, "rng", "optimizer") if k not in resume]
+    if missing:
+        raise ResumeError(f"{where}: resume.{missing[0]} is missing; cannot resume")
+    r, records = resume, resume["history"]
+    if not isinstance(records, list) or not all(isinstance(x, dict) for x in records):
+        records = None  # refused by the first rule below
+    rules: list[tuple[str, Callable[[], bool], str]] = [
+        ("history", lambda: records is not None, "a list of epoch records"),
+        ("history", lambda: all(x.get("epoch") == i + 1 for i, x in enumerate(records)),
+         "records of epochs 1, 2, … in order"),
+        ("epoch", lambda: _is_int(r["epoch"]) and r["epoch"] == len(records),
+         f"the number of epoch records in resume.history ({len(records or [])})"),
+        ("step", lambda: _is_int(r["step"]) and 0 <= r["step"] <= windows,
+         f"an integer in 0..{windows} (the windows in an epoch)"),
+        ("tokens", lambda: _is_int(r["tokens"]) and r["tokens"] >= 0, "an integer ≥ 0"),
+        ("loss_sum", lambda: _is_number(r["loss_sum"]) and 0 <= r["loss_sum"] < math.inf,
+         "a finite number ≥ 0"),
+        ("elapsed", lambda: _is_number(r["elapsed"]) and 0 <= r["elapsed"] < math.inf,
+         "a finite number ≥ 0 (seconds)"),
+        ("best_valid", lambda: _is_number(r["best_valid"]) and r["best_valid"] >= 0,
+         "a cross-entropy ≥ 0, or Infinity before the first epoch"),
+        ("bad_epochs", lambda: _is_int(r["bad_epochs"]) and 0 <= r["bad_epochs"] <= r["epoch"],
+         "an integer in 0..resume.epoch"),
+        ("recoveries", lambda: isinstance(r["recoveries"], list)
+         and all(isinstance(x, dict) for x in r["recoveries"]), "a list of records"),
+    ]  # fmt: skip
+    for name, ok, expected in rules:
+        if not ok():
+            raise ResumeError(
+                f"{where}: resume.{name} must be {expected}, got {r[name]!r:.80}; cannot resume"
+            )
+    if resume["step"] == 0 and (resume["tokens"] or resume["loss_sum"]):
+        raise ResumeError(
+            f"{where}: resume.tokens and resume.loss_sum must be 0 at window 0 of an epoch "
+            f"(resume.step), got {resume['tokens']!r} and {resume['loss_sum']!r}; cannot resume"
+        )
+
+
+def restore_rng(saved: Any, where: Path) -> np.random.Generator:
+    """The dropout generator, from a state numpy accepts for the generator runs start with."""
     rng = np.random.default_rng()
-    rng.bit_generator.state = resume["rng"]
-    state = RunState(lm.net, optimizer, rng, **{k: resume[k] for k in RunState.SCALARS})
-    carry = load_tensors(out / RESUME_DIR, "carry")
-    if carry:
-        n = lm.net.cell.num_states
-        state.carry = [
-            tuple(carry[f"{layer}.{k}"] for k in range(n)) for layer in range(cfg.layers)
-        ]
-    return state
+    kind = type(rng.bit_generator).__name__
+    if not isinstance(saved, dict) or saved.get("bit_generator") != kind:
+        found = saved.get("bit_generator") if isinstance(saved, dict) else saved
+        raise ResumeError(
+            f"{where}: resume.rng must be the state of a {kind} generator, got {found!r:.80}; "
+            "cannot resume"
+        )
+    try:
+        rng.bit_generator.state = saved
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        raise ResumeError(
+            f"{where}: resume.rng is not a valid {kind} state ({e}); cannot resume"
+        ) from None
+    return rng
+
+
+def restore_tensors(
+    owner: SGD | Adam | NormCap, directory: Path, role: str, net: RNNLM | BiRNNLM, where: Path
+) -> None:
+    """Load the tensor group ``role`` into ``owner`` once ``owner.check_state`` accepts it."""
+    tensors = load_tensors(directory, role)
+    shapes = {k: v.shape for k, v in net.params.items()}
+    try:
+        owner.check_state(tensors, shapes)
+    except ValueError as e:
+        raise ResumeError(f"{where}: the {role} tensors: {e}; cannot resume") from None
+    owner.load_state_dict(tensors)
+
+
+def restore_carry(
+    directory: Path, cfg: TrainConfig, net: RNNLM | BiRNNLM, step: int, where: Path
+) -> NetworkState | None:
+    """The hidden state carried into the next window: layers × cell states, each (batch, H).
+
+    Only a left-to-right run in the middle of an epoch has one; at an epoch's start it is zero.
+    """
+    carry = load_tensors(directory, "carry")
+    if cfg.bidirectional or step == 0:
+        if carry:
+            raise ResumeError(
+                f"{where}: the carry tensors must be empty at window 0 or for a bidirectional "
+                f"model, found {sorted(carry)[:4]}; cannot resume"
+            )
+        return None
+    n = len(net.init_state(1)[0])  # cell states per layer: (h,) or (h, c)
+    expected = {f"{layer}.{k}" for layer in range(cfg.layers) for k in range(n)}
+    shape = (cfg.batch_size, cfg.hidden)
+    if set(carry) != expected:
+        raise ResumeError(
+            f"{where}: the carry tensors must be {sorted(expected)} at window {step} "
+            f"(resume.step), found {sorted(carry)}; cannot resume"
+        )
+    for key, value in carry.items():
+        if value.shape != shape or value.dtype != net.dtype or not np.isfinite(value).all():
+            raise ResumeError(
+                f"{where}: carry tensor {key!r} must be finite {net.dtype} {shape}, got "
+                f"{value.dtype} {value.shape}; cannot resume"
+            )
+    return [tuple(carry[f"{layer}.{k}"] for k in range(n)) for layer in range(cfg.layers)]

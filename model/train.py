@@ -92,7 +92,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--optimizer", choices=["sgd", "adam"], default=S, help=f"({d.optimizer})")
     opt.add_argument(
-        "--lr", type=float, default=S, help="learning rate (20 for sgd, 0.002 for adam)"
+        "--lr",
+        type=float,
+        default=S,
+        help="learning rate (sgd: 20 for lstm, 10 gru, 5 rnn, 3 relu rnn; adam: 0.002)",
     )
     opt.add_argument(
         "--lr-decay",
@@ -122,12 +125,35 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"windows between resume snapshots ({d.checkpoint_every})",
     )
     opt.add_argument("--eval-batch-size", type=int, default=S, help=f"({d.eval_batch_size})")
+    opt.add_argument(
+        "--max-recurrent-norm",
+        type=float,
+        default=S,
+        help="keep the spectral norm of every recurrent matrix at most this (default: 1 for "
+        "--cell rnn --activation relu, whose state could otherwise overflow on long text; 0 off)",
+    )
+    opt.add_argument(
+        "--max-recoveries",
+        type=int,
+        default=S,
+        help="when training diverges, roll back to the last snapshot and halve the learning "
+        f"rate, at most this many times; 0 stops at once ({d.max_recoveries})",
+    )
+    run.add_argument(
+        "--progress-every",
+        type=float,
+        default=S,
+        metavar="SECONDS",
+        help="a progress line this often when stderr is no terminal (Docker, Kubernetes); "
+        f"0 never ({d.progress_every:g})",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
     """The ``nextword train`` command.
 
-    Exit codes: 0 done, 1 training diverged, 2 bad input, 3 stopped by a signal (resumable).
+    Exit codes: 0 done, 1 training diverged (even after the recoveries), 2 bad input or an
+    output that cannot be written, 3 stopped by a signal (resumable).
     """
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     for key in PATH_FIELDS:
@@ -142,7 +168,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = merge(given, config_file) if not args.resume else TrainConfig(**given)
         train(cfg, given, resume=args.resume, force=args.force)
     except NonFiniteError as e:
-        advice = "start again with a lower --lr or --clip"
+        advice = "start again with a lower --lr or --clip (the best model so far is kept)"
         sys.stderr.write(f"nextword train: training diverged: {e}; {advice}\n")
         return 1
     except StoppedError as e:

@@ -9,18 +9,30 @@ Files in the output directory:
 
 ``resume/`` is a checkpoint of its own: the current weights, the optimiser state, the hidden state
 carried between windows, the dropout generator, the position in the epoch and the history. It is
-rewritten atomically every ``checkpoint_every`` windows and at the end of every epoch, so a run
-killed at any moment loses at most that much work, and ``--resume`` continues exactly where the
-snapshot left off: the result is the same as that of a run that was never interrupted.
+written before the first window, then atomically every ``checkpoint_every`` windows and at the
+end of every epoch, so a run killed at any moment loses at most that much work, and ``--resume``
+continues exactly where the snapshot left off: the result is the same as that of a run that was
+never interrupted.
+
+The snapshot is also the rollback point when training diverges (a NaN or infinite loss or
+gradient, or a non-finite validation): the run reloads it, halves the learning rate, says so in
+the log and in ``metrics.jsonl``, and goes on, up to ``max_recoveries`` times. Being a reload of
+the same snapshot ``--resume`` uses, a recovery keeps resumed runs identical to uninterrupted ones.
+Only a finite validation result is ever saved as the best model.
+
+A failed write (a full disk, a directory made read-only) stops the run with ``OutputError``; the
+output directory is probed before training, so a directory that cannot be written fails at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +44,7 @@ import numpy as np
 from tqdm import tqdm
 
 import model
-from model.bidirectional import BiRNNLM, sentence_batches
+from model.bidirectional import BiRNNLM, SentenceBatch, sentence_batches
 from model.checkpoint import (
     CONFIG_FILE,
     load_checkpoint,
@@ -41,6 +53,7 @@ from model.checkpoint import (
 )
 from model.data import bptt_windows, target_mask
 from model.evaluate import evaluate_file
+from model.layers import NonFiniteError
 from model.plot import plot_history
 from model.run_state import (
     RESUME_DIR,
@@ -57,6 +70,7 @@ from model.run_state import (
 from model.scoring import LanguageModel
 from model.train_config import TrainConfig
 from model.training import (
+    Progress,
     StepResult,
     evaluate,
     evaluate_gaps,
@@ -73,20 +87,52 @@ def log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+# Validation cross-entropy from which a model counts as diverged: perplexity e^700 overflows.
+DIVERGED_CROSS_ENTROPY = 700.0
+
+
+class OutputError(TrainingError):
+    """The output directory cannot be written; the message says what and whether --resume can."""
+
+
 def check_output_dir(out: Path, resume: bool, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise TrainingError(f"{out}: exists and is not a directory")
     if resume:
         if not (out / RESUME_DIR / CONFIG_FILE).exists():
             raise TrainingError(f"{out}: no saved run to resume (no {RESUME_DIR}/{CONFIG_FILE})")
+        check_writable(out / RESUME_DIR)
     elif (out / CONFIG_FILE).exists() and not force:
         raise TrainingError(
             f"{out}: already holds a model; pass --force to replace it or --resume to continue it"
         )
-    elif force:  # a new run: the old model stays until the first epoch replaces it atomically
-        shutil.rmtree(out / RESUME_DIR, ignore_errors=True)
-        for name in (METRICS_FILE, PLOT_FILE):
-            (out / name).unlink(missing_ok=True)
+    check_writable(out)
+    if force and not resume:  # a new run: the old model stays until the first epoch replaces it
+        try:
+            shutil.rmtree(out / RESUME_DIR, ignore_errors=True)
+            for name in (METRICS_FILE, PLOT_FILE):
+                (out / name).unlink(missing_ok=True)
+        except OSError as e:
+            raise OutputError(f"{e.filename}: cannot be removed ({e.strerror})") from None
+
+
+def check_writable(directory: Path) -> None:
+    """Create and delete a file in ``directory`` (or in its nearest existing parent, when it is
+    still to be made): permission bits say nothing to root, and an immutable (``chattr +i``) or
+    read-only-mounted directory is only found out by writing, which had better fail now than
+    after an epoch of training."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".nextword-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(
+            f"{directory}: cannot write the output there ({e.strerror or e}); "
+            "choose another --out or make it writable"
+        ) from None
 
 
 class StopRequest:
@@ -120,17 +166,13 @@ class StopRequest:
                 signal.signal(sig, handler)
 
 
-def run_epoch(
-    state: RunState,
-    cfg: TrainConfig,
-    corpus: Corpus,
-    snapshot: Callable[[], None],
-    stop: StopRequest,
-) -> float:
+def run_epoch(run: Run, stop: StopRequest) -> float:
     """Train over the rest of the current epoch; returns its training tokens per second."""
-    steps = epoch_steps(state, cfg, corpus)
+    state, cfg = run.state, run.cfg
+    steps = epoch_steps(state, cfg, run.corpus)
     start, tokens = time.perf_counter(), 0
     desc = f"epoch {state.epoch + 1}/{cfg.epochs}"
+    progress = Progress(cfg.progress_every, desc, len(steps), state.step)
     with tqdm(
         total=len(steps), initial=state.step, desc=desc, unit="step", file=sys.stderr, disable=None
     ) as bar:
@@ -140,18 +182,19 @@ def run_epoch(
             state.loss_sum += result.loss * result.tokens
             state.tokens += result.tokens
             tokens += result.tokens
+            speed = tokens / max(time.perf_counter() - start, 1e-9)
+            loss = state.loss_sum / max(state.tokens, 1)
             if state.step % 10 == 0 or state.step == len(steps):
-                speed = tokens / (time.perf_counter() - start)
-                loss = state.loss_sum / state.tokens
                 bar.set_postfix_str(
                     f"loss {loss:.3f}  ppl {perplexity(loss):.1f}  {speed:,.0f} tok/s"
                 )
             bar.update(1)
+            progress.update(state.step, loss, speed)
             if stop.requested:
-                snapshot()
+                run.snapshot()
                 raise StoppedError("stopped; the run is saved: continue it with --resume")
             if state.step % cfg.checkpoint_every == 0 and state.step < len(steps):
-                snapshot()
+                run.snapshot()
     return tokens / max(time.perf_counter() - start, 1e-9)
 
 
@@ -164,12 +207,19 @@ def epoch_steps(
     batches of whole sentences, shuffled by a generator seeded with (seed, epoch).
     """
     rng = state.rng if cfg.dropout > 0 else None
-    net, optimizer = state.net, state.optimizer
+    net, optimizer, cap = state.net, state.optimizer, state.cap
     if isinstance(net, BiRNNLM):
         order = np.random.default_rng([cfg.seed, state.epoch])
         bos, eos = corpus.vocab.bos_id, corpus.vocab.eos_id
         batches = sentence_batches(corpus.train_sentences, cfg.batch_size, order, bos, eos)
-        return [partial(gap_train_step, net, optimizer, b, cfg.clip, rng) for b in batches]
+
+        def gap_batch(batch: SentenceBatch) -> StepResult:
+            result = gap_train_step(net, optimizer, batch, cfg.clip, rng)
+            if cap is not None:
+                cap.apply(net.params)
+            return result
+
+        return [partial(gap_batch, b) for b in batches]
     if state.carry is None:
         state.carry = net.init_state(corpus.train.shape[1])
 
@@ -178,6 +228,8 @@ def epoch_steps(
         result, state.carry = train_step(
             net, optimizer, inputs, targets, mask, state.carry, cfg.clip, rng
         )
+        if cap is not None:
+            cap.apply(net.params)
         return result
 
     return [partial(window, x, y) for x, y in bptt_windows(corpus.train, cfg.bptt)]
@@ -190,9 +242,18 @@ def validate(state: RunState, corpus: Corpus) -> float:
     return evaluate(state.net, corpus.valid, corpus.vocab)[0]
 
 
-def end_epoch(state: RunState, cfg: TrainConfig, corpus: Corpus, out: Path, speed: float) -> None:
-    """Validate, keep the best model, decay the learning rate on a plateau, record the metrics."""
+def end_epoch(run: Run, speed: float) -> None:
+    """Validate, keep the best model, decay the learning rate on a plateau, record the metrics.
+
+    Raises NonFiniteError, before anything is written, when the validation result is not finite
+    (or its perplexity overflows): such a model must never become the saved one.
+    """
+    state, cfg, corpus, out = run.state, run.cfg, run.corpus, run.out
+    if state.cap is not None:
+        state.cap.apply_exactly(state.net.params)  # the saved model meets the bound exactly
     valid_ce = validate(state, corpus)
+    if not valid_ce < DIVERGED_CROSS_ENTROPY:
+        raise NonFiniteError(f"validation cross-entropy is {valid_ce:.6g}")
     train_ce = state.loss_sum / max(state.tokens, 1)
     improved = valid_ce < state.best_valid
     record = {
@@ -205,6 +266,7 @@ def end_epoch(state: RunState, cfg: TrainConfig, corpus: Corpus, out: Path, spee
         "tokens_per_s": round(speed),
         "elapsed_s": round(state.elapsed, 1),
         "best": improved,
+        "recoveries": state.recoveries,
     }
     if improved:
         state.best_valid, state.bad_epochs = valid_ce, 0
@@ -219,12 +281,15 @@ def end_epoch(state: RunState, cfg: TrainConfig, corpus: Corpus, out: Path, spee
             "nextword_version": model.__version__,
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        save_checkpoint(out, LanguageModel(state.net, corpus.vocab, corpus.tokenizer), metadata)
+        lm = LanguageModel(state.net, corpus.vocab, corpus.tokenizer)
+        with run.writing(f"the best model in {out}"):
+            save_checkpoint(out, lm, metadata)
     else:
         state.bad_epochs += 1
         state.optimizer.decay(cfg.lr_decay)
     state.history.append(record)
-    write_atomic(out / METRICS_FILE, "".join(_json_line(r) for r in state.history).encode())
+    with run.writing(str(out / METRICS_FILE)):
+        write_atomic(out / METRICS_FILE, "".join(_json_line(r) for r in state.history).encode())
     state.epoch, state.step, state.carry, state.loss_sum, state.tokens = (
         state.epoch + 1,
         0,
@@ -232,6 +297,7 @@ def end_epoch(state: RunState, cfg: TrainConfig, corpus: Corpus, out: Path, spee
         0.0,
         0,
     )
+    state.recoveries = []
     mark = "  *best" if improved else f"  (no improvement; lr → {state.optimizer.lr:g})"
     kind = "gap-filling " if cfg.bidirectional else ""
     ppl = f"train {kind}ppl {record['train_ppl']:.2f}, valid {kind}ppl {record['valid_ppl']:.2f}"
@@ -240,6 +306,70 @@ def end_epoch(state: RunState, cfg: TrainConfig, corpus: Corpus, out: Path, spee
 
 def _json_line(record: dict[str, Any]) -> str:
     return json.dumps(record) + "\n"
+
+
+class Run:
+    """The run in progress: its configuration, data, state and output directory.
+
+    ``snapshot`` saves the state in ``resume/``; ``recover`` rolls back to that snapshot after a
+    divergence; ``writing`` turns a failed write into an OutputError that says what was lost.
+    """
+
+    def __init__(self, out: Path, cfg: TrainConfig, corpus: Corpus, state: RunState) -> None:
+        self.out, self.cfg, self.corpus, self.state = out, cfg, corpus, state
+        self.started = time.perf_counter()  # since when training time is not yet in the state
+
+    def snapshot(self) -> None:
+        """Save the state in ``resume/``: the rollback point, so only finite weights qualify."""
+        bad = [k for k, p in self.state.net.params.items() if not np.isfinite(p).all()]
+        if bad:
+            raise NonFiniteError(f"non-finite weights in {bad}")
+        with self.writing(f"the resume snapshot in {self.out / RESUME_DIR}"):
+            save_state(self.out, self.state, self.cfg, self.corpus, self.started)
+        self.started = time.perf_counter()
+
+    def account_time(self) -> None:
+        self.state.elapsed += time.perf_counter() - self.started
+        self.started = time.perf_counter()
+
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            if (self.out / RESUME_DIR / CONFIG_FILE).exists():
+                after = f"the last snapshot in {self.out / RESUME_DIR} is intact: make the "
+                after += "directory writable and continue with --resume"
+            else:
+                after = "no snapshot was saved: start again once the directory is writable"
+            raise OutputError(
+                f"cannot write {what} ({e.strerror or e}); training stopped; {after}"
+            ) from None
+
+    def recover(self, error: NonFiniteError) -> None:
+        """Reload the last snapshot with half its learning rate, or re-raise when out of tries."""
+        state, cfg = self.state, self.cfg
+        done = state.recoveries_so_far()
+        if done >= cfg.max_recoveries:
+            tries = f" after {done} recoveries" if done else ""
+            raise NonFiniteError(f"{error}{tries}") from None
+        where = f"epoch {state.epoch + 1}, after window {state.step}"
+        self.state = load_state(self.out, cfg, self.corpus)
+        self.state.optimizer.lr /= 2
+        self.state.recoveries.append(
+            {
+                "after_window": state.step,
+                "error": str(error),
+                "resumed_from_window": self.state.step,
+                "lr": self.state.optimizer.lr,
+            }
+        )
+        log(
+            f"{where}: training diverged ({error}); rolled back to window {self.state.step} of "
+            f"epoch {self.state.epoch + 1} and halved the learning rate to "
+            f"{self.state.optimizer.lr:g} (recovery {done + 1} of at most {cfg.max_recoveries})"
+        )
+        self.snapshot()  # a run killed from now on resumes with the halved rate
 
 
 def train(
@@ -265,45 +395,61 @@ def train(
     corpus = prepare_corpus(cfg)
     state = load_state(out, cfg, corpus) if resume else new_state(cfg, corpus)
     out.mkdir(parents=True, exist_ok=True)
+    log_start(cfg, corpus, state, resume)
+    run = Run(out, cfg, corpus, state)
+    if not resume:
+        run.snapshot()  # the first rollback point, and a kill -9 in the first windows resumes
+    # A diverging step overflows somewhere before NonFiniteError names it: no warnings meanwhile.
+    with (stop or StopRequest()).installed() as stop, np.errstate(over="ignore", invalid="ignore"):
+        while run.state.epoch < cfg.epochs and run.state.bad_epochs < cfg.patience:
+            try:
+                speed = run_epoch(run, stop)
+                run.account_time()
+                end_epoch(run, speed)
+            except NonFiniteError as e:
+                run.recover(e)
+                continue
+            run.snapshot()
+    if run.state.bad_epochs >= cfg.patience:
+        log(f"stopped early: {cfg.patience} epochs without improvement")
+    finish(run)
+    return out
+
+
+def log_start(cfg: TrainConfig, corpus: Corpus, state: RunState, resume: bool) -> None:
     size = f"{cfg.cell} {cfg.layers}×{cfg.hidden}, {state.net.num_parameters():,} parameters"
     data = f"vocabulary {len(corpus.vocab):,}, {corpus.info['train_tokens']:,} training tokens"
     where = f"; resuming at epoch {state.epoch + 1}, window {state.step}" if resume else ""
     log(f"{size}, {data}{where}")
+    if state.cap is not None:
+        log(f"recurrent weights kept at spectral norm ≤ {state.cap.limit:g} (--max-recurrent-norm)")
     if cfg.bidirectional:
         note = "perplexities are of the gap-filling task, P(w | both sides)"
         log(f"bidirectional: {note}; they are not comparable with left-to-right perplexity")
-    started = time.perf_counter()
-
-    def snapshot() -> None:
-        nonlocal started
-        save_state(out, state, cfg, corpus, started)
-        started = time.perf_counter()
-
-    with (stop or StopRequest()).installed() as stop:
-        while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
-            speed = run_epoch(state, cfg, corpus, snapshot, stop)
-            state.elapsed += time.perf_counter() - started
-            started = time.perf_counter()
-            end_epoch(state, cfg, corpus, out, speed)
-            snapshot()
-    if state.bad_epochs >= cfg.patience:
-        log(f"stopped early: {cfg.patience} epochs without improvement")
-    finish(out, cfg, state)
-    return out
 
 
-def finish(out: Path, cfg: TrainConfig, state: RunState) -> None:
+def finish(run: Run) -> None:
     """Score the test set with the best model, draw the plot, and drop the resume snapshot."""
+    out, cfg = run.out, run.cfg
     if cfg.test:
         lm = load_checkpoint(out)
-        result = evaluate_file(lm, cfg.test, cfg.split)
-        save_checkpoint(out, lm, lm.metadata | {f"test_{k}": v for k, v in result.items()})
-        log(
-            f"test: perplexity {result['perplexity']:.2f}, {result['tokens']:,} tokens ({cfg.test})"
-        )
-    if plot_history(state.history, out / PLOT_FILE):
-        log(f"plot: {out / PLOT_FILE}")
+        try:
+            result = evaluate_file(lm, cfg.test, cfg.split)
+        except NonFiniteError as e:
+            log(f"test: perplexity undefined ({e}); the model is kept ({cfg.test})")
+        else:
+            with run.writing(f"the test result into the model in {out}"):
+                save_checkpoint(out, lm, lm.metadata | {f"test_{k}": v for k, v in result.items()})
+            tokens = f"{result['tokens']:,} tokens"
+            log(f"test: perplexity {result['perplexity']:.2f}, {tokens} ({cfg.test})")
+    try:
+        plotted = plot_history(run.state.history, out / PLOT_FILE)
+    except OSError as e:
+        log(f"plot not written: {out / PLOT_FILE}: {e.strerror or e}")
     else:
-        log("plot skipped: matplotlib is not installed (pip install 'nextword[plot]')")
+        if plotted:
+            log(f"plot: {out / PLOT_FILE}")
+        else:
+            log("plot skipped: matplotlib is not installed (pip install 'nextword[plot]')")
     shutil.rmtree(out / RESUME_DIR, ignore_errors=True)
     log(f"model: {out}")

@@ -1,16 +1,20 @@
-"""One training step and stream evaluation: the loop bodies a training script is built from."""
+"""One training step, stream evaluation and progress lines: the loop bodies a training script is
+built from."""
 
 from __future__ import annotations
 
 import math
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from model.bidirectional import BiRNNLM, SentenceBatch
 from model.data import bptt_windows, target_mask
-from model.layers import Grad
+from model.layers import Grad, NonFiniteError
 from model.network import RNNLM, NetworkState
 from model.optim import SGD, Adam, clip_scale
 from model.vocab import Vocabulary
@@ -81,6 +85,7 @@ def evaluate_gaps(
             SentenceBatch.from_sentences(chunk, Vocabulary.bos_id, Vocabulary.eos_id)
         )
         total -= float(lps.astype(np.float64).sum())
+        check_finite(total, count, len(lps))
         count += len(lps)
     return total / max(count, 1), count
 
@@ -107,19 +112,73 @@ def train_windows(
 def evaluate(net: RNNLM, data: np.ndarray, vocab: Vocabulary, bptt: int = 64) -> tuple[float, int]:
     """Cross-entropy (nats per counted token) and token count of batched data (T_total, N).
 
-    Runs without dropout, carrying the state across windows like training does.
+    Runs without dropout, carrying the state across windows like training does. Raises
+    NonFiniteError when the network's output stops being finite: a NaN is no perplexity.
     """
     state = net.init_state(data.shape[1])
     total, count = 0.0, 0
     for inputs, targets in bptt_windows(data, bptt):
-        log_probs, state = net.log_probs(inputs, state)  # (t, N, V)
+        with np.errstate(over="ignore", invalid="ignore"):  # check_finite reports it instead
+            log_probs, state = net.log_probs(inputs, state)  # (t, N, V)
         picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
         mask = target_mask(targets, vocab)
         total -= float(np.dot(picked.ravel().astype(np.float64), mask.ravel()))
+        check_finite(total, count, int(mask.sum()))
         count += int(mask.sum())
     return total / max(count, 1), count
+
+
+def check_finite(total: float, done: int, more: int) -> None:
+    """Raise NonFiniteError unless the running sum of -log P is still finite.
+
+    A network whose hidden state grows along the stream (a ReLU RNN with ‖Wh‖₂ > 1) overflows
+    after enough tokens; the sum then turns infinite or NaN, and stays so.
+    """
+    if not math.isfinite(total):
+        raise NonFiniteError(
+            f"the model's log-probabilities turn non-finite within tokens {done + 1}–"
+            f"{done + more} of the stream (a hidden state growing along it overflows, or a "
+            "weight is not finite)"
+        )
 
 
 def perplexity(cross_entropy: float) -> float:
     """exp(cross-entropy in nats); inf instead of an overflow error for hopeless models."""
     return math.exp(cross_entropy) if cross_entropy < 700 else math.inf
+
+
+class Progress:
+    """Plain progress lines every ``every`` seconds, for when stderr is no terminal.
+
+    Docker, Compose and Kubernetes jobs have no TTY, so tqdm's bar is off there, and an epoch
+    would pass in silence: these lines say where the run is and how long the epoch has to go.
+    """
+
+    def __init__(self, every: float, desc: str, total: int, first: int) -> None:
+        self.on = every > 0 and not sys.stderr.isatty()
+        self.every, self.desc, self.total, self.first = every, desc, total, first
+        self.start = self.last = time.monotonic()
+
+    def update(self, step: int, loss: float, speed: float) -> None:
+        now = time.monotonic()
+        if not self.on or now - self.last < self.every:
+            return
+        self.last = now
+        rate = (step - self.first) / max(now - self.start, 1e-9)  # windows per second
+        eta = (self.total - step) / rate if rate > 0 else math.inf
+        tqdm.write(
+            f"{self.desc}: window {step}/{self.total} ({100 * step / self.total:.1f}%), "
+            f"loss {loss:.3f}, ppl {perplexity(loss):.1f}, {speed:,.0f} tok/s, "
+            f"ETA {format_duration(eta)}",
+            file=sys.stderr,
+        )
+
+
+def format_duration(seconds: float) -> str:
+    """1h02m03s, 4m05s or 12s."""
+    if not math.isfinite(seconds):
+        return "unknown"
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

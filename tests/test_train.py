@@ -81,6 +81,24 @@ def test_config_file_then_command_line_options(tmp_path: Path) -> None:
     assert training["train"] == str((tmp_path / "train.txt").resolve())  # relative to the file
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("layers = true", "layers must be of type int, got True"),  # a bool is no integer
+        ('lr = "fast"', "lr must be of type float | None, got 'fast'"),
+        ("dropout = nan", "dropout must be of type float, got nan"),
+    ],
+)
+def test_a_config_file_value_of_the_wrong_type_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture, line: str, message: str
+) -> None:
+    write_corpus(tmp_path / "train.txt", 100)
+    config = tmp_path / "run.toml"
+    config.write_text(f'train = "train.txt"\n{line}\n')
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "m")]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_an_output_directory_holding_a_model_is_refused_unless_forced(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -1,0 +1,411 @@
+"""``nextword train`` when things go wrong: an output directory that cannot be written (before or
+during the run), training that diverges, a model whose state overflows on long text, and the
+progress lines printed where there is no terminal."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import model.trainer
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.cli import main
+from model.network import RNNLM, ModelConfig
+from model.run_state import StoppedError
+from model.scoring import LanguageModel
+from model.tokenize import Tokenizer
+from model.train_config import merge
+from model.trainer import StopRequest, train
+from model.vocab import Vocabulary
+from tests.test_train import TINY, write_corpus
+
+
+# ------------------------------------------------------------------ unwritable output
+class Locks:
+    """``lock(path)`` makes a directory or a file unwritable, even for root: ``chattr +i`` where
+    it works (ext4 and friends), else every temporary file created in the directory and every
+    rename onto the path raise PermissionError, as the immutable flag makes them. Either way the
+    lock is checked, so no test passes for want of one."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch, self.immutable, self.patched = monkeypatch, [], set()
+        self.real_mkstemp, self.real_replace = tempfile.mkstemp, os.replace
+
+    def lock(self, path: Path) -> None:
+        try:
+            made = subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+        except FileNotFoundError:  # no chattr here
+            made = False
+        if made and _writes_fail(path):
+            self.immutable.append(path)
+            return
+        if made:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        self.monkeypatch.setattr(tempfile, "mkstemp", self.mkstemp)
+        self.monkeypatch.setattr(os, "replace", self.replace)
+        self.patched.add(path.resolve())
+        assert _writes_fail(path), f"{path} could not be locked"
+
+    def unlock(self) -> None:
+        for path in self.immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        self.immutable, self.patched = [], set()
+
+    def _refuse(self, path: str | os.PathLike[str]) -> None:
+        if {Path(path).resolve(), Path(path).resolve().parent} & self.patched:
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(path))
+
+    def mkstemp(self, *args: Any, dir: str | None = None, **kwargs: Any) -> tuple[int, str]:
+        if dir is not None and Path(dir).resolve() in self.patched:
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), dir)
+        return self.real_mkstemp(*args, dir=dir, **kwargs)
+
+    def replace(self, src: Any, dst: Any, **kwargs: Any) -> None:
+        self._refuse(dst)
+        self.real_replace(src, dst, **kwargs)
+
+
+def _writes_fail(path: Path) -> bool:
+    """Whether a new file in the directory ``path``, or replacing the file ``path`` (by a copy of
+    itself, so nothing is lost when it works), is refused."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=path if path.is_dir() else path.parent)
+    except PermissionError:
+        return True
+    try:
+        if not path.is_dir():
+            os.write(fd, path.read_bytes())
+            os.replace(probe, path)
+    except PermissionError:
+        return True
+    finally:
+        os.close(fd)
+        Path(probe).unlink(missing_ok=True)
+    return False
+
+
+@pytest.fixture
+def locks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Locks]:
+    locks = Locks(monkeypatch)
+    yield locks
+    locks.unlock()
+
+
+def test_an_unwritable_output_directory_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture, locks: Locks
+) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 100)
+    args = ["train", "--train", str(corpus), *TINY, "--epochs", "1"]
+    (tmp_path / "locked").mkdir()
+    locks.lock(tmp_path / "locked")
+    for out in (tmp_path / "locked", tmp_path / "locked" / "new" / "m"):  # existing; to be made
+        assert main([*args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"{out}: cannot write the output there (Operation not permitted)" in err
+        assert "epoch 1" not in err  # refused before the first window, not after an epoch
+
+
+WRITES = {  # what fails: the path locked before the n-th call of the trainer function writing it
+    "resume snapshot": ("resume", "save_state", 3, "the resume snapshot in {out}/resume"),
+    "best model": ("", "save_checkpoint", 2, "the best model in {out}"),
+    "metrics": ("metrics.jsonl", "write_atomic", 2, "{out}/metrics.jsonl"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(WRITES))
+def test_a_write_failing_mid_run_stops_cleanly_and_the_run_resumes_exactly(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    locks: Locks,
+    what: str,
+) -> None:
+    """The run stops with exit code 2 and a message naming what could not be written; once the
+    directory is writable again, --resume continues to the very weights of an unbroken run."""
+    corpus = write_corpus(tmp_path / "train.txt", 300)
+    options = [*TINY, "--epochs", "3", "--optimizer", "adam", "--lr", "0.01"]
+    args = ["train", "--train", str(corpus), *options, "--checkpoint-every", "10"]
+    assert main([*args, "--out", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "broken"
+    locked, function, nth, message = WRITES[what]
+    real, calls = getattr(model.trainer, function), []
+
+    def lock_then_write(*a: Any, **k: Any) -> Any:
+        calls.append(1)
+        if len(calls) == nth:  # the directory turns unwritable just before this write
+            locks.lock(out / locked)
+        return real(*a, **k)
+
+    monkeypatch.setattr(model.trainer, function, lock_then_write)
+    capsys.readouterr()
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(calls) == nth and "Traceback" not in err
+    assert f"cannot write {message.format(out=out)} (Operation not permitted)" in err
+    assert f"the last snapshot in {out / 'resume'} is intact" in err
+    assert "continue with --resume" in err
+    locks.unlock()
+    monkeypatch.setattr(model.trainer, function, real)
+    assert main(["train", "--resume", "--out", str(out)]) == 0
+    for name, p in load_checkpoint(tmp_path / "straight").net.params.items():
+        np.testing.assert_array_equal(load_checkpoint(out).net.params[name], p, err_msg=name)
+
+
+# ------------------------------------------------------------------ divergence
+@pytest.mark.parametrize("cell", ["rnn --activation relu", "rnn --activation tanh", "gru", "lstm"])
+def test_every_cell_trains_with_its_default_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture, cell: str
+) -> None:
+    """No --lr, --clip or --optimizer: each cell learns the little grammar of the corpus (best
+    perplexity about 2.2) without diverging or spiking above the vocabulary size on the way."""
+    corpus = write_corpus(tmp_path / "train.txt", 1000)
+    out = tmp_path / "m"
+    size = ["--layers", "2", "--emb", "16", "--hidden", "16", "--batch-size", "4", "--bptt", "10"]
+    assert (
+        main(
+            [
+                "train",
+                "--train",
+                str(corpus),
+                "--out",
+                str(out),
+                "--cell",
+                *cell.split(),
+                *size,
+                "--epochs",
+                "2",
+            ]
+        )
+        == 0
+    )
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    vocab = len(load_checkpoint(out).vocab)
+    for record in history:
+        assert record["train_ppl"] < vocab and record["valid_ppl"] < vocab, record
+    assert history[-1]["valid_ppl"] < 5
+    assert "diverged" not in capsys.readouterr().err
+
+
+class StopWhen(StopRequest):
+    """A stop request that turns true when ``condition()`` does (checked after every window)."""
+
+    def __init__(self, condition: Callable[[], bool]) -> None:
+        self.condition = condition
+
+    @property
+    def requested(self) -> bool:  # type: ignore[override]
+        return self.condition()
+
+    @requested.setter
+    def requested(self, value: bool) -> None:
+        pass
+
+
+def poison_once(monkeypatch: pytest.MonkeyPatch, lr: float, when: str) -> list[float]:
+    """Make training blow up once, for real: NaN in the output bias, either before the 5th
+    window (the loss turns NaN) or after the last window of epoch 1 (the validation does), while
+    the learning rate is still ``lr``; a halved rate trains on unharmed. Returns the learning
+    rate seen by every window."""
+    real, rates = model.trainer.train_step, []
+
+    def step(net: Any, optimizer: Any, *args: Any) -> Any:
+        rates.append(optimizer.lr)
+        if when == "window" and optimizer.lr == lr and len(rates) == 5:
+            net.params["output.b"][:] = np.nan
+        result = real(net, optimizer, *args)
+        if when == "validation" and optimizer.lr == lr and len(rates) == WINDOWS:
+            net.params["output.b"][:] = np.nan
+        return result
+
+    monkeypatch.setattr(model.trainer, "train_step", step)
+    return rates
+
+
+WINDOWS = 60  # BPTT windows per epoch of a 200-sentence corpus with TINY (asserted below)
+
+
+@pytest.mark.parametrize("when", ["window", "validation"])
+def test_a_diverging_run_rolls_back_halves_the_rate_and_resumes_identically(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 200)
+    options = {"layers": 1, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 2}
+    options |= {"optimizer": "adam", "lr": 0.01, "checkpoint_every": 3, "dropout": 0.1}
+    config = lambda out: merge({"train": str(corpus), "out": str(out), **options})  # noqa: E731
+    rates = poison_once(monkeypatch, 0.01, when)
+    train(config(tmp_path / "straight"))
+    err = capsys.readouterr().err
+    assert rates.count(0.01) == (5 if when == "window" else WINDOWS)
+    back_to = 3 if when == "window" else WINDOWS - 3  # the last snapshot, every 3 windows
+    assert "training diverged (" in err
+    assert (
+        f"rolled back to window {back_to} of epoch 1 and halved the learning rate to 0.005" in err
+    )
+    history = [
+        json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["epoch"] for r in history] == [1, 2]
+    (recovery,) = history[0]["recoveries"]
+    assert recovery["lr"] == 0.005 and recovery["resumed_from_window"] == back_to
+    assert ("cross-entropy is nan" if when == "window" else "turn non-finite") in recovery["error"]
+    assert history[1]["recoveries"] == [] and all(math.isfinite(r["valid_ppl"]) for r in history)
+
+    # the same run stopped right after its recovery and resumed ends with the very same model
+    rates = poison_once(monkeypatch, 0.01, when)
+    with pytest.raises(StoppedError):
+        train(config(tmp_path / "stopped"), stop=StopWhen(lambda: 0.005 in rates))
+    assert main(["train", "--resume", "--out", str(tmp_path / "stopped")]) == 0
+    for name, p in load_checkpoint(tmp_path / "straight").net.params.items():
+        np.testing.assert_array_equal(load_checkpoint(tmp_path / "stopped").net.params[name], p)
+    timeless = lambda out: [  # noqa: E731
+        {k: v for k, v in json.loads(x).items() if k not in ("tokens_per_s", "elapsed_s")}
+        for x in (out / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert timeless(tmp_path / "stopped") == timeless(tmp_path / "straight")
+
+
+def test_out_of_recoveries_the_run_stops_with_exit_1_and_a_sound_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 200)
+    real, rates = model.trainer.train_step, []
+
+    def step(net: Any, optimizer: Any, *args: Any) -> Any:  # every rate diverges in epoch 2
+        rates.append(optimizer.lr)
+        if len(rates) > WINDOWS + 4:
+            net.params["output.b"][:] = np.inf
+        return real(net, optimizer, *args)
+
+    monkeypatch.setattr(model.trainer, "train_step", step)
+    out = tmp_path / "m"
+    args = ["train", "--train", str(corpus), "--out", str(out), *TINY, "--epochs", "3"]
+    assert main([*args, "--optimizer", "adam", "--lr", "0.01", "--checkpoint-every", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("halved the learning rate") == 4  # --max-recoveries, default 4
+    assert "nextword train: training diverged: " in err and "after 4 recoveries" in err
+    assert sorted(set(rates), reverse=True) == [0.01, 0.005, 0.0025, 0.00125, 0.000625]
+    assert load_checkpoint(out).metadata["epoch"] == 1  # the best model so far is kept, sound:
+    assert main(["eval", "--model", str(out), "--data", str(corpus)]) == 0
+    assert math.isfinite(json.loads(capsys.readouterr().out)["perplexity"])
+
+
+def long_text(path: Path, tokens: int) -> Path:
+    """One line after another of the corpus's words: a stream of ``tokens`` tokens or more."""
+    lines = write_corpus(path, tokens // 4).read_text()
+    path.write_text(lines, encoding="utf-8")
+    return path
+
+
+def test_a_relu_rnn_never_saves_a_recurrence_that_can_blow_up_on_long_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Its state is unbounded: with ‖Wh‖₂ > 1 it can grow exponentially along a stream, and
+    ``nextword eval`` reads a whole file as one. Every saved ‖Wh‖₂ is at most 1, so it cannot."""
+    corpus = write_corpus(tmp_path / "train.txt", 300)
+    out = tmp_path / "m"
+    cell = ["--cell", "rnn", "--activation", "relu", "--layers", "2"]
+    assert main(["train", "--train", str(corpus), "--out", str(out), *TINY, *cell]) == 0
+    assert "spectral norm ≤ 1" in capsys.readouterr().err
+    params = load_checkpoint(out).net.params
+    for layer in (0, 1):
+        assert np.linalg.norm(params[f"rnn.{layer}.Wh"].astype(np.float64), 2) <= 1 + 1e-6
+    assert (
+        main(["eval", "--model", str(out), "--data", str(long_text(tmp_path / "long.txt", 40_000))])
+        == 0
+    )
+    assert math.isfinite(json.loads(capsys.readouterr().out)["cross_entropy"])
+
+
+def test_eval_reports_a_model_whose_state_overflows_instead_of_printing_nan(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    vocab = Vocabulary.from_corpus(
+        [line.split() for line in write_corpus(tmp_path / "c.txt", 50).read_text().splitlines()]
+    )
+    config = ModelConfig(len(vocab), "rnn", "relu", num_layers=1, embed_size=4, hidden_size=4)
+    net = RNNLM(config)
+    net.params["embedding.W"][:] = 0.5
+    net.params["rnn.0.Wx"][:] = 0.5
+    net.params["rnn.0.Wh"][:] = 1.5 * np.eye(4)  # h_t ≥ 1.5 h_{t-1}: overflows within ~250 steps
+    save_checkpoint(tmp_path / "m", LanguageModel(net, vocab, Tokenizer("whitespace")))
+    data = long_text(tmp_path / "long.txt", 2000)
+    assert main(["eval", "--model", str(tmp_path / "m"), "--data", str(data)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "log-probabilities turn non-finite within tokens" in captured.err
+    assert "hidden state growing along it overflows" in captured.err
+    assert captured.err.rstrip().endswith("no perplexity")
+
+
+# ------------------------------------------------------------------ progress without a terminal
+LINE = re.compile(
+    r"^epoch (\d+)/(\d+): window (\d+)/(\d+) \(([\d.]+)%\), loss ([\d.]+), ppl ([\d.]+), "
+    r"([\d,]+) tok/s, ETA (\S+)$"
+)
+
+
+def progress_lines(err: str) -> list[tuple[int, int, int, float, float, float, str]]:
+    """(epoch, window, windows, percent, loss, ppl, eta) of every progress line."""
+    found = []
+    for line in err.splitlines():
+        if m := LINE.match(line):
+            epoch, _, window, windows, pct, loss, ppl, _, eta = m.groups()
+            found.append(
+                (int(epoch), int(window), int(windows), float(pct), float(loss), float(ppl), eta)
+            )
+    return found
+
+
+def test_progress_lines_appear_every_so_often_when_stderr_is_no_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 200)
+    out = tmp_path / "m"
+    args = ["train", "--train", str(corpus), "--out", str(out), *TINY, "--epochs", "2"]
+    assert main([*args, "--progress-every", "1e-9"]) == 0  # a line after every window
+    lines = progress_lines(capsys.readouterr().err)
+    history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    for epoch in (1, 2):
+        mine = [x for x in lines if x[0] == epoch]
+        assert [x[1] for x in mine] == list(range(1, WINDOWS + 1))
+        assert all(x[2] == WINDOWS and x[3] == round(100 * x[1] / WINDOWS, 1) for x in mine)
+        assert all(abs(x[5] - math.exp(x[4])) <= 0.06 * x[5] for x in mine)  # ppl = e^loss
+        assert mine[-1][4] == pytest.approx(history[epoch - 1]["train_loss"], abs=5e-4)
+        assert mine[-1][6] == "0s" and all(re.fullmatch(r"(\d+h)?(\d+m)?\d+s", x[6]) for x in mine)
+
+    # none by default within a quick run, none with 0, and none on a terminal (tqdm's bar is)
+    for extra in ([], ["--progress-every", "0"]):
+        assert main([*args, "--force", *extra]) == 0
+        assert progress_lines(capsys.readouterr().err) == []
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main([*args, "--force", "--progress-every", "1e-9"]) == 0
+    assert progress_lines(capsys.readouterr().err) == []
+    monkeypatch.undo()
+
+    # the interval may change on resume: stopped after 5 windows, resumed with lines from window 6
+    options = {"layers": 1, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 1}
+    done: list[int] = []
+    real = model.trainer.train_step
+    monkeypatch.setattr(model.trainer, "train_step", lambda *a: done.append(1) or real(*a))
+    with pytest.raises(StoppedError):
+        train(
+            merge({"train": str(corpus), "out": str(tmp_path / "s"), **options}),
+            stop=StopWhen(lambda: len(done) >= 5),
+        )
+    capsys.readouterr()
+    assert (
+        main(["train", "--resume", "--out", str(tmp_path / "s"), "--progress-every", "1e-9"]) == 0
+    )
+    assert [x[1] for x in progress_lines(capsys.readouterr().err)] == list(range(6, WINDOWS + 1))
