@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from model.messages import show
+
 FORMAT = "nextword-rnnlm"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -29,12 +31,6 @@ MAX_JSON_DEPTH = 32  # config.json nests 4 deep; far deeper is damage, and would
 
 class CheckpointError(Exception):
     """A checkpoint cannot be written or read; the message names the file and the problem."""
-
-
-def show(value: Any, limit: int = 60) -> str:
-    """A short repr for messages: damaged files can hold megabytes in one field."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

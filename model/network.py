@@ -30,6 +30,7 @@ from model.layers import (
     softmax_output_loss,
     temporal_affine_forward,
 )
+from model.messages import show
 
 NetworkState = list[State]  # one cell state per layer
 CELLS, ACTIVATIONS = ("rnn", "lstm", "gru"), ("tanh", "relu")
@@ -61,9 +62,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for name, allowed in (("cell", CELLS), ("activation", ACTIVATIONS)):
             if getattr(self, name) not in allowed:  # activation too: unused by lstm/gru, still data
-                raise ValueError(
-                    f"unknown {name} {_short(getattr(self, name))}: expected {allowed}"
-                )
+                raise ValueError(f"unknown {name} {show(getattr(self, name))}: expected {allowed}")
         for name, (low, high) in _SIZE_RANGES.items():
             value = int(getattr(self, name))
             if not low <= value <= high:
@@ -105,17 +104,11 @@ def _json_field(name: str, value: Any, kind: type) -> Any:
     """``value`` if it is a JSON value of type ``kind`` (bool is not int; an int is a float)."""
     ok = type(value) is kind or (kind is float and type(value) is int)
     if not ok:
-        raise ValueError(f"{name} must be {_JSON_KINDS[kind]}, got {_short(value)}")
+        raise ValueError(f"{name} must be {_JSON_KINDS[kind]}, got {show(value)}")
     return float(value) if kind is float else value
 
 
 _JSON_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-
-
-def _short(value: Any) -> str:
-    """A repr short enough for a message (a damaged file can hold megabytes in one field)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_params(params: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]) -> None:

@@ -19,6 +19,8 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from model.messages import show
+
 TOKENIZERS = ("whitespace", "words", "chars")
 
 # A word is a run of letters/digits, optionally joined by inner apostrophes or hyphens
@@ -72,12 +74,7 @@ class Tokenizer:
             raise ValueError(f"unknown tokenizer keys: {unknown}")
         name, lowercase = data.get("name"), data.get("lowercase", False)
         if name not in TOKENIZERS:  # also catches a missing name and non-strings
-            raise ValueError(f"name must be one of {TOKENIZERS}, got {_show(name)}")
+            raise ValueError(f"name must be one of {TOKENIZERS}, got {show(name)}")
         if not isinstance(lowercase, bool):
-            raise ValueError(f"lowercase must be true or false, got {_show(lowercase)}")
+            raise ValueError(f"lowercase must be true or false, got {show(lowercase)}")
         return cls(name=str(name), lowercase=lowercase)
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from model.messages import show
+
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
 
@@ -125,6 +127,5 @@ def _checked_list(
         raise ValueError(f"{key} must be a list, got {type(items).__name__}")
     for i, item in enumerate(items):
         if not ok(item):
-            shown = repr(item) if len(repr(item)) <= 60 else repr(item)[:57] + "..."
-            raise ValueError(f"{key}[{i}] must be {rule}, got {shown}")
+            raise ValueError(f"{key}[{i}] must be {rule}, got {show(item)}")
     return items
