@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-
-from model.cli import build_parser
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -70,6 +69,8 @@ def available_cores() -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from model.cli import build_parser  # numpy and the model: imported once SIGHUP is ignored
+
     p = build_parser()
     commands = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
     s = commands.add_parser("serve", help="run the HTTP service")
@@ -94,6 +95,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    if "serve" in words and hasattr(signal, "SIGHUP"):
+        # Until the server handles SIGHUP (reload), its default action would kill it: ignored
+        # from the first moment, before the slow imports; the disposition survives execv.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = parser().parse_args(argv)
     return int(args.run(args))
 

@@ -83,6 +83,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
+def has_body(scope: Scope) -> bool:
+    """The request announces a body (a length above 0, or chunked transfer)."""
+    headers = dict(scope.get("headers") or [])
+    return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+
+
 class BodySizeLimit:
     """ASGI middleware: 413 for a body over ``max_bytes``, by Content-Length or while it arrives.
 
@@ -135,7 +141,12 @@ class BodySizeLimit:
         detail = detail or f"request body over the limit of {self.max_bytes} bytes"
         body = json.dumps({"detail": detail}).encode()
         length = str(len(body)).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", length)]
+        # answered before the body was read: the connection closes (its rest would be a request)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", length),
+            (b"connection", b"close"),
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -161,6 +172,8 @@ class ConcurrencyLimit:
                 {"detail": f"busy: {self.limit} requests in progress; retry"}
             ).encode()
             headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
+            if has_body(scope):  # never read: what follows on the connection is not a request
+                headers.append((b"connection", b"close"))
             await send({"type": "http.response.start", "status": 503, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return

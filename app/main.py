@@ -69,9 +69,8 @@ def reload_on_sighup(registry: ModelRegistry) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     loop = asyncio.get_running_loop()
-    reload = lambda: threading.Thread(target=registry.reload_all, daemon=True).start()  # noqa: E731
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, reload)
+        loop.add_signal_handler(signal.SIGHUP, registry.request_reload_all)
 
 
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:

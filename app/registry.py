@@ -7,6 +7,7 @@ request) says 503 until the models are loaded and have answered one forward pass
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -43,11 +44,15 @@ class LoadedModel:
     batcher: CandidateBatcher
 
     def describe(self) -> dict[str, Any]:
-        """What /v1/models says about this model."""
+        """What /v1/models says about this model.
+
+        Metadata is what training wrote, checked only to be an object: each field is shown when
+        it has the expected type and left out (None) otherwise, so a hand-edited checkpoint still
+        serves and describes itself.
+        """
         meta = self.lm.metadata
-        training = meta.get("training", {})
-        corpus = meta.get("corpus", {})
-        train = corpus.get("train") or training.get("train")
+        training, corpus = _object(meta.get("training")), _object(meta.get("corpus"))
+        train = _text(corpus.get("train")) or _text(training.get("train"))
         return {
             "name": self.name,
             "checkpoint": self.path.name,  # the directory's name: no server paths in answers
@@ -58,13 +63,13 @@ class LoadedModel:
             "vocab_size": len(self.lm.vocab),
             "tokenizer": self.lm.tokenizer.to_dict(),
             "training_corpus": None if not train else {
-                "file": Path(train).name, "sha256": corpus.get("train_sha256"),
+                "file": Path(train).name, "sha256": _text(corpus.get("train_sha256")),
             },
-            "training_tokens": corpus.get("train_tokens"),
-            "valid_perplexity": meta.get("valid_perplexity"),
-            "test_perplexity": meta.get("test_perplexity"),
-            "epoch": meta.get("epoch"),
-            "trained_at": meta.get("trained_at"),
+            "training_tokens": _number(corpus.get("train_tokens")),
+            "valid_perplexity": _number(meta.get("valid_perplexity")),
+            "test_perplexity": _number(meta.get("test_perplexity")),
+            "epoch": _number(meta.get("epoch")),
+            "trained_at": _text(meta.get("trained_at")),
             "checksum": self.lm.checksum,
             "loaded_at": self.loaded_at,
             "load_seconds": round(self.load_seconds, 4),
@@ -74,6 +79,19 @@ class LoadedModel:
                 "hits": self.lm.cache.hits, "misses": self.lm.cache.misses,
             },
         }  # fmt: skip
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _number(value: Any) -> int | float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok else None
 
 
 class ModelRegistry:
@@ -98,6 +116,8 @@ class ModelRegistry:
         self.state = "loading"  # loading | ready | failed
         self.error: str | None = None
         self._lock = threading.Lock()
+        self._reloading = threading.Lock()  # one reload at a time: the last one asked wins
+        self._reload_asked, self._reloader_running = False, False  # guarded by _lock
 
     @classmethod
     def from_models(
@@ -140,8 +160,7 @@ class ModelRegistry:
         try:
             for name, path in self.specs:
                 start = time.perf_counter()
-                lm = load_checkpoint(path)
-                self.add(name, path, lm, time.perf_counter() - start)
+                self.add_checkpoint(name, path, load_checkpoint(path), start)
                 MODEL_LOADS.labels(name, "start", "loaded").inc()
                 log.info(
                     "model %s loaded from %s in %.2f s", name, path, time.perf_counter() - start
@@ -163,7 +182,8 @@ class ModelRegistry:
             known = [n for n, _ in self.specs]
             raise ModelNotFoundError(f"unknown model {name!r}; this server has {known}")
         try:
-            loaded = self._reload(name, path)
+            with self._reloading:
+                loaded = self._reload(name, path)
         except Exception:
             MODEL_LOADS.labels(name, "reload", "refused").inc()
             raise
@@ -180,12 +200,43 @@ class ModelRegistry:
                 f"{path}: a {kinds[lm.bidirectional]} model cannot replace the "
                 f"{kinds[old.lm.bidirectional]} one in place (the endpoints differ); restart"
             )
-        self.add(name, path, lm, time.perf_counter() - start)
+        self.add_checkpoint(name, path, lm, start)
         log.info("model %s reloaded from %s (%s)", name, path, lm.checksum)
         if self.state != "ready" and all(n in self.models for n, _ in self.specs):
             self.state, self.error = "ready", None  # a failed start recovers once all models load
             self._changed()
         return self.models[name]
+
+    def add_checkpoint(self, name: str, path: Path, lm: LanguageModel, started: float) -> None:
+        """``add`` for a model loaded from ``path``: a failed warm-up names the checkpoint."""
+        try:
+            self.add(name, path, lm, time.perf_counter() - started)
+        except CheckpointError:
+            raise
+        except Exception as e:  # e.g. weights so large that the forward pass overflows
+            raise CheckpointError(f"{path}: loaded, but the model does not answer: {e}") from e
+
+    def request_reload_all(self) -> None:
+        """Reload every model in the background (SIGHUP). Requests that arrive while a reload
+        runs are folded into one more reload after it, so the newest checkpoint always wins and
+        a burst of signals costs two loads, not one per signal."""
+        with self._lock:
+            self._reload_asked = True
+            if self._reloader_running:
+                return
+            self._reloader_running = True
+        threading.Thread(
+            target=self._reload_while_asked, name="nextword-reload", daemon=True
+        ).start()
+
+    def _reload_while_asked(self) -> None:
+        while True:
+            with self._lock:
+                if not self._reload_asked:
+                    self._reloader_running = False
+                    return
+                self._reload_asked = False
+            self.reload_all()
 
     def reload_all(self) -> None:
         """Reload every model (SIGHUP); a model that fails to load keeps its old version."""

@@ -24,6 +24,7 @@ from uvicorn.supervisors.multiprocess import Process
 
 from app.connections import GuardedH11Protocol
 from app.core.config import Settings
+from app.metrics import worker_exited
 
 log = logging.getLogger("uvicorn.error")
 APP = "app.main:create_app"
@@ -49,6 +50,14 @@ class ModelReloadingSupervisor(Multiprocess):
         super().handle_signals()
         self.forward_pending()
 
+    def keep_subprocess_alive(self) -> None:
+        """uvicorn replaces a dead worker; its live gauges (model info, readiness) go with it."""
+        before = {p.pid for p in self.processes}
+        super().keep_subprocess_alive()
+        for pid in before - {p.pid for p in self.processes}:
+            if pid is not None:
+                worker_exited(pid)
+
     def forward_pending(self) -> None:
         waiting = []
         for process in self.pending:
@@ -61,13 +70,34 @@ class ModelReloadingSupervisor(Multiprocess):
         self.pending = waiting
 
 
+def descriptor_limit(reserve: int = 64) -> int | None:
+    """Connections this process can hold before accept() fails: its open-file limit, less a
+    reserve for the model files, pipes and logs (None when the platform does not say)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else max(1, soft - reserve)
+
+
 def uvicorn_config(
     settings: Settings, host: str, port: int, workers: int, log_level: str
 ) -> uvicorn.Config:
+    hard = descriptor_limit()
+    cap = settings.max_connections if hard is None else min(settings.max_connections, hard)
+    if cap < settings.max_connections:
+        log.warning(
+            "NEXTWORD_MAX_CONNECTIONS %d is above what the open-file limit allows; using %d",
+            settings.max_connections,
+            cap,
+        )
     protocol = functools.partial(
         GuardedH11Protocol,
         header_timeout=settings.header_timeout_s,
-        max_connections=settings.max_connections,
+        max_connections=cap,
+        hard_max_connections=hard or cap,
     )
     return uvicorn.Config(
         APP,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -156,7 +157,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{directory}: not a directory")
         path = directory / CONFIG_FILE
         try:
-            data = path.read_bytes()
+            data = _read_regular(path)
         except FileNotFoundError:
             raise CheckpointError(
                 f"{path}: missing; {directory} is not a nextword checkpoint"
@@ -166,6 +167,22 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         config = parse_json(path, data)
         check_config(path, config)
         return config
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of ``path``, which must be a regular file (a symbolic link to one will do).
+
+    Anything else is refused before it is opened: reading a FIFO blocks until a writer comes,
+    which may be never, and a device such as /dev/zero never ends. The file is opened without
+    blocking and checked again, in case it was replaced in between.
+    """
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise CheckpointError(f"{path}: not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointError(f"{path}: not a regular file")
+        return f.read()
 
 
 def _read_verified(directory: Path, config: dict[str, Any], role: str) -> bytes:

@@ -42,8 +42,8 @@ def info(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     """Print {"tokens", "cross_entropy", "perplexity", "oov_rate"} for a model on a file.
 
-    Exit codes: 0 done, 1 the model's output is not finite on this text (no perplexity), 2 bad
-    input.
+    Exit codes: 0 done, 1 no perplexity (the model's output is not finite on this text, or its
+    perplexity overflows a float: JSON has no Infinity), 2 bad input.
     """
     try:
         lm = load_checkpoint(args.model)

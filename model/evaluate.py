@@ -7,11 +7,13 @@ predicted). Natural logarithms throughout.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from model.corpus import load_sentences
 from model.data import sentence_stream, target_mask
+from model.layers import NonFiniteError
 from model.scoring import LanguageModel
 from model.training import evaluate, evaluate_gaps, perplexity
 
@@ -23,6 +25,8 @@ def evaluate_file(
 
     With ``batch_size`` 1 (the default) the whole file is one sequence, exactly as published
     Penn Treebank figures are computed; larger batches are faster and cut it into columns.
+    Raises NonFiniteError when there is no perplexity: the model's output is not finite on the
+    text, or the cross-entropy is so high (above ~709.78 nats) that its exponential overflows.
     """
     sentences = load_sentences(path, lm.tokenizer, split)
     if lm.bidirectional:
@@ -37,7 +41,7 @@ def evaluate_file(
     return {
         "tokens": tokens,
         "cross_entropy": round(cross_entropy, 6),
-        "perplexity": round(perplexity(cross_entropy), 4),
+        "perplexity": finite_perplexity(cross_entropy),
         "oov_rate": round(oov / counted, 6),
     }
 
@@ -50,7 +54,19 @@ def evaluate_gap_file(lm: LanguageModel, sentences: list[list[str]]) -> dict[str
     return {
         "tokens": tokens,
         "cross_entropy": round(cross_entropy, 6),
-        "perplexity": round(perplexity(cross_entropy), 4),
+        "perplexity": finite_perplexity(cross_entropy),
         "oov_rate": round(oov / max(tokens, 1), 6),
         "task": "gap-filling",
     }
+
+
+def finite_perplexity(cross_entropy: float) -> float:
+    """e^cross-entropy, rounded; NonFiniteError when it overflows a float (JSON has no
+    Infinity, and inf is no perplexity anyone can use)."""
+    ppl = perplexity(cross_entropy)
+    if not math.isfinite(ppl):
+        raise NonFiniteError(
+            f"the cross-entropy is {cross_entropy:.6g} nats; its perplexity e^{cross_entropy:.6g} "
+            "overflows a float"
+        )
+    return round(ppl, 4)

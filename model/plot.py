@@ -5,6 +5,7 @@ matplotlib is an optional extra (``pip install 'nextword[plot]'``); without it t
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> bool:
         return False
     epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    ax.plot(epochs, [r["train_ppl"] for r in history], "o-", label="train perplexity")
-    ax.plot(epochs, [r["valid_ppl"] for r in history], "s-", label="validation perplexity")
+    ax.plot(epochs, _points(history, "train_ppl"), "o-", label="train perplexity")
+    ax.plot(epochs, _points(history, "valid_ppl"), "s-", label="validation perplexity")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity (log scale)")
@@ -41,3 +42,9 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> bool:
     plt.close(fig)
     os.replace(tmp, path)
     return True
+
+
+def _points(history: list[dict[str, Any]], key: str) -> list[float]:
+    """The values of ``key``; a perplexity that overflowed (null in metrics.jsonl) is a gap."""
+    values = [r[key] for r in history]
+    return [v if v is not None and math.isfinite(v) else math.nan for v in values]

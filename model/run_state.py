@@ -7,13 +7,16 @@
 ``save_state`` writes a ``RunState`` into ``OUT/resume`` as a checkpoint of its own (atomic: the
 previous snapshot stays valid until the new one is complete); ``load_state`` restores it exactly,
 so a resumed run continues as if it had never stopped. ``load_state`` first checks the snapshot
-like a checkpoint: every field's type and range, and its consistency with the saved weights and
-the training configuration, so an edited or damaged ``resume/config.json`` is refused, naming the
-field, instead of failing later or, worse, training a different model.
+like a checkpoint: the sha256 of its metadata (``metadata_sha256``, as a checkpoint keeps one of
+every data file), then every field's type and range, and its consistency with the saved weights,
+the history and the training configuration, so an edited or damaged ``resume/config.json`` is
+refused, naming the field, instead of failing later or, worse, training a different model.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +36,7 @@ from model.checkpoint import (
 )
 from model.corpus import CorpusError, file_sha256, load_sentences
 from model.data import batchify, sentence_stream, target_mask
+from model.messages import show
 from model.network import RNNLM, NetworkState
 from model.optim import SGD, Adam, NormCap, make_optimizer
 from model.scoring import LanguageModel
@@ -41,6 +45,9 @@ from model.train_config import RESUMABLE_CHANGES, TrainConfig
 from model.vocab import Vocabulary
 
 RESUME_DIR = "resume"
+# The metadata sections that define the run, and the key of their sha256 in the metadata.
+DIGESTED_SECTIONS = ("resume", "training", "corpus")
+DIGEST_KEY = "metadata_sha256"
 
 
 class TrainingError(RuntimeError):
@@ -195,16 +202,43 @@ def save_state(
         "corpus": corpus.info,
     }
     lm = LanguageModel(state.net, corpus.vocab, corpus.tokenizer)
+    metadata[DIGEST_KEY] = metadata_digest(metadata)
     tensors = {"optimizer": state.optimizer.state_dict(), "carry": carry}
     if state.cap is not None:
         tensors["norm_cap"] = state.cap.state_dict()
     save_checkpoint(out / RESUME_DIR, lm, metadata, tensors)
 
 
+def metadata_digest(metadata: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no whitespace) of the sections that define the
+    run, ``DIGESTED_SECTIONS``; a missing one counts as null."""
+    sections = {name: metadata.get(name) for name in DIGESTED_SECTIONS}
+    canonical = json.dumps(sections, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_digest(metadata: Any, where: Path) -> None:
+    """The metadata is as ``save_state`` wrote it: any edit, however plausible its values (a
+    different bptt or clip trains a different model, which no field check can tell), is refused,
+    as a checkpoint refuses a data file whose sha256 differs. Snapshots of versions before the
+    digest have none; their fields are checked one by one, as every snapshot's are."""
+    if not isinstance(metadata, dict) or DIGEST_KEY not in metadata:
+        return
+    if metadata[DIGEST_KEY] != metadata_digest(metadata):
+        raise ResumeError(f"{where}: metadata was edited (sha256 does not match); cannot resume")
+
+
 def resumed_config(out: Path, given: dict[str, Any]) -> TrainConfig:
     """The saved run's configuration, with the options that may change on resume applied."""
     where = out / RESUME_DIR / CONFIG_FILE
-    saved = section(read_config(out / RESUME_DIR).get("metadata"), "training", where)
+    metadata = read_config(out / RESUME_DIR).get("metadata")
+    check_digest(metadata, where)
+    saved = section(metadata, "training", where)
+    if not isinstance(saved.get("train"), str) or not saved["train"]:
+        raise ResumeError(
+            f"{where}: metadata.training.train must be the training corpus's path, got "
+            f"{show(saved.get('train'))}; cannot resume"
+        )
     changed = sorted(
         k for k, v in given.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v
     )
@@ -245,9 +279,10 @@ def load_state(out: Path, cfg: TrainConfig, corpus: Corpus) -> RunState:
     """The run saved in ``out/resume``, checked field by field and against the data of this call."""
     directory, where = out / RESUME_DIR, out / RESUME_DIR / CONFIG_FILE
     lm = load_checkpoint(directory)  # every file's size and hash, the weights against the config
+    check_digest(lm.metadata, where)
     check_origin(lm, cfg, corpus, where)
     resume = section(lm.metadata, "resume", where)
-    check_counters(resume, windows_in_epoch(cfg, corpus), where)
+    check_counters(resume, cfg, corpus, where)
     rng = restore_rng(resume.get("rng"), where)
     if resume.get("optimizer") != cfg.optimizer:
         raise ResumeError(
@@ -304,8 +339,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
-def check_counters(resume: dict[str, Any], windows: int, where: Path) -> None:
-    """Every counter of ``resume`` has its type and range, and they agree with one another."""
+def check_counters(resume: dict[str, Any], cfg: TrainConfig, corpus: Corpus, where: Path) -> None:
+    """Every counter of ``resume`` has its type and range, and they agree with one another, with
+    the history and with the windows an epoch of this corpus has."""
+    windows = windows_in_epoch(cfg, corpus)
     resume.setdefault("recoveries", [])  # snapshots written before recoveries existed
     missing = [k for k in (*RunState.SCALARS, "rng", "optimizer") if k not in resume]
     if missing:
@@ -342,6 +379,98 @@ def check_counters(resume: dict[str, Any], windows: int, where: Path) -> None:
         raise ResumeError(
             f"{where}: resume.tokens and resume.loss_sum must be 0 at window 0 of an epoch "
             f"(resume.step), got {resume['tokens']!r} and {resume['loss_sum']!r}; cannot resume"
+        )
+    for i, record in enumerate(records):
+        check_record(record, f"resume.history[{i}]", where)
+    for i, recovery in enumerate(resume["recoveries"]):
+        check_recovery(recovery, f"resume.recoveries[{i}]", where)
+    check_best(resume, records, where)
+    check_tokens(resume, cfg, corpus, where)
+
+
+# What an epoch record holds (the log, metrics.jsonl, the plot and the recoveries count read it):
+# each field's rule and what it must be. "recoveries" is absent from records of older versions.
+PERPLEXITY = "a perplexity ≥ 1, or null where it overflowed"
+RECORD_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "train_loss": (lambda v: _is_number(v) and 0 <= v < math.inf, "a finite number ≥ 0"),
+    "train_ppl": (lambda v: v is None or (_is_number(v) and v >= 1), PERPLEXITY),
+    "valid_loss": (lambda v: _is_number(v) and 0 <= v < math.inf, "a finite number ≥ 0"),
+    "valid_ppl": (lambda v: v is None or (_is_number(v) and v >= 1), PERPLEXITY),
+    "lr": (lambda v: _is_number(v) and 0 < v < math.inf, "a finite number > 0"),
+    "tokens_per_s": (lambda v: _is_number(v) and 0 <= v < math.inf, "a finite number ≥ 0"),
+    "elapsed_s": (lambda v: _is_number(v) and 0 <= v < math.inf, "a finite number ≥ 0"),
+    "best": (lambda v: isinstance(v, bool), "true or false"),
+}
+RECOVERY_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "after_window": (lambda v: _is_int(v) and v >= 0, "an integer ≥ 0"),
+    "error": (lambda v: isinstance(v, str), "a string"),
+    "resumed_from_window": (lambda v: _is_int(v) and v >= 0, "an integer ≥ 0"),
+    "lr": (lambda v: _is_number(v) and 0 < v < math.inf, "a finite number > 0"),
+}
+
+
+def check_fields(
+    value: dict[str, Any],
+    fields: dict[str, tuple[Callable[[Any], bool], str]],
+    name: str,
+    where: Path,
+) -> None:
+    for key, (ok, expected) in fields.items():
+        if key not in value:
+            raise ResumeError(f"{where}: {name}.{key} is missing; cannot resume")
+        if not ok(value[key]):
+            raise ResumeError(
+                f"{where}: {name}.{key} must be {expected}, got {show(value[key])}; cannot resume"
+            )
+
+
+def check_record(record: dict[str, Any], name: str, where: Path) -> None:
+    """One epoch record of the history (its ``epoch`` is checked with the order)."""
+    check_fields(record, RECORD_FIELDS, name, where)
+    recoveries = record.get("recoveries", [])
+    if not isinstance(recoveries, list) or not all(isinstance(x, dict) for x in recoveries):
+        raise ResumeError(
+            f"{where}: {name}.recoveries must be a list of recovery records, got "
+            f"{show(recoveries)}; cannot resume"
+        )
+    for i, recovery in enumerate(recoveries):
+        check_recovery(recovery, f"{name}.recoveries[{i}]", where)
+
+
+def check_recovery(recovery: dict[str, Any], name: str, where: Path) -> None:
+    check_fields(recovery, RECOVERY_FIELDS, name, where)
+
+
+def check_best(resume: dict[str, Any], records: list[dict[str, Any]], where: Path) -> None:
+    """``best_valid`` is the best validation in the history, and ``bad_epochs`` counts the
+    epochs after the last best one: both decide what is saved, when the rate decays and when
+    the run stops, so an edit to either would train on differently."""
+    best = min((r["valid_loss"] for r in records), default=math.inf)
+    found = resume["best_valid"]
+    # the records keep 5 decimals, best_valid the exact value: they differ by at most 5e-6
+    if not (found == best if math.isinf(best) else abs(found - best) <= 1e-5):
+        raise ResumeError(
+            f"{where}: resume.best_valid must be the smallest valid_loss in resume.history "
+            f"({best}, to 5 decimals), got {show(found)}; cannot resume"
+        )
+    since = next((i for i, r in enumerate(reversed(records)) if r["best"]), len(records))
+    if resume["bad_epochs"] != since:
+        raise ResumeError(
+            f"{where}: resume.bad_epochs must be the number of epochs since the last best one "
+            f"({since}, by resume.history), got {show(resume['bad_epochs'])}; cannot resume"
+        )
+
+
+def check_tokens(resume: dict[str, Any], cfg: TrainConfig, corpus: Corpus, where: Path) -> None:
+    """``tokens`` counts the targets of the windows done: at most batch_size × bptt each, and
+    never more than the training text has (for a gap-filling model, the only bound)."""
+    limit, why = corpus.info["train_tokens"], "the training tokens"
+    if not cfg.bidirectional and resume["step"] * cfg.batch_size * cfg.bptt < limit:
+        limit, why = resume["step"] * cfg.batch_size * cfg.bptt, "resume.step × batch_size × bptt"
+    if resume["tokens"] > limit:
+        raise ResumeError(
+            f"{where}: resume.tokens must be an integer in 0..{limit} ({why}), got "
+            f"{show(resume['tokens'])}; cannot resume"
         )
 
 

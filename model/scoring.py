@@ -360,7 +360,9 @@ class LanguageModel:
         targets = (tokens if bos else tokens[1:]) + (["</s>"] if eos else [])
         total = math.fsum(lps)
         oov = [i for i, t in enumerate(tokens) if self.is_oov(t)]
-        return SentenceScore(tokens, targets, lps, total, math.exp(-total / len(lps)), oov)
+        per_token = -total / len(lps)
+        perplexity = math.exp(per_token) if per_token < 709 else math.inf  # no OverflowError
+        return SentenceScore(tokens, targets, lps, total, perplexity, oov)
 
 
 def concat_states(states: Sequence[NetworkState]) -> NetworkState:

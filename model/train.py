@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.checkpoint import CheckpointError
+from model.checkpoint import CONFIG_FILE, CheckpointError
 from model.layers import NonFiniteError
 from model.run_state import StoppedError, TrainingError
 from model.train_config import PATH_FIELDS, PRESETS, TrainConfig, merge
@@ -168,8 +168,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = merge(given, config_file) if not args.resume else TrainConfig(**given)
         train(cfg, given, resume=args.resume, force=args.force)
     except NonFiniteError as e:
-        advice = "start again with a lower --lr or --clip (the best model so far is kept)"
-        sys.stderr.write(f"nextword train: training diverged: {e}; {advice}\n")
+        sys.stderr.write(f"nextword train: training diverged: {e}; {diverged_advice(e)}\n")
         return 1
     except StoppedError as e:
         sys.stderr.write(f"nextword train: {e}\n")
@@ -178,6 +177,20 @@ def run_train(args: argparse.Namespace) -> int:
         sys.stderr.write(f"nextword train: error: {e}\n")
         return 2
     return 0
+
+
+def diverged_advice(error: NonFiniteError) -> str:
+    """What to do after a divergence, and which model there is: the run's best so far only when
+    it saved one (a run can diverge before its first epoch ends, over an earlier run's model)."""
+    advice = "start again with a lower --lr or --clip"
+    out, epoch = getattr(error, "out", None), getattr(error, "best_epoch", None)
+    if out is None:  # not the trainer's verdict after its recoveries: nothing known of --out
+        return advice
+    held = (out / CONFIG_FILE).is_file()
+    if epoch is not None and held:
+        return f"{advice} (the best model so far, of epoch {epoch}, is kept in {out})"
+    earlier = f" ({out} still holds the model of an earlier run)" if held else ""
+    return f"{advice}; no model was saved{earlier}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,10 +15,10 @@ continues exactly where the snapshot left off: the result is the same as that of
 never interrupted.
 
 The snapshot is also the rollback point when training diverges (a NaN or infinite loss or
-gradient, or a non-finite validation): the run reloads it, halves the learning rate, says so in
-the log and in ``metrics.jsonl``, and goes on, up to ``max_recoveries`` times. Being a reload of
-the same snapshot ``--resume`` uses, a recovery keeps resumed runs identical to uninterrupted ones.
-Only a finite validation result is ever saved as the best model.
+gradient, or a validation result that is not finite or is worse than twice a uniform guess's):
+the run reloads it, halves the learning rate, says so in the log and in ``metrics.jsonl``, and
+goes on, up to ``max_recoveries`` times. Being a reload of the same snapshot ``--resume`` uses, a
+recovery keeps resumed runs identical to uninterrupted ones. A diverged model is never saved.
 
 A failed write (a full disk, a directory made read-only) stops the run with ``OutputError``; the
 output directory is probed before training, so a directory that cannot be written fails at once.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -74,6 +75,7 @@ from model.training import (
     StepResult,
     evaluate,
     evaluate_gaps,
+    format_perplexity,
     gap_train_step,
     perplexity,
     train_step,
@@ -87,8 +89,25 @@ def log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-# Validation cross-entropy from which a model counts as diverged: perplexity e^700 overflows.
-DIVERGED_CROSS_ENTROPY = 700.0
+def diverged_cross_entropy(vocab_size: int) -> float:
+    """The validation cross-entropy above which a model has diverged: 2 ln V, twice that of a
+    uniform guess over the V words (for the gap-filling model too: it also picks one of V).
+
+    Such a model's perplexity, V², is worse than guessing by a factor V: training has blown it
+    up, not merely failed to teach it. A model fresh from its random initialisation scores about
+    ln V, and real runs are far below ln V after one epoch, so no sound model comes near it. (A
+    bound at the float overflow, ~709 nats, let models of perplexity e^666 be saved as the best.)
+    """
+    return 2 * math.log(vocab_size)
+
+
+class DivergedError(NonFiniteError):
+    """Training diverged even after its recoveries; ``best_epoch`` is the epoch whose model this
+    run saved in ``out``, or None when it saved none."""
+
+    def __init__(self, message: str, out: Path, best_epoch: int | None) -> None:
+        super().__init__(message)
+        self.out, self.best_epoch = out, best_epoch
 
 
 class OutputError(TrainingError):
@@ -186,7 +205,8 @@ def run_epoch(run: Run, stop: StopRequest) -> float:
             loss = state.loss_sum / max(state.tokens, 1)
             if state.step % 10 == 0 or state.step == len(steps):
                 bar.set_postfix_str(
-                    f"loss {loss:.3f}  ppl {perplexity(loss):.1f}  {speed:,.0f} tok/s"
+                    f"loss {loss:.3f}  ppl {format_perplexity(perplexity(loss), 1)}  "
+                    f"{speed:,.0f} tok/s"
                 )
             bar.update(1)
             progress.update(state.step, loss, speed)
@@ -246,22 +266,29 @@ def end_epoch(run: Run, speed: float) -> None:
     """Validate, keep the best model, decay the learning rate on a plateau, record the metrics.
 
     Raises NonFiniteError, before anything is written, when the validation result is not finite
-    (or its perplexity overflows): such a model must never become the saved one.
+    or is worse than twice a uniform guess's (``diverged_cross_entropy``): such a model must
+    never become the saved one.
     """
     state, cfg, corpus, out = run.state, run.cfg, run.corpus, run.out
     if state.cap is not None:
         state.cap.apply_exactly(state.net.params)  # the saved model meets the bound exactly
     valid_ce = validate(state, corpus)
-    if not valid_ce < DIVERGED_CROSS_ENTROPY:
+    limit = diverged_cross_entropy(len(corpus.vocab))
+    if not math.isfinite(valid_ce):
         raise NonFiniteError(f"validation cross-entropy is {valid_ce:.6g}")
+    if not valid_ce <= limit:
+        raise NonFiniteError(
+            f"validation cross-entropy is {valid_ce:.4g} nats, more than twice that of a uniform "
+            f"guess (2 ln V = {limit:.3g}, V = {len(corpus.vocab):,} words)"
+        )
     train_ce = state.loss_sum / max(state.tokens, 1)
     improved = valid_ce < state.best_valid
     record = {
         "epoch": state.epoch + 1,
         "train_loss": round(train_ce, 5),
-        "train_ppl": round(perplexity(train_ce), 3),
+        "train_ppl": json_perplexity(train_ce),
         "valid_loss": round(valid_ce, 5),
-        "valid_ppl": round(perplexity(valid_ce), 3),
+        "valid_ppl": json_perplexity(valid_ce),
         "lr": state.optimizer.lr,
         "tokens_per_s": round(speed),
         "elapsed_s": round(state.elapsed, 1),
@@ -300,12 +327,25 @@ def end_epoch(run: Run, speed: float) -> None:
     state.recoveries = []
     mark = "  *best" if improved else f"  (no improvement; lr → {state.optimizer.lr:g})"
     kind = "gap-filling " if cfg.bidirectional else ""
-    ppl = f"train {kind}ppl {record['train_ppl']:.2f}, valid {kind}ppl {record['valid_ppl']:.2f}"
+    train_ppl, valid_ppl = (format_perplexity(record[k]) for k in ("train_ppl", "valid_ppl"))
+    ppl = f"train {kind}ppl {train_ppl}, valid {kind}ppl {valid_ppl}"
     log(f"epoch {record['epoch']}: {ppl}, {speed:,.0f} tok/s{mark}")
 
 
+def json_perplexity(cross_entropy: float) -> float | None:
+    """The perplexity for metrics.jsonl, rounded; None (null) where it overflows a float: JSON
+    has no Infinity, and the loss beside it says what it was."""
+    ppl = perplexity(cross_entropy)
+    return round(ppl, 3) if math.isfinite(ppl) else None
+
+
 def _json_line(record: dict[str, Any]) -> str:
-    return json.dumps(record) + "\n"
+    """One metrics.jsonl line, strict JSON: an infinite perplexity (in the history of a run
+    snapshotted by an older version) is written as null."""
+    finite = {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()
+    }
+    return json.dumps(finite, allow_nan=False) + "\n"
 
 
 class Run:
@@ -352,7 +392,8 @@ class Run:
         done = state.recoveries_so_far()
         if done >= cfg.max_recoveries:
             tries = f" after {done} recoveries" if done else ""
-            raise NonFiniteError(f"{error}{tries}") from None
+            best = [r["epoch"] for r in state.history if r["best"]]
+            raise DivergedError(f"{error}{tries}", self.out, best[-1] if best else None) from None
         where = f"epoch {state.epoch + 1}, after window {state.step}"
         self.state = load_state(self.out, cfg, self.corpus)
         self.state.optimizer.lr /= 2
@@ -446,6 +487,8 @@ def finish(run: Run) -> None:
         plotted = plot_history(run.state.history, out / PLOT_FILE)
     except OSError as e:
         log(f"plot not written: {out / PLOT_FILE}: {e.strerror or e}")
+    except (ValueError, OverflowError) as e:  # matplotlib, on values it cannot place
+        log(f"plot not written: {out / PLOT_FILE}: {type(e).__name__}: {e}")
     else:
         if plotted:
             log(f"plot: {out / PLOT_FILE}")

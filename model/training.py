@@ -143,8 +143,20 @@ def check_finite(total: float, done: int, more: int) -> None:
 
 
 def perplexity(cross_entropy: float) -> float:
-    """exp(cross-entropy in nats); inf instead of an overflow error for hopeless models."""
-    return math.exp(cross_entropy) if cross_entropy < 700 else math.inf
+    """exp(cross-entropy in nats); inf where that overflows a float (cross-entropy above
+    709.78), instead of an OverflowError."""
+    try:
+        return math.exp(cross_entropy)
+    except OverflowError:
+        return math.inf
+
+
+def format_perplexity(ppl: float | None, decimals: int = 2) -> str:
+    """A perplexity for a log line: ``123.45``; ``7.461e+194`` above a million (a diverging run's
+    would otherwise print hundreds of digits); ``inf`` where it overflows (None in metrics)."""
+    if ppl is None or not math.isfinite(ppl):
+        return "inf"
+    return f"{ppl:.4g}" if ppl > 1e6 else f"{ppl:.{decimals}f}"
 
 
 class Progress:
@@ -168,7 +180,7 @@ class Progress:
         eta = (self.total - step) / rate if rate > 0 else math.inf
         tqdm.write(
             f"{self.desc}: window {step}/{self.total} ({100 * step / self.total:.1f}%), "
-            f"loss {loss:.3f}, ppl {perplexity(loss):.1f}, {speed:,.0f} tok/s, "
+            f"loss {loss:.3f}, ppl {format_perplexity(perplexity(loss), 1)}, {speed:,.0f} tok/s, "
             f"ETA {format_duration(eta)}",
             file=sys.stderr,
         )

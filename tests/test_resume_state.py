@@ -1,7 +1,11 @@
 """``resume/config.json`` is checked like a checkpoint before a run continues from it: each edit
-below (a wrong type, a value out of range, a field that disagrees with the weights or the
-training configuration) is refused by ``nextword train --resume`` with exit code 2 and a message
-naming the field, never a traceback and never a silently different model."""
+below (a wrong type, a value out of range, a field that disagrees with the weights, the history
+or the training configuration) is refused by ``nextword train --resume`` with exit code 2 and a
+message naming the field, never a traceback and never a silently different model.
+
+The snapshot keeps a sha256 of the metadata that defines the run, which refuses any edit; the
+cases recompute it (as an editor who knew it would), so that the field checks behind it, which
+also guard snapshots of older versions that have no digest, are the ones tested."""
 
 from __future__ import annotations
 
@@ -46,10 +50,24 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "run"
 
 
-def edit_config(resume: Path, edit: Callable[[Config], None]) -> None:
+def metadata_sha256(metadata: Config) -> str:
+    """The digest a snapshot keeps of the sections that define the run: sha256 of their
+    canonical JSON (sorted keys, no whitespace), written here independently of model/."""
+    sections = {name: metadata.get(name) for name in ("resume", "training", "corpus")}
+    return hashlib.sha256(
+        json.dumps(sections, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def edit_config(resume: Path, edit: Callable[[Config], None], digest: bool = True) -> None:
+    """Apply ``edit`` to config.json; with ``digest`` (the default), recompute the metadata's
+    sha256 when it has one, so that the field check under test fires rather than the digest."""
     path = resume / "config.json"
     config = json.loads(path.read_text())
     edit(config)
+    metadata = config.get("metadata")
+    if digest and isinstance(metadata, dict) and "metadata_sha256" in metadata:
+        metadata["metadata_sha256"] = metadata_sha256(metadata)
     path.write_text(json.dumps(config))
 
 
@@ -65,9 +83,16 @@ def edit_tensors(resume: Path, role: str, edit: Callable[[dict[str, np.ndarray]]
     (resume / "config.json").write_text(json.dumps(config))
 
 
-def resume_field(key: str, value: Any) -> Callable[[Path], None]:
+def resume_field(key: str, value: Any, digest: bool = True) -> Callable[[Path], None]:
     def edit(config: Config) -> None:
         config["metadata"]["resume"][key] = value
+
+    return lambda resume: edit_config(resume, edit, digest)
+
+
+def history_field(key: str, value: Any) -> Callable[[Path], None]:
+    def edit(config: Config) -> None:
+        config["metadata"]["resume"]["history"][0][key] = value
 
     return lambda resume: edit_config(resume, edit)
 
@@ -76,11 +101,11 @@ def drop_resume_field(key: str) -> Callable[[Path], None]:
     return lambda resume: edit_config(resume, lambda c: c["metadata"]["resume"].pop(key))
 
 
-def training_field(key: str, value: Any) -> Callable[[Path], None]:
+def training_field(key: str, value: Any, digest: bool = True) -> Callable[[Path], None]:
     def edit(config: Config) -> None:
         config["metadata"]["training"][key] = value
 
-    return lambda resume: edit_config(resume, edit)
+    return lambda resume: edit_config(resume, edit, digest)
 
 
 def rng_field(key: str, value: Any) -> Callable[[Path], None]:
@@ -114,6 +139,14 @@ def no_carry(resume: Path) -> None:
     edit_tensors(resume, "carry", lambda tensors: tensors.clear())
 
 
+def older_version_with_best_valid_0(resume: Path) -> None:
+    def edit(config: Config) -> None:
+        config["metadata"].pop("metadata_sha256", None)  # older versions wrote none
+        config["metadata"]["resume"]["best_valid"] = 0
+
+    edit_config(resume, edit)
+
+
 EDITS = {
     # the resume counters: presence, types (bool is no int), ranges and agreement
     "rng missing": (drop_resume_field("rng"), "resume.rng is missing"),
@@ -135,6 +168,71 @@ EDITS = {
     "best_valid NaN": (resume_field("best_valid", float("nan")), "resume.best_valid must be"),
     "best_valid a string": (resume_field("best_valid", "low"), "resume.best_valid must be"),
     "recoveries not a list": (resume_field("recoveries", 3), "resume.recoveries must be"),
+    "recoveries of empty records": (
+        resume_field("recoveries", [{}] * 9),
+        "resume.recoveries[0].after_window is missing",
+    ),
+    "best_valid 0": (
+        resume_field("best_valid", 0),
+        "resume.best_valid must be the smallest valid_loss in resume.history",
+    ),
+    "best_valid above the best": (resume_field("best_valid", 1e300), "resume.best_valid must be"),
+    "bad_epochs 1 after a best epoch": (
+        resume_field("bad_epochs", 1),
+        "resume.bad_epochs must be the number of epochs since the last best one "
+        "(0, by resume.history), got 1",
+    ),
+    "tokens beyond the windows done": (
+        resume_field("tokens", 10**30),
+        "resume.tokens must be an integer in 0..168 (resume.step × batch_size × bptt)",
+    ),
+    # the epoch records, which the log, metrics.jsonl, the plot and the recoveries count read
+    "history record of an epoch alone": (
+        resume_field("history", [{"epoch": 1}]),
+        "resume.history[0].train_loss is missing",
+    ),
+    "history record not the best": (history_field("best", False), "resume.bad_epochs must be"),
+    "history record's best a number": (
+        history_field("best", 1),
+        "resume.history[0].best must be true or false",
+    ),
+    "history record's valid_ppl a string": (
+        history_field("valid_ppl", "x"),
+        "resume.history[0].valid_ppl must be a perplexity ≥ 1, or null",
+    ),
+    "history record's lr negative": (
+        history_field("lr", -1.0),
+        "resume.history[0].lr must be a finite number > 0",
+    ),
+    "history record's recoveries a number": (
+        history_field("recoveries", 5),
+        "resume.history[0].recoveries must be a list of recovery records",
+    ),
+    "history record's recoveries a string": (
+        history_field("recoveries", "xxxx"),
+        "resume.history[0].recoveries must be a list of recovery records",
+    ),
+    "history record's recovery without its lr": (
+        history_field("recoveries", [{"after_window": 9, "error": "x", "resumed_from_window": 0}]),
+        "resume.history[0].recoveries[0].lr is missing",
+    ),
+    "no digest (an older version), best_valid 0": (
+        older_version_with_best_valid_0,
+        "resume.best_valid must be the smallest valid_loss",
+    ),
+    # edited without recomputing the digest: refused whatever the field
+    "bptt edited, digest not recomputed": (
+        training_field("bptt", 20, digest=False),
+        "resume/config.json: metadata was edited (sha256 does not match); cannot resume",
+    ),
+    "clip edited, digest not recomputed": (
+        training_field("clip", 100.0, digest=False),
+        "metadata was edited (sha256 does not match)",
+    ),
+    "best_valid edited, digest not recomputed": (
+        resume_field("best_valid", 0, digest=False),
+        "metadata was edited (sha256 does not match)",
+    ),
     "optimizer sgd over Adam state": (resume_field("optimizer", "sgd"), "resume.optimizer"),
     # the dropout generator
     "rng of another generator": (rng_field("bit_generator", "MT19937"), "resume.rng must be"),
@@ -146,6 +244,10 @@ EDITS = {
     "cell changed": (training_field("cell", "gru"), "cell 'gru' ≠ 'lstm'"),
     "layers a bool": (training_field("layers", True), "layers must be of type int"),
     "lr a string": (training_field("lr", "x"), "lr must be of type float | None"),
+    "training.train missing": (
+        lambda r: edit_config(r, lambda c: c["metadata"]["training"].pop("train")),
+        "metadata.training.train must be the training corpus's path, got None",
+    ),
     "training missing": (
         lambda r: edit_config(r, lambda c: c["metadata"].pop("training")),
         "metadata.training is missing",
@@ -202,6 +304,8 @@ def test_an_edited_snapshot_is_refused_naming_the_field(
 
 
 def test_the_unedited_snapshot_resumes(stopped: Path, tmp_path: Path) -> None:
+    metadata = json.loads((stopped / "resume" / "config.json").read_text())["metadata"]
+    assert metadata["metadata_sha256"] == metadata_sha256(metadata)
     shutil.copytree(stopped, tmp_path / "run")
     assert main(["train", "--resume", "--out", str(tmp_path / "run")]) == 0
 
@@ -227,6 +331,7 @@ def test_a_run_saved_before_per_cell_defaults_resumes_as_it_started(tmp_path: Pa
             training.pop(key)
         training["lr"] = None  # the default then was 20 for every cell; now 3 for a ReLU RNN
         config["metadata"]["resume"].pop("recoveries")
+        config["metadata"].pop("metadata_sha256", None)  # nor the digest: fields checked alone
         assert "norm_cap" not in config["roles"]  # no bound, no vectors
 
     edit_config(resume, older)

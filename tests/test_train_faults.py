@@ -4,6 +4,7 @@ progress lines printed where there is no terminal."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import math
@@ -301,6 +302,124 @@ def test_out_of_recoveries_the_run_stops_with_exit_1_and_a_sound_model(
     assert math.isfinite(json.loads(capsys.readouterr().out)["perplexity"])
 
 
+def poison_validation(monkeypatch: pytest.MonkeyPatch, lr: float) -> None:
+    """Make the model of epoch 1 far worse than a uniform guess yet finite, for real: while the
+    learning rate is still ``lr``, the output bias of <unk> becomes 50 just before validation,
+    so every other word costs about 50 nats. A rollback restores the weights; a halved rate is
+    spared."""
+    real = model.trainer.validate
+
+    def validate(state: Any, corpus: Any) -> float:
+        if state.optimizer.lr == lr and state.epoch == 0:
+            state.net.params["output.b"][corpus.vocab.unk_id] = 50.0
+        return real(state, corpus)
+
+    monkeypatch.setattr(model.trainer, "validate", validate)
+
+
+@pytest.mark.parametrize("kind", ["next-word", "gap-filling"])
+def test_a_validation_worse_than_twice_a_uniform_guess_is_a_divergence(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A finite validation cross-entropy above 2 ln V (perplexity V², a factor V worse than
+    guessing uniformly) rolls back and halves the rate like a NaN, and is never saved."""
+    corpus = write_corpus(tmp_path / "train.txt", 200)
+    options = {"layers": 1, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 2}
+    options |= {"optimizer": "adam", "lr": 0.01, "bidirectional": kind == "gap-filling"}
+    poison_validation(monkeypatch, 0.01)
+    out = tmp_path / "m"
+    train(merge({"train": str(corpus), "out": str(out), **options}))
+    err = capsys.readouterr().err
+    vocab = len(load_checkpoint(out).vocab)
+    limit = 2 * math.log(vocab)
+    found = re.search(r"validation cross-entropy is ([\d.]+) nats, more than twice", err)
+    assert found and 40 < float(found.group(1)) < 60, err
+    assert f"that of a uniform guess (2 ln V = {limit:.3g}, V = {vocab} words)" in err
+    assert "halved the learning rate to 0.005" in err
+    history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2] and len(history[0]["recoveries"]) == 1
+    assert all(r["valid_loss"] < limit for r in history)
+    assert load_checkpoint(out).metadata["valid_cross_entropy"] < limit
+
+
+@pytest.mark.parametrize("how", ["nan in a window", "validation worse than uniform"])
+def test_a_run_diverging_before_its_first_model_says_no_model_was_saved(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 200)
+    if how == "nan in a window":
+        poison_once(monkeypatch, 0.01, "window")
+    else:
+        poison_validation(monkeypatch, 0.01)
+    out = tmp_path / "m"
+    args = ["train", "--train", str(corpus), "--out", str(out), *TINY, "--epochs", "1"]
+    args += ["--optimizer", "adam", "--lr", "0.01", "--max-recoveries", "0"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert not (out / "config.json").exists() and not (out / "metrics.jsonl").exists()
+    assert "nextword train: training diverged: " in err and "best model" not in err
+    assert "start again with a lower --lr or --clip; no model was saved" in err
+
+    # over an earlier model (--force): that one stays, and is said to be an earlier run's
+    monkeypatch.undo()
+    assert main([*args[:-2], "--force"]) == 0
+    if how == "nan in a window":
+        poison_once(monkeypatch, 0.01, "window")
+    else:
+        poison_validation(monkeypatch, 0.01)
+    capsys.readouterr()
+    assert main([*args, "--force"]) == 1
+    err = capsys.readouterr().err
+    assert f"no model was saved ({out} still holds the model of an earlier run)" in err
+    assert load_checkpoint(out).metadata["epoch"] == 1
+
+
+def test_huge_perplexities_read_as_numbers_and_metrics_stay_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training loss of 448 nats is a perplexity of 195 digits, and one of 800 overflows a
+    float: the log shows 3.664e+194 and inf, metrics.jsonl null (JSON has no Infinity), and a run
+    with such a history resumes."""
+    corpus = write_corpus(tmp_path / "train.txt", 200)
+    real, windows = model.trainer.train_step, []
+
+    def step(*args: Any) -> Any:
+        windows.append(1)
+        result, carry = real(*args)
+        fake = {1: 800.0, 2: 448.0}.get(math.ceil(len(windows) / WINDOWS))
+        return (result if fake is None else dataclasses.replace(result, loss=fake)), carry
+
+    monkeypatch.setattr(model.trainer, "train_step", step)
+    options = {"layers": 1, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 3}
+    options |= {"progress_every": 1e-9}
+    out = tmp_path / "m"
+    with pytest.raises(StoppedError):
+        cfg = merge({"train": str(corpus), "out": str(out), **options})
+        train(cfg, stop=StopWhen(lambda: len(windows) >= 2 * WINDOWS + 3))
+    err = capsys.readouterr().err
+    assert re.search(r"^epoch 1: train ppl inf, valid ppl \d+\.\d\d, ", err, re.M), err
+    assert re.search(r"^epoch 2: train ppl 3\.66\de\+194, valid ppl \d+\.\d\d, ", err, re.M)
+    assert "ppl inf, " in err and re.search(r"ppl 3\.66\de\+194, ", err)  # progress lines
+    assert max(len(line) for line in err.splitlines()) < 200
+
+    def strict(text: str) -> list[dict[str, Any]]:
+        def refuse(constant: str) -> None:
+            raise AssertionError(f"{constant} in metrics.jsonl")
+
+        return [json.loads(x, parse_constant=refuse) for x in text.splitlines()]
+
+    history = strict((out / "metrics.jsonl").read_text())
+    assert [(r["train_loss"], r["train_ppl"]) for r in history] == [
+        (800.0, None),
+        (448.0, pytest.approx(math.exp(448), rel=1e-9)),
+    ]
+    assert main(["train", "--resume", "--out", str(out)]) == 0
+    assert [r["train_ppl"] for r in strict((out / "metrics.jsonl").read_text())][:2] == [
+        None,
+        pytest.approx(math.exp(448), rel=1e-9),
+    ]
+
+
 def long_text(path: Path, tokens: int) -> Path:
     """One line after another of the corpus's words: a stream of ``tokens`` tokens or more."""
     lines = write_corpus(path, tokens // 4).read_text()
@@ -346,6 +465,27 @@ def test_eval_reports_a_model_whose_state_overflows_instead_of_printing_nan(
     assert captured.out == ""
     assert "log-probabilities turn non-finite within tokens" in captured.err
     assert "hidden state growing along it overflows" in captured.err
+    assert captured.err.rstrip().endswith("no perplexity")
+
+
+def test_eval_refuses_a_perplexity_that_overflows_a_float_instead_of_printing_infinity(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A cross-entropy of about 1000 nats is finite, but e^1000 is no float: JSON has no
+    Infinity, so there is no perplexity to print (exit 1, like a non-finite output)."""
+    vocab = Vocabulary.from_corpus(
+        [line.split() for line in write_corpus(tmp_path / "c.txt", 50).read_text().splitlines()]
+    )
+    net = RNNLM(ModelConfig(len(vocab), "lstm", num_layers=1, embed_size=4, hidden_size=4))
+    net.params["output.b"][vocab.unk_id] = 1000.0  # every word of the text costs ~1000 nats
+    save_checkpoint(tmp_path / "m", LanguageModel(net, vocab, Tokenizer("whitespace")))
+    assert main(["eval", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "c.txt")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    found = re.search(
+        r"cross-entropy is ([\d.]+) nats; its perplexity e\^\1 overflows a float", captured.err
+    )
+    assert found and abs(float(found.group(1)) - 1000) < 10, captured.err
     assert captured.err.rstrip().endswith("no perplexity")
 
 

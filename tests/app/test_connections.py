@@ -6,6 +6,7 @@ what would take an attacker hundreds of sockets takes a handful here.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
@@ -53,6 +54,17 @@ def closed_by_server(s: socket.socket, within: float) -> bytes | None:
     return received
 
 
+def read_response(s: socket.socket) -> bytes:
+    """One /healthz answer from a kept-alive connection; raises if the server closes it first."""
+    received = b""
+    while not received.endswith(b'{"status":"alive"}'):
+        chunk = s.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed by the server after {received!r}")
+        received += chunk
+    return received
+
+
 def probe(url: str, path: str = "/healthz") -> int:
     return httpx.get(f"{url}{path}", timeout=5, headers={"connection": "close"}).status_code
 
@@ -84,10 +96,7 @@ def test_headers_that_never_finish_get_408_and_the_connection_closed(
     (kept,) = open_sockets(port, 1)
     kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     kept.settimeout(5)
-    first = b""
-    while not first.endswith(b'{"status":"alive"}'):
-        first += kept.recv(4096)
-    assert first.startswith(b"HTTP/1.1 200")
+    assert read_response(kept).startswith(b"HTTP/1.1 200")
     kept.sendall(b"GET /healthz HTTP/1.1\r\n")  # one byte would cancel uvicorn's keep-alive timer
     answer = closed_by_server(kept, within=5)
     assert answer is not None and answer.startswith(b"HTTP/1.1 408"), answer
@@ -98,7 +107,7 @@ def test_over_the_connection_cap_the_longest_idle_go_first() -> None:
     process, url, port = serve(MAX_CONNECTIONS="8", HEADER_TIMEOUT_S="30")
     try:
         oldest = open_sockets(port, 8)
-        time.sleep(0.2)
+        time.sleep(1.2)  # past the grace a new connection has for its request to be read
         newest = open_sockets(port, 4)  # 12 open: the 4 that waited longest are closed at once
         time.sleep(0.2)
         assert [closed_by_server(s, within=2) for s in oldest[:4]] == [b""] * 4
@@ -142,3 +151,62 @@ def test_overload_503s_carry_retry_after_and_probes_are_never_refused(
     assert refused, "24 clients over a limit of 2 are refused some of the time"
     assert {status for status, _, _ in answers} <= {200, 503}
     assert all(retry == "1" and "busy" in text for _, retry, text in refused), refused[:3]
+
+
+def test_a_burst_of_complete_requests_over_the_cap_is_answered() -> None:
+    process, _, port = serve(MAX_CONNECTIONS="8")
+    try:
+        clients = open_sockets(port, 40)  # all connected before the server reads any of them
+        for s in clients:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answers = [closed_by_server(s, within=10) or b"" for s in clients]
+        assert all(a.startswith(b"HTTP/1.1 200") for a in answers), [a[:20] for a in answers]
+        for s in clients:
+            s.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_request_answered_before_its_body_closes_its_connection(
+    guarded: tuple[str, int],
+) -> None:
+    _, port = guarded
+    (big,) = open_sockets(port, 1)
+    big.sendall(
+        b"POST /v1/candidates HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 999999999\r\n\r\n{"
+    )
+    big.settimeout(5)
+    answer = big.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    with contextlib.suppress(OSError):
+        big.sendall(b"x")  # more of the body: it would cancel uvicorn's keep-alive timer
+    assert closed_by_server(big, within=3) is not None  # the rest is not a request: closed
+
+
+def test_keep_alive_longer_than_the_header_deadline_is_kept() -> None:
+    process, _, port = serve(HEADER_TIMEOUT_S="1", KEEP_ALIVE_S="4")
+    try:
+        (kept,) = open_sockets(port, 1)
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        kept.settimeout(5)
+        for _ in range(2):
+            kept.sendall(request)
+            assert read_response(kept).startswith(b"HTTP/1.1 200")
+            time.sleep(2)  # idle beyond the header deadline, within keep-alive
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # then a request that stalls
+        answer = closed_by_server(kept, within=5)
+        assert answer is not None and answer.startswith(b"HTTP/1.1 408"), answer
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_pipelined_request_that_stalls_gets_408(guarded: tuple[str, int]) -> None:
+    _, port = guarded
+    (piped,) = open_sockets(port, 1)
+    piped.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\n")
+    answer = closed_by_server(piped, within=5)
+    assert answer is not None and answer.startswith(b"HTTP/1.1 200"), answer
+    assert b"HTTP/1.1 408" in answer

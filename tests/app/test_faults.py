@@ -276,3 +276,69 @@ async def test_a_model_with_an_infinite_weight_never_serves(
 def load_checkpoint_checksum(tmp_path: Path, lm: LanguageModel) -> str:
     """The checksum ``lm`` has when saved (its weights file's sha256)."""
     return load_checkpoint(save_checkpoint(tmp_path / "again", lm)).checksum
+
+
+def test_reloads_run_one_at_a_time_and_a_burst_folds_into_two(
+    tmp_path: Path, tiny_lm: LanguageModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.registry
+
+    save_checkpoint(tmp_path, tiny_lm)
+    registry, _ = loaded_app(tmp_path)
+    real, loads, running = app.registry.load_checkpoint, [], []
+
+    def slow(path: Path) -> LanguageModel:
+        running.append(1)
+        assert len(running) == 1, "two loads at once"
+        time.sleep(0.2)
+        loads.append(path)
+        running.pop()
+        return real(path)
+
+    monkeypatch.setattr(app.registry, "load_checkpoint", slow)
+    for _ in range(20):  # a burst of SIGHUPs while the checkpoint keeps changing
+        registry.request_reload_all()
+    last = other_model(tiny_lm, seed=31)
+    save_checkpoint(tmp_path, last)  # written during the first reload
+    deadline = time.monotonic() + 10
+    while registry._reloader_running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(loads) == 2  # the one running, and one more for everything asked meanwhile
+    assert registry.get("m").lm.checksum == load_checkpoint(tmp_path).checksum  # the newest wins
+
+
+async def test_hand_edited_metadata_neither_fails_a_good_reload_nor_the_description(
+    tmp_path: Path, tiny_lm: LanguageModel
+) -> None:
+    save_checkpoint(tmp_path, tiny_lm)
+    _, app = loaded_app(tmp_path)
+    odd = {"corpus": [], "training": "x", "valid_perplexity": "low", "epoch": True}
+    new = other_model(tiny_lm, seed=32)
+    save_checkpoint(tmp_path, new, metadata=odd)
+    async with client_for(app) as client:
+        r = await client.post("/v1/models/m/reload", headers=TOKEN)
+        assert r.status_code == 200, r.text
+        described = r.json()
+        assert described["checksum"] == load_checkpoint(tmp_path).checksum
+        assert (described["training_corpus"], described["valid_perplexity"]) == (None, None)
+        assert described["epoch"] is None
+        assert (await client.get("/v1/models")).status_code == 200
+
+
+async def test_a_warm_up_that_fails_is_refused_naming_the_checkpoint(
+    tmp_path: Path, tiny_lm: LanguageModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_checkpoint(tmp_path / "served", tiny_lm)
+    _, app = loaded_app(tmp_path / "served")
+    save_checkpoint(tmp_path / "served", other_model(tiny_lm, seed=5))
+
+    def overflows(_: LanguageModel) -> None:  # as a forward pass with 3e38 weights did
+        raise OverflowError("math range error")
+
+    monkeypatch.setattr(LanguageModel, "self_check", overflows)
+    async with client_for(app) as client:
+        r = await client.post("/v1/models/m/reload", headers=TOKEN)
+    assert r.status_code == 409, r.text
+    detail = r.json()["detail"]
+    assert "served: loaded, but the model does not answer: math range error" in detail
+    assert str(tmp_path) not in detail

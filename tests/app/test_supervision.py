@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.launch import is_ready, start_server
+from app.launch import free_port, is_ready, start_server
 from model.bidirectional import BiRNNLM
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.network import RNNLM, ModelConfig
@@ -186,6 +187,47 @@ def test_sighup_with_two_workers_keeps_a_refused_checkpoint_out_and_reloads_a_go
         failed = [a for a in answers if a[1] != 200]
         assert len(answers) > 20 and not failed, failed[:5]
         assert len(children(process.pid)) == 2  # the same workers: reloaded in place
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_sighup_while_the_server_starts_does_not_kill_it(model_dir: Path, workers: int) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    command += ["--workers", str(workers), "--model", f"m={model_dir}"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # the interpreter's own start-up (before any code runs) is not covered
+        for _ in range(6):  # through the imports, the re-exec and the workers' start
+            process.send_signal(signal.SIGHUP)
+            time.sleep(0.15)
+        wait_until(lambda: ready(f"http://127.0.0.1:{port}"), 60, "ready despite SIGHUP")
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_killed_worker_leaves_no_stale_model_info(
+    model_dir: Path, tiny_lm: LanguageModel
+) -> None:
+    process, url = start(model_dir, workers=2)
+    try:
+        wait_until(lambda: loads(url, trigger="start") == 2, 30, "both workers loaded the model")
+        before = checksum(url)
+        os.kill(sorted(children(process.pid))[0], signal.SIGKILL)  # no chance to clean up
+        wait_until(lambda: loads(url, trigger="start") == 3, 60, "its replacement loaded")
+        config = tiny_lm.net.config
+        save_checkpoint(
+            model_dir, LanguageModel(RNNLM(config, seed=8), tiny_lm.vocab, tiny_lm.tokenizer)
+        )
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: loads(url, trigger="reload") == 2, 30, "both workers reloaded")
+        after = load_checkpoint(model_dir).checksum
+        assert metric(url, "nextword_model_info", checksum=after) == 1
+        assert metric(url, "nextword_model_info", checksum=before) == 0  # not the dead worker's
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import struct
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -359,6 +361,23 @@ def test_a_data_file_replaced_by_a_directory_is_named(ckpt: Checkpoint) -> None:
     vocab.unlink()
     vocab.mkdir()
     assert f"{vocab.name}: not a regular file" in load_error(ckpt.directory)
+
+
+def test_a_config_json_that_is_no_regular_file_is_refused_without_reading_it(
+    ckpt: Checkpoint,
+) -> None:
+    """A FIFO named config.json would block a reader until something writes to it: forever."""
+    ckpt.config_path.unlink()
+    os.mkfifo(ckpt.config_path)
+    failed: list[str] = []
+    loader = threading.Thread(target=lambda: failed.append(load_error(ckpt.directory)), daemon=True)
+    loader.start()
+    loader.join(timeout=10)
+    if loader.is_alive():  # it blocks in open(): a writer that closes at once sets it free
+        os.close(os.open(ckpt.config_path, os.O_WRONLY | os.O_NONBLOCK))
+        loader.join(timeout=10)
+        pytest.fail("loading a checkpoint whose config.json is a FIFO blocked")
+    assert failed == [f"{ckpt.config_path}: not a regular file"]
 
 
 # ------------------------------------------------------------------ the weights file

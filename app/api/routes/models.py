@@ -93,9 +93,10 @@ def reload_model(
     if not hmac.compare_digest((authorization or "").encode(), expected):
         raise HTTPException(401, "authorization: expected 'Bearer <NEXTWORD_RELOAD_TOKEN>'")
     try:
-        return registry.reload(name).describe()
+        loaded = registry.reload(name)
     except ModelNotFoundError:
         raise
     except Exception as e:
         detail = f"{registry.redact(str(e))}; the old model keeps serving"
         raise HTTPException(409, detail) from None
+    return loaded.describe()  # outside the try: once swapped in, the new model is serving
