@@ -118,7 +118,7 @@ class Traffic:
 
     def __init__(self, url: str) -> None:
         self.url, self.answers, self.stop = url, [], threading.Event()
-        self.thread = threading.Thread(target=self.run)
+        self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
     def run(self) -> None:
@@ -152,44 +152,52 @@ def damage(model_dir: Path) -> None:
     weights.write_bytes(bytes(data))
 
 
-def test_sighup_with_two_workers_keeps_a_refused_checkpoint_out_and_reloads_a_good_one(
-    model_dir: Path, tiny_lm: LanguageModel
-) -> None:
+@pytest.fixture
+def two_workers(model_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A server with two workers, both of which have loaded the model."""
     process, url = start(model_dir, workers=2)
     try:
         wait_until(lambda: loads(url, trigger="start") == 2, 30, "both workers loaded the model")
-        before = checksum(url)
-        traffic = Traffic(url)
-        config = tiny_lm.net.config
-        save_checkpoint(
-            model_dir, LanguageModel(RNNLM(config, seed=5), tiny_lm.vocab, tiny_lm.tokenizer)
-        )
-        damage(model_dir)  # the new checkpoint is corrupted
-        process.send_signal(signal.SIGHUP)
-        wait_until(lambda: loads(url, result="refused") == 2, 30, "both refuse the damaged one")
-        bidirectional = ModelConfig(**{**config.to_dict(), "bidirectional": True})
-        save_checkpoint(
-            model_dir,
-            LanguageModel(BiRNNLM(bidirectional, seed=6), tiny_lm.vocab, tiny_lm.tokenizer),
-        )
-        process.send_signal(signal.SIGHUP)  # a model of the other kind cannot replace this one
-        wait_until(lambda: loads(url, result="refused") == 4, 30, "both refuse the other kind")
-        assert {checksum(url) for _ in range(10)} == {before}
-        good = LanguageModel(RNNLM(config, seed=7), tiny_lm.vocab, tiny_lm.tokenizer)
-        save_checkpoint(model_dir, good)
-        process.send_signal(signal.SIGHUP)
-        wait_until(lambda: loads(url, result="loaded") == 4, 30, "both load the good one")
-        answers = traffic.finish()
-        after = load_checkpoint(model_dir).checksum
-        assert {checksum(url) for _ in range(10)} == {after}
-        assert metric(url, "nextword_model_info", checksum=after) == 1
-        assert metric(url, "nextword_model_info", checksum=before) == 0  # in no worker any more
-        failed = [a for a in answers if a[1] != 200]
-        assert len(answers) > 20 and not failed, failed[:5]
-        assert len(children(process.pid)) == 2  # the same workers: reloaded in place
+        yield process, url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def random_model(like: LanguageModel, seed: int) -> LanguageModel:
+    return LanguageModel(RNNLM(like.net.config, seed=seed), like.vocab, like.tokenizer)
+
+
+def test_sighup_with_two_workers_keeps_a_refused_checkpoint_out_and_reloads_a_good_one(
+    two_workers: tuple[subprocess.Popen, str], model_dir: Path, tiny_lm: LanguageModel
+) -> None:
+    process, url = two_workers
+    before = checksum(url)
+    traffic = Traffic(url)
+    config = tiny_lm.net.config
+    save_checkpoint(model_dir, random_model(tiny_lm, seed=5))
+    damage(model_dir)  # the new checkpoint is corrupted
+    process.send_signal(signal.SIGHUP)
+    wait_until(lambda: loads(url, result="refused") == 2, 30, "both refuse the damaged one")
+    bidirectional = ModelConfig(**{**config.to_dict(), "bidirectional": True})
+    save_checkpoint(
+        model_dir,
+        LanguageModel(BiRNNLM(bidirectional, seed=6), tiny_lm.vocab, tiny_lm.tokenizer),
+    )
+    process.send_signal(signal.SIGHUP)  # a model of the other kind cannot replace this one
+    wait_until(lambda: loads(url, result="refused") == 4, 30, "both refuse the other kind")
+    assert {checksum(url) for _ in range(10)} == {before}
+    save_checkpoint(model_dir, random_model(tiny_lm, seed=7))
+    process.send_signal(signal.SIGHUP)
+    wait_until(lambda: loads(url, result="loaded") == 4, 30, "both load the good one")
+    answers = traffic.finish()
+    after = load_checkpoint(model_dir).checksum
+    assert {checksum(url) for _ in range(10)} == {after}
+    assert metric(url, "nextword_model_info", checksum=after) == 1
+    assert metric(url, "nextword_model_info", checksum=before) == 0  # in no worker any more
+    failed = [a for a in answers if a[1] != 200]
+    assert len(answers) > 20 and not failed, failed[:5]
+    assert len(children(process.pid)) == 2  # the same workers: reloaded in place
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -211,23 +219,15 @@ def test_a_sighup_while_the_server_starts_does_not_kill_it(model_dir: Path, work
 
 
 def test_a_killed_worker_leaves_no_stale_model_info(
-    model_dir: Path, tiny_lm: LanguageModel
+    two_workers: tuple[subprocess.Popen, str], model_dir: Path, tiny_lm: LanguageModel
 ) -> None:
-    process, url = start(model_dir, workers=2)
-    try:
-        wait_until(lambda: loads(url, trigger="start") == 2, 30, "both workers loaded the model")
-        before = checksum(url)
-        os.kill(sorted(children(process.pid))[0], signal.SIGKILL)  # no chance to clean up
-        wait_until(lambda: loads(url, trigger="start") == 3, 60, "its replacement loaded")
-        config = tiny_lm.net.config
-        save_checkpoint(
-            model_dir, LanguageModel(RNNLM(config, seed=8), tiny_lm.vocab, tiny_lm.tokenizer)
-        )
-        process.send_signal(signal.SIGHUP)
-        wait_until(lambda: loads(url, trigger="reload") == 2, 30, "both workers reloaded")
-        after = load_checkpoint(model_dir).checksum
-        assert metric(url, "nextword_model_info", checksum=after) == 1
-        assert metric(url, "nextword_model_info", checksum=before) == 0  # not the dead worker's
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    process, url = two_workers
+    before = checksum(url)
+    os.kill(sorted(children(process.pid))[0], signal.SIGKILL)  # no chance to clean up
+    wait_until(lambda: loads(url, trigger="start") == 3, 60, "its replacement loaded")
+    save_checkpoint(model_dir, random_model(tiny_lm, seed=8))
+    process.send_signal(signal.SIGHUP)
+    wait_until(lambda: loads(url, trigger="reload") == 2, 30, "both workers reloaded")
+    after = load_checkpoint(model_dir).checksum
+    assert metric(url, "nextword_model_info", checksum=after) == 1
+    assert metric(url, "nextword_model_info", checksum=before) == 0  # not the dead worker's
