@@ -158,10 +158,5 @@ def cache_observer(model: str):
 
 def worker_exiting() -> None:
     """Drop this worker's live gauges from the shared directory (several workers only)."""
-    worker_exited(os.getpid())
-
-
-def worker_exited(pid: int) -> None:
-    """Drop the live gauges of worker ``pid`` (which exited, or was killed and could not)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(os.getpid())

@@ -155,17 +155,21 @@ class ModelRegistry:
             self.on_change(self)
 
     def load_all(self) -> None:
-        """Load every checkpoint; on any failure the state is 'failed' with the reason."""
+        """Load every checkpoint; on any failure the state is 'failed' with the reason.
+
+        It holds the reload lock: a SIGHUP that arrives during the first load reloads after it,
+        so the checkpoint written last is the one served.
+        """
         name = self.default
         try:
-            for name, path in self.specs:
-                start = time.perf_counter()
-                self.add_checkpoint(name, path, load_checkpoint(path), start)
-                MODEL_LOADS.labels(name, "start", "loaded").inc()
-                log.info(
-                    "model %s loaded from %s in %.2f s", name, path, time.perf_counter() - start
-                )
-            self.state = "ready"
+            with self._reloading:
+                for name, path in self.specs:
+                    start = time.perf_counter()
+                    self.add_checkpoint(name, path, load_checkpoint(path), start)
+                    MODEL_LOADS.labels(name, "start", "loaded").inc()
+                    seconds = time.perf_counter() - start
+                    log.info("model %s loaded from %s in %.2f s", name, path, seconds)
+                self.state = "ready"
         except Exception as e:
             MODEL_LOADS.labels(name, "start", "failed").inc()
             self.state, self.error = "failed", self.redact(str(e))

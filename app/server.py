@@ -19,12 +19,12 @@ import signal
 import socket
 
 import uvicorn
+from prometheus_client import multiprocess
 from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
 from app.connections import GuardedH11Protocol
 from app.core.config import Settings
-from app.metrics import worker_exited
 
 log = logging.getLogger("uvicorn.error")
 APP = "app.main:create_app"
@@ -55,8 +55,9 @@ class ModelReloadingSupervisor(Multiprocess):
         before = {p.pid for p in self.processes}
         super().keep_subprocess_alive()
         for pid in before - {p.pid for p in self.processes}:
-            if pid is not None:
-                worker_exited(pid)
+            if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                # not app.metrics: importing it here would give the supervisor gauges of its own
+                multiprocess.mark_process_dead(pid)
 
     def forward_pending(self) -> None:
         waiting = []
@@ -71,12 +72,16 @@ class ModelReloadingSupervisor(Multiprocess):
 
 
 def descriptor_limit(reserve: int = 64) -> int | None:
-    """Connections this process can hold before accept() fails: its open-file limit, less a
-    reserve for the model files, pipes and logs (None when the platform does not say)."""
+    """Connections this process can hold before accept() fails: its open-file limit, raised to
+    the hard limit first (the soft one is often 1024), less a reserve for the model files, pipes
+    and logs (None when the platform does not say)."""
     try:
         import resource
 
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # kept by the workers
+            soft = hard
     except (ImportError, OSError, ValueError):
         return None
     return None if soft == resource.RLIM_INFINITY else max(1, soft - reserve)
@@ -93,6 +98,9 @@ def uvicorn_config(
             settings.max_connections,
             cap,
         )
+    # asyncio accepts up to `backlog` connections in one pass before any of them can be closed
+    # (and logs every failed accept()): one pass must fit in the descriptors left above the cap
+    backlog = 2048 if hard is None else max(16, min(2048, (hard - cap) // 2))
     protocol = functools.partial(
         GuardedH11Protocol,
         header_timeout=settings.header_timeout_s,
@@ -110,6 +118,7 @@ def uvicorn_config(
         limit_concurrency=None,  # the app refuses work itself: 503 with Retry-After, probes exempt
         timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=30,  # in-flight requests finish on SIGTERM
+        backlog=backlog,
     )
 
 

@@ -342,3 +342,31 @@ async def test_a_warm_up_that_fails_is_refused_naming_the_checkpoint(
     detail = r.json()["detail"]
     assert "served: loaded, but the model does not answer: math range error" in detail
     assert str(tmp_path) not in detail
+
+
+def test_a_reload_asked_during_the_first_load_runs_after_it(
+    tmp_path: Path, tiny_lm: LanguageModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.registry
+
+    save_checkpoint(tmp_path, tiny_lm)
+    real, started = app.registry.load_checkpoint, threading.Event()
+
+    def slow(path: Path) -> LanguageModel:  # the first load is slow (a big model), later ones not
+        lm = real(path)  # what was on disk when the load began
+        if not started.is_set():
+            started.set()
+            time.sleep(0.3)
+        return lm
+
+    monkeypatch.setattr(app.registry, "load_checkpoint", slow)
+    registry = ModelRegistry([("m", tmp_path)], settings=Settings())
+    loading = registry.start_loading()
+    assert started.wait(10)
+    save_checkpoint(tmp_path, other_model(tiny_lm, seed=33))  # written during the first load
+    registry.request_reload_all()  # SIGHUP
+    loading.join(10)
+    deadline = time.monotonic() + 10
+    while registry._reloader_running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert registry.get("m").lm.checksum == load_checkpoint(tmp_path).checksum

@@ -108,7 +108,8 @@ def metric(url: str, name: str, **labels: str) -> float:
     """The sum of the series of ``name`` in /metrics that carry ``labels`` (0 when none does)."""
     total = 0.0
     for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
-        if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+        series = line.startswith((f"{name}{{", f"{name} "))
+        if series and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -172,6 +173,7 @@ def test_sighup_with_two_workers_keeps_a_refused_checkpoint_out_and_reloads_a_go
     two_workers: tuple[subprocess.Popen, str], model_dir: Path, tiny_lm: LanguageModel
 ) -> None:
     process, url = two_workers
+    assert metric(url, "nextword_ready") == 1  # every worker ready (the supervisor has no vote)
     before = checksum(url)
     traffic = Traffic(url)
     config = tiny_lm.net.config

@@ -85,7 +85,7 @@ def reload_model(
     Guarded by the token in NEXTWORD_RELOAD_TOKEN; disabled when it is not set. In-flight requests
     finish on the old model; a damaged checkpoint is refused and the old model keeps serving.
     With several workers this reloads only the worker that answers: send the server SIGHUP
-    instead, which restarts the workers one by one.
+    instead, which every worker receives and reloads on, in place.
     """
     if not settings.reload_token:
         raise HTTPException(403, "reload is disabled: set NEXTWORD_RELOAD_TOKEN to enable it")
