@@ -18,6 +18,8 @@ skipped when it is not installed:
     pip install httptools==0.9.0 hypercorn==0.18.0 granian==2.8.9
 
     python bench/idle_connections.py --model tests/fixtures/golden_model
+    python bench/idle_connections.py --scenarios overload --servers nextword,hypercorn,granian \
+        --rounds 3                               # throughput under overload, alternating rounds
 """
 
 from __future__ import annotations
@@ -192,31 +194,44 @@ def main() -> None:
     p.add_argument("--hold", type=float, default=20.0, help="seconds each attack lasts")
     p.add_argument("--servers", default="nextword,uvicorn-h11,uvicorn-httptools,hypercorn,granian")
     p.add_argument("--scenarios", default="idle,slowloris,overload")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds; each runs every server, in turn, in a new order",
+    )
     args = p.parse_args()
     model = str(Path(args.model).resolve())
+    servers = args.servers.split(",")
     for scenario in args.scenarios.split(","):
-        for name in args.servers.split(","):
-            port, concurrency = free_port(), 2 if scenario == "overload" else 64
-            command, needs = commands(port, concurrency)[name]
-            if needs and importlib.util.find_spec(needs) is None:
-                print(f"{scenario:9s} {name:18s} skipped ({needs} not installed)")
-                continue
-            env = {
-                "NEXTWORD_MODEL_DIR": f"m={model}",
-                "NEXTWORD_HEADER_TIMEOUT_S": "5",
-                "NEXTWORD_MAX_CONCURRENCY": str(concurrency),
-            }
-            url = f"http://127.0.0.1:{port}"
-            process = start(command, env, url)
-            try:
-                result = SCENARIOS[scenario](port, url, args)
-            finally:
-                process.terminate()
-                try:
-                    process.wait(40)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            print(f"{scenario:9s} {name:18s} {result}", flush=True)
+        for r in range(args.rounds):
+            order = servers[r % len(servers) :] + servers[: r % len(servers)]  # rotate the order
+            for name in order:
+                run_once(scenario, name, model, args, r + 1)
+
+
+def run_once(scenario: str, name: str, model: str, args: argparse.Namespace, round_: int) -> None:
+    port, concurrency = free_port(), 2 if scenario == "overload" else 64
+    command, needs = commands(port, concurrency)[name]
+    if needs and importlib.util.find_spec(needs) is None:
+        print(f"{scenario:9s} {name:18s} skipped ({needs} not installed)")
+        return
+    env = {
+        "NEXTWORD_MODEL_DIR": f"m={model}",
+        "NEXTWORD_HEADER_TIMEOUT_S": "5",
+        "NEXTWORD_MAX_CONCURRENCY": str(concurrency),
+    }
+    url = f"http://127.0.0.1:{port}"
+    process = start(command, env, url)
+    try:
+        result = SCENARIOS[scenario](port, url, args)
+    finally:
+        process.terminate()
+        try:
+            process.wait(40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    print(f"{scenario:9s} round {round_} {name:18s} {result}", flush=True)
 
 
 if __name__ == "__main__":
