@@ -7,7 +7,6 @@ request) says 503 until the models are loaded and have answered one forward pass
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from app.metrics import MODEL_LOADS
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.prefix_cache import PrefixCache
 from model.scoring import LanguageModel
+from model.values import is_number
 
 log = logging.getLogger("nextword")
 LEFT_TO_RIGHT_ENDPOINTS = ["/v1/candidates", "/v1/predict", "/v1/score", "/v1/rerank", "/v1/fill"]
@@ -90,8 +90,7 @@ def _text(value: Any) -> str | None:
 
 
 def _number(value: Any) -> int | float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return value if ok else None
+    return value if is_number(value, finite=True) else None
 
 
 class ModelRegistry:

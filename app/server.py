@@ -43,8 +43,7 @@ class ModelReloadingSupervisor(Multiprocess):
 
     def handle_hup(self) -> None:
         log.info("Received SIGHUP: every worker reloads its models in place.")
-        self.pending = list(self.processes)
-        self.forward_pending()
+        self.pending = list(self.processes)  # handle_signals forwards it, now and on each tick
 
     def handle_signals(self) -> None:
         super().handle_signals()
@@ -71,7 +70,7 @@ class ModelReloadingSupervisor(Multiprocess):
         self.pending = waiting
 
 
-def descriptor_limit(reserve: int = 64) -> int | None:
+def raise_open_file_limit(reserve: int = 64) -> int | None:
     """Connections this process can hold before accept() fails: its open-file limit, raised to
     the hard limit first (the soft one is often 1024), less a reserve for the model files, pipes
     and logs (None when the platform does not say)."""
@@ -90,7 +89,7 @@ def descriptor_limit(reserve: int = 64) -> int | None:
 def uvicorn_config(
     settings: Settings, host: str, port: int, workers: int, log_level: str
 ) -> uvicorn.Config:
-    hard = descriptor_limit()
+    hard = raise_open_file_limit()
     cap = settings.max_connections if hard is None else min(settings.max_connections, hard)
     if cap < settings.max_connections:
         log.warning(

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from model.messages import show
+from model.values import show
 
 FORMAT = "nextword-rnnlm"
 FORMAT_VERSION = 1

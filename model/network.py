@@ -30,7 +30,7 @@ from model.layers import (
     softmax_output_loss,
     temporal_affine_forward,
 )
-from model.messages import show
+from model.values import show
 
 NetworkState = list[State]  # one cell state per layer
 CELLS, ACTIVATIONS = ("rnn", "lstm", "gru"), ("tanh", "relu")

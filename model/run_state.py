@@ -36,12 +36,12 @@ from model.checkpoint import (
 )
 from model.corpus import CorpusError, file_sha256, load_sentences
 from model.data import batchify, sentence_stream, target_mask
-from model.messages import show
 from model.network import RNNLM, NetworkState
 from model.optim import SGD, Adam, NormCap, make_optimizer
 from model.scoring import LanguageModel
 from model.tokenize import Tokenizer
 from model.train_config import RESUMABLE_CHANGES, TrainConfig
+from model.values import is_int, is_number, show
 from model.vocab import Vocabulary
 
 RESUME_DIR = "resume"
@@ -331,14 +331,6 @@ def check_origin(lm: LanguageModel, cfg: TrainConfig, corpus: Corpus, where: Pat
         )
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
-
-
 def check_counters(resume: dict[str, Any], cfg: TrainConfig, corpus: Corpus, where: Path) -> None:
     """Every counter of ``resume`` has its type and range, and they agree with one another, with
     the history and with the windows an epoch of this corpus has."""
@@ -354,18 +346,18 @@ def check_counters(resume: dict[str, Any], cfg: TrainConfig, corpus: Corpus, whe
         ("history", lambda: records is not None, "a list of epoch records"),
         ("history", lambda: all(x.get("epoch") == i + 1 for i, x in enumerate(records)),
          "records of epochs 1, 2, … in order"),
-        ("epoch", lambda: _is_int(r["epoch"]) and r["epoch"] == len(records),
+        ("epoch", lambda: is_int(r["epoch"]) and r["epoch"] == len(records),
          f"the number of epoch records in resume.history ({len(records or [])})"),
-        ("step", lambda: _is_int(r["step"]) and 0 <= r["step"] <= windows,
+        ("step", lambda: is_int(r["step"]) and 0 <= r["step"] <= windows,
          f"an integer in 0..{windows} (the windows in an epoch)"),
-        ("tokens", lambda: _is_int(r["tokens"]) and r["tokens"] >= 0, "an integer ≥ 0"),
-        ("loss_sum", lambda: _is_number(r["loss_sum"]) and 0 <= r["loss_sum"] < math.inf,
+        ("tokens", lambda: is_int(r["tokens"]) and r["tokens"] >= 0, "an integer ≥ 0"),
+        ("loss_sum", lambda: is_number(r["loss_sum"]) and 0 <= r["loss_sum"] < math.inf,
          "a finite number ≥ 0"),
-        ("elapsed", lambda: _is_number(r["elapsed"]) and 0 <= r["elapsed"] < math.inf,
+        ("elapsed", lambda: is_number(r["elapsed"]) and 0 <= r["elapsed"] < math.inf,
          "a finite number ≥ 0 (seconds)"),
-        ("best_valid", lambda: _is_number(r["best_valid"]) and r["best_valid"] >= 0,
+        ("best_valid", lambda: is_number(r["best_valid"]) and r["best_valid"] >= 0,
          "a cross-entropy ≥ 0, or Infinity before the first epoch"),
-        ("bad_epochs", lambda: _is_int(r["bad_epochs"]) and 0 <= r["bad_epochs"] <= r["epoch"],
+        ("bad_epochs", lambda: is_int(r["bad_epochs"]) and 0 <= r["bad_epochs"] <= r["epoch"],
          "an integer in 0..resume.epoch"),
         ("recoveries", lambda: isinstance(r["recoveries"], list)
          and all(isinstance(x, dict) for x in r["recoveries"]), "a list of records"),
@@ -392,20 +384,20 @@ def check_counters(resume: dict[str, Any], cfg: TrainConfig, corpus: Corpus, whe
 # each field's rule and what it must be. "recoveries" is absent from records of older versions.
 PERPLEXITY = "a perplexity ≥ 1, or null where it overflowed"
 RECORD_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "train_loss": (lambda v: _is_number(v) and 0 <= v < math.inf, "a finite number ≥ 0"),
-    "train_ppl": (lambda v: v is None or (_is_number(v) and v >= 1), PERPLEXITY),
-    "valid_loss": (lambda v: _is_number(v) and 0 <= v < math.inf, "a finite number ≥ 0"),
-    "valid_ppl": (lambda v: v is None or (_is_number(v) and v >= 1), PERPLEXITY),
-    "lr": (lambda v: _is_number(v) and 0 < v < math.inf, "a finite number > 0"),
-    "tokens_per_s": (lambda v: _is_number(v) and 0 <= v < math.inf, "a finite number ≥ 0"),
-    "elapsed_s": (lambda v: _is_number(v) and 0 <= v < math.inf, "a finite number ≥ 0"),
+    "train_loss": (lambda v: is_number(v) and 0 <= v < math.inf, "a finite number ≥ 0"),
+    "train_ppl": (lambda v: v is None or (is_number(v) and v >= 1), PERPLEXITY),
+    "valid_loss": (lambda v: is_number(v) and 0 <= v < math.inf, "a finite number ≥ 0"),
+    "valid_ppl": (lambda v: v is None or (is_number(v) and v >= 1), PERPLEXITY),
+    "lr": (lambda v: is_number(v) and 0 < v < math.inf, "a finite number > 0"),
+    "tokens_per_s": (lambda v: is_number(v) and 0 <= v < math.inf, "a finite number ≥ 0"),
+    "elapsed_s": (lambda v: is_number(v) and 0 <= v < math.inf, "a finite number ≥ 0"),
     "best": (lambda v: isinstance(v, bool), "true or false"),
 }
 RECOVERY_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "after_window": (lambda v: _is_int(v) and v >= 0, "an integer ≥ 0"),
+    "after_window": (lambda v: is_int(v) and v >= 0, "an integer ≥ 0"),
     "error": (lambda v: isinstance(v, str), "a string"),
-    "resumed_from_window": (lambda v: _is_int(v) and v >= 0, "an integer ≥ 0"),
-    "lr": (lambda v: _is_number(v) and 0 < v < math.inf, "a finite number > 0"),
+    "resumed_from_window": (lambda v: is_int(v) and v >= 0, "an integer ≥ 0"),
+    "lr": (lambda v: is_number(v) and 0 < v < math.inf, "a finite number > 0"),
 }
 
 

@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from model.messages import show
+from model.values import show
 
 TOKENIZERS = ("whitespace", "words", "chars")
 

@@ -6,7 +6,6 @@ The effective configuration is stored in the checkpoint, so a run can be repeate
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from model.corpus import SPLITS
 from model.network import ModelConfig
 from model.tokenize import TOKENIZERS
+from model.values import is_int, is_number
 
 PATH_FIELDS = ("train", "valid", "test", "out")
 RESOURCES = Path(__file__).parent / "resources"
@@ -160,11 +160,9 @@ def _has_type(value: Any, name: str) -> bool:
     if name == "bool":
         return isinstance(value, bool)
     if name == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_int(value)
     if name == "float":
-        return (
-            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        )
+        return is_number(value, finite=True)
     return name == "str" and isinstance(value, str)
 
 

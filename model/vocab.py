@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from model.messages import show
+from model.values import show
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)

@@ -6,15 +6,15 @@ import logging
 
 import pytest
 
-import app.main
-from app.main import ACCEPT_FAILED, OncePer, configure_logging
+import app.logs
+from app.logs import ACCEPT_FAILED, OncePer, configure_logging
 
 
 def test_failed_accepts_are_logged_once_per_interval(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr(app.main.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(app.logs.time, "monotonic", lambda: now[0])
     configure_logging("info")
     configure_logging("info")  # idempotent: one filter
     aio = logging.getLogger("asyncio")
