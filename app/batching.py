@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-from model.scoring import CandidateScore, LanguageModel
+from model.inference.recurrent_lm import CandidateScore, LanguageModel
 
 Request = tuple[list[str], list[list[str]]]
 

@@ -17,9 +17,9 @@ from typing import Any
 from app.batching import CandidateBatcher
 from app.core.config import Settings
 from app.metrics import MODEL_LOADS
-from model.checkpoint import CheckpointError, load_checkpoint
-from model.prefix_cache import PrefixCache
-from model.scoring import LanguageModel
+from model.inference.checkpoint import CheckpointError, load_checkpoint
+from model.inference.prefix_cache import PrefixCache
+from model.inference.recurrent_lm import LanguageModel
 from model.values import is_number
 
 log = logging.getLogger("nextword")

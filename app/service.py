@@ -14,7 +14,7 @@ import numpy as np
 from app import schemas
 from app.core.config import Settings
 from app.metrics import observe_scores
-from model.scoring import CandidateScore, LanguageModel
+from model.inference.recurrent_lm import CandidateScore, LanguageModel
 
 
 class RequestError(ValueError):

@@ -31,9 +31,9 @@ import httpx
 import numpy as np
 
 from app.launch import start_server
-from model.checkpoint import load_checkpoint
-from model.prefix_cache import PrefixCache
-from model.scoring import LanguageModel
+from model.inference.checkpoint import load_checkpoint
+from model.inference.prefix_cache import PrefixCache
+from model.inference.recurrent_lm import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VALID = ROOT.parent / "shared" / "data" / "ptb" / "ptb.valid.txt"

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import batchify, bptt_windows, sentence_stream, target_mask
-from model.network import RNNLM, ModelConfig
-from model.optim import SGD
-from model.training import train_step
-from model.vocab import Vocabulary
+from model.network.recurrent import RNNLM, ModelConfig
+from model.text.batches import batchify, bptt_windows, sentence_stream, target_mask
+from model.text.vocab import Vocabulary
+from model.training.optim import SGD
+from model.training.steps import train_step
 
 DEFAULT_PTB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"
 

@@ -8,12 +8,12 @@ The public entry points:
 - ``save_checkpoint`` / ``load_checkpoint``: one directory per model, safetensors, no pickle.
 """
 
-from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from model.layers import NonFiniteError
-from model.network import RNNLM, ModelConfig
-from model.scoring import CandidateScore, LanguageModel, SentenceScore
-from model.tokenize import Tokenizer
-from model.vocab import Vocabulary
+from model.inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.inference.recurrent_lm import CandidateScore, LanguageModel, SentenceScore
+from model.network.layers import NonFiniteError
+from model.network.recurrent import RNNLM, ModelConfig
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
 
 __version__ = "0.1.0"
 

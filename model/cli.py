@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 import model
-from model.checkpoint import CheckpointError, load_checkpoint
-from model.corpus import SPLITS, CorpusError
-from model.evaluate import evaluate_file
-from model.layers import NonFiniteError
-from model.train import add_train_arguments, run_train
+from model.inference.checkpoint import CheckpointError, load_checkpoint
+from model.network.layers import NonFiniteError
+from model.text.corpus import SPLITS, CorpusError
+from model.training.command import add_train_arguments, run_train
+from model.training.evaluation import evaluate_file
 
 
 def info(args: argparse.Namespace) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.network import RNNLM, ModelConfig
-from model.scoring import LanguageModel
-from model.tokenize import Tokenizer
-from model.vocab import Vocabulary
+from model.inference.recurrent_lm import LanguageModel
+from model.network.recurrent import RNNLM, ModelConfig
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
 
 TINY_WORDS = ["the", "cat", "sat", "on", "mat", "dog", "ran", "new", "york"]
 

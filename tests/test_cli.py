@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from model import __version__
-from model.checkpoint import save_checkpoint
 from model.cli import main
-from model.scoring import LanguageModel
+from model.inference.checkpoint import save_checkpoint
+from model.inference.recurrent_lm import LanguageModel
 
 
 def test_info_describes_a_checkpoint(

@@ -14,7 +14,7 @@ import yaml
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
-from model.scoring import LanguageModel
+from model.inference.recurrent_lm import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

@@ -21,11 +21,11 @@ import pytest
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-import model.trainer
+import model.training.trainer
 from model.cli import main
-from model.run_state import StoppedError
-from model.train_config import merge
-from model.trainer import train
+from model.training.config import merge
+from model.training.snapshot import StoppedError
+from model.training.trainer import train
 from tests.test_train import write_corpus
 from tests.test_train_faults import StopWhen
 
@@ -41,9 +41,11 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     options = {"layers": 2, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 3}
     options |= {"optimizer": "adam", "lr": 0.01, "dropout": 0.2}
     windows: list[int] = []
-    real = model.trainer.train_step
+    real = model.training.trainer.train_step
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(model.trainer, "train_step", lambda *a: windows.append(1) or real(*a))
+        patch.setattr(
+            model.training.trainer, "train_step", lambda *a: windows.append(1) or real(*a)
+        )
         with pytest.raises(StoppedError):
             cfg = merge({"train": str(corpus), "out": str(tmp / "run"), **options})
             train(cfg, stop=StopWhen(lambda: len(windows) >= 60 + 7))  # epoch 2, window 7
@@ -317,9 +319,11 @@ def test_a_run_saved_before_per_cell_defaults_resumes_as_it_started(tmp_path: Pa
     options = {"cell": "rnn", "activation": "relu", "layers": 1, "emb": 8, "hidden": 8}
     options |= {"batch_size": 4, "bptt": 6, "epochs": 2, "lr": 20.0, "max_recurrent_norm": 0.0}
     windows: list[int] = []
-    real = model.trainer.train_step
+    real = model.training.trainer.train_step
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(model.trainer, "train_step", lambda *a: windows.append(1) or real(*a))
+        patch.setattr(
+            model.training.trainer, "train_step", lambda *a: windows.append(1) or real(*a)
+        )
         with pytest.raises(StoppedError):
             cfg = merge({"train": str(corpus), "out": str(tmp_path / "run"), **options})
             train(cfg, stop=StopWhen(lambda: len(windows) >= 7))

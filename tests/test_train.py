@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.checkpoint import load_checkpoint
 from model.cli import main
-from model.run_state import StoppedError
-from model.train_config import merge
-from model.trainer import StopRequest, train
+from model.inference.checkpoint import load_checkpoint
+from model.training.config import merge
+from model.training.snapshot import StoppedError
+from model.training.trainer import StopRequest, train
 
 SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the bird"]
 VERBS = ["sat on", "looked at", "ran to", "saw", "liked"]
@@ -149,7 +149,10 @@ def test_bad_input_fails_early_with_a_clear_message(
 def run_cli(*args: str) -> subprocess.Popen:
     env = os.environ | {"OPENBLAS_NUM_THREADS": "1"}  # bit-identical sums in every run
     return subprocess.Popen(
-        [sys.executable, "-m", "model.train", *args], env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "model.training.command", *args],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -242,7 +245,7 @@ def test_eval_reports_penn_treebank_style_perplexity(
 
 def test_python_dash_m_model_train_is_the_same_command() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "model.train", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "model.training.command", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0
     assert "--checkpoint-every" in result.stdout and "--tie-weights" in result.stdout

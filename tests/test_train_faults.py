@@ -20,16 +20,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-import model.trainer
-from model.checkpoint import load_checkpoint, save_checkpoint
+import model.training.trainer
 from model.cli import main
-from model.network import RNNLM, ModelConfig
-from model.run_state import StoppedError
-from model.scoring import LanguageModel
-from model.tokenize import Tokenizer
-from model.train_config import merge
-from model.trainer import StopRequest, train
-from model.vocab import Vocabulary
+from model.inference.checkpoint import load_checkpoint, save_checkpoint
+from model.inference.recurrent_lm import LanguageModel
+from model.network.recurrent import RNNLM, ModelConfig
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
+from model.training.config import merge
+from model.training.snapshot import StoppedError
+from model.training.trainer import StopRequest, train
 from tests.test_train import TINY, write_corpus
 
 
@@ -141,7 +141,7 @@ def test_a_write_failing_mid_run_stops_cleanly_and_the_run_resumes_exactly(
     assert main([*args, "--out", str(tmp_path / "straight")]) == 0
     out = tmp_path / "broken"
     locked, function, nth, message = WRITES[what]
-    real, calls = getattr(model.trainer, function), []
+    real, calls = getattr(model.training.trainer, function), []
 
     def lock_then_write(*a: Any, **k: Any) -> Any:
         calls.append(1)
@@ -149,7 +149,7 @@ def test_a_write_failing_mid_run_stops_cleanly_and_the_run_resumes_exactly(
             locks.lock(out / locked)
         return real(*a, **k)
 
-    monkeypatch.setattr(model.trainer, function, lock_then_write)
+    monkeypatch.setattr(model.training.trainer, function, lock_then_write)
     capsys.readouterr()
     assert main([*args, "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -158,7 +158,7 @@ def test_a_write_failing_mid_run_stops_cleanly_and_the_run_resumes_exactly(
     assert f"the last snapshot in {out / 'resume'} is intact" in err
     assert "continue with --resume" in err
     locks.unlock()
-    monkeypatch.setattr(model.trainer, function, real)
+    monkeypatch.setattr(model.training.trainer, function, real)
     assert main(["train", "--resume", "--out", str(out)]) == 0
     for name, p in load_checkpoint(tmp_path / "straight").net.params.items():
         np.testing.assert_array_equal(load_checkpoint(out).net.params[name], p, err_msg=name)
@@ -219,7 +219,7 @@ def poison_once(monkeypatch: pytest.MonkeyPatch, lr: float, when: str) -> list[f
     window (the loss turns NaN) or after the last window of epoch 1 (the validation does), while
     the learning rate is still ``lr``; a halved rate trains on unharmed. Returns the learning
     rate seen by every window."""
-    real, rates = model.trainer.train_step, []
+    real, rates = model.training.trainer.train_step, []
 
     def step(net: Any, optimizer: Any, *args: Any) -> Any:
         rates.append(optimizer.lr)
@@ -230,7 +230,7 @@ def poison_once(monkeypatch: pytest.MonkeyPatch, lr: float, when: str) -> list[f
             net.params["output.b"][:] = np.nan
         return result
 
-    monkeypatch.setattr(model.trainer, "train_step", step)
+    monkeypatch.setattr(model.training.trainer, "train_step", step)
     return rates
 
 
@@ -281,7 +281,7 @@ def test_out_of_recoveries_the_run_stops_with_exit_1_and_a_sound_model(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpus = write_corpus(tmp_path / "train.txt", 200)
-    real, rates = model.trainer.train_step, []
+    real, rates = model.training.trainer.train_step, []
 
     def step(net: Any, optimizer: Any, *args: Any) -> Any:  # every rate diverges in epoch 2
         rates.append(optimizer.lr)
@@ -289,7 +289,7 @@ def test_out_of_recoveries_the_run_stops_with_exit_1_and_a_sound_model(
             net.params["output.b"][:] = np.inf
         return real(net, optimizer, *args)
 
-    monkeypatch.setattr(model.trainer, "train_step", step)
+    monkeypatch.setattr(model.training.trainer, "train_step", step)
     out = tmp_path / "m"
     args = ["train", "--train", str(corpus), "--out", str(out), *TINY, "--epochs", "3"]
     assert main([*args, "--optimizer", "adam", "--lr", "0.01", "--checkpoint-every", "3"]) == 1
@@ -307,14 +307,14 @@ def poison_validation(monkeypatch: pytest.MonkeyPatch, lr: float) -> None:
     learning rate is still ``lr``, the output bias of <unk> becomes 50 just before validation,
     so every other word costs about 50 nats. A rollback restores the weights; a halved rate is
     spared."""
-    real = model.trainer.validate
+    real = model.training.trainer.validate
 
     def validate(state: Any, corpus: Any) -> float:
         if state.optimizer.lr == lr and state.epoch == 0:
             state.net.params["output.b"][corpus.vocab.unk_id] = 50.0
         return real(state, corpus)
 
-    monkeypatch.setattr(model.trainer, "validate", validate)
+    monkeypatch.setattr(model.training.trainer, "validate", validate)
 
 
 @pytest.mark.parametrize("kind", ["next-word", "gap-filling"])
@@ -381,7 +381,7 @@ def test_huge_perplexities_read_as_numbers_and_metrics_stay_json(
     float: the log shows 3.664e+194 and inf, metrics.jsonl null (JSON has no Infinity), and a run
     with such a history resumes."""
     corpus = write_corpus(tmp_path / "train.txt", 200)
-    real, windows = model.trainer.train_step, []
+    real, windows = model.training.trainer.train_step, []
 
     def step(*args: Any) -> Any:
         windows.append(1)
@@ -389,7 +389,7 @@ def test_huge_perplexities_read_as_numbers_and_metrics_stay_json(
         fake = {1: 800.0, 2: 448.0}.get(math.ceil(len(windows) / WINDOWS))
         return (result if fake is None else dataclasses.replace(result, loss=fake)), carry
 
-    monkeypatch.setattr(model.trainer, "train_step", step)
+    monkeypatch.setattr(model.training.trainer, "train_step", step)
     options = {"layers": 1, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 3}
     options |= {"progress_every": 1e-9}
     out = tmp_path / "m"
@@ -537,8 +537,8 @@ def test_progress_lines_appear_every_so_often_when_stderr_is_no_terminal(
     # the interval may change on resume: stopped after 5 windows, resumed with lines from window 6
     options = {"layers": 1, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 1}
     done: list[int] = []
-    real = model.trainer.train_step
-    monkeypatch.setattr(model.trainer, "train_step", lambda *a: done.append(1) or real(*a))
+    real = model.training.trainer.train_step
+    monkeypatch.setattr(model.training.trainer, "train_step", lambda *a: done.append(1) or real(*a))
     with pytest.raises(StoppedError):
         train(
             merge({"train": str(corpus), "out": str(tmp_path / "s"), **options}),

@@ -11,8 +11,8 @@ import pytest
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
-from model.network import RNNLM
-from model.scoring import LanguageModel
+from model.inference.recurrent_lm import LanguageModel
+from model.network.recurrent import RNNLM
 
 
 @pytest.fixture

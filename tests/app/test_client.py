@@ -10,7 +10,7 @@ from app.client import AsyncNextwordClient, NextwordError
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
-from model.scoring import LanguageModel
+from model.inference.recurrent_lm import LanguageModel
 
 pytestmark = pytest.mark.anyio
 

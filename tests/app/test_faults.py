@@ -14,9 +14,9 @@ import pytest
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
-from model.checkpoint import load_checkpoint, save_checkpoint
-from model.network import RNNLM
-from model.scoring import LanguageModel
+from model.inference.checkpoint import load_checkpoint, save_checkpoint
+from model.inference.recurrent_lm import LanguageModel
+from model.network.recurrent import RNNLM
 
 pytestmark = pytest.mark.anyio
 TOKEN = {"authorization": "Bearer s3cret"}

@@ -11,9 +11,9 @@ import pytest
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
-from model.bidirectional import BiRNNLM
-from model.network import ModelConfig
-from model.scoring import LanguageModel
+from model.inference.recurrent_lm import LanguageModel
+from model.network.bidirectional import BiRNNLM
+from model.network.recurrent import ModelConfig
 from tests.conftest import perturbed
 
 pytestmark = pytest.mark.anyio

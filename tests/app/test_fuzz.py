@@ -10,10 +10,10 @@ from schemathesis.checks import positive_data_acceptance
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
-from model.network import RNNLM, ModelConfig
-from model.scoring import LanguageModel
-from model.tokenize import Tokenizer
-from model.vocab import Vocabulary
+from model.inference.recurrent_lm import LanguageModel
+from model.network.recurrent import RNNLM, ModelConfig
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
 
 
 def fuzz_app():

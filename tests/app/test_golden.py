@@ -15,7 +15,7 @@ import pytest
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
-from model.checkpoint import load_checkpoint
+from model.inference.checkpoint import load_checkpoint
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 GOLDEN = json.loads((FIXTURES / "golden_scores.json").read_text())

@@ -7,7 +7,7 @@ import math
 import httpx
 import pytest
 
-from model.scoring import LanguageModel
+from model.inference.recurrent_lm import LanguageModel
 
 pytestmark = pytest.mark.anyio
 

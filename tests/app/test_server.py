@@ -15,7 +15,7 @@ import pytest
 
 from app.client import NextwordClient
 from app.launch import start_server
-from model.checkpoint import load_checkpoint
+from model.inference.checkpoint import load_checkpoint
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden_model"
 

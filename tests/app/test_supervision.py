@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from app.launch import free_port, is_ready, start_server
-from model.bidirectional import BiRNNLM
-from model.checkpoint import load_checkpoint, save_checkpoint
-from model.network import RNNLM, ModelConfig
-from model.scoring import LanguageModel
+from model.inference.checkpoint import load_checkpoint, save_checkpoint
+from model.inference.recurrent_lm import LanguageModel
+from model.network.bidirectional import BiRNNLM
+from model.network.recurrent import RNNLM, ModelConfig
 
 
 def start(model_dir: Path, workers: int) -> tuple[subprocess.Popen, str]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.bidirectional import BiRNNLM, SentenceBatch, sentence_batches
-from model.gradcheck import numerical_gradient, relative_error
-from model.layers import RowSparse
-from model.network import ModelConfig
-from model.scoring import LanguageModel, ModelKindError
-from model.tokenize import Tokenizer
-from model.vocab import Vocabulary
+from model.inference.recurrent_lm import LanguageModel, ModelKindError
+from model.network.bidirectional import BiRNNLM, SentenceBatch, sentence_batches
+from model.network.layers import RowSparse
+from model.network.recurrent import ModelConfig
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
 from tests.conftest import TINY_WORDS, perturbed
+from tests.gradcheck import numerical_gradient, relative_error
 
 V = 12
 BOS, EOS = Vocabulary.bos_id, Vocabulary.eos_id

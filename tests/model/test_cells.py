@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.cells import (
+from model.network.cells import (
     get_cell,
     gru_step_backward,
     gru_step_forward,
@@ -15,8 +15,8 @@ from model.cells import (
     rnn_step_backward,
     rnn_step_forward,
 )
-from model.gradcheck import numerical_gradient, relative_error
-from model.init import init_cell
+from model.network.init import init_cell
+from tests.gradcheck import numerical_gradient, relative_error
 
 TOL = 1e-7
 N, D, H, T = 3, 4, 5, 4

@@ -8,12 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import model.checkpoint as checkpoint
-from model.checkpoint import CheckpointError, load_checkpoint, load_tensors, save_checkpoint
-from model.network import RNNLM, ModelConfig
-from model.scoring import LanguageModel
-from model.tokenize import Tokenizer
-from model.vocab import Vocabulary
+import model.inference.checkpoint as checkpoint
+from model.inference.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_tensors,
+    save_checkpoint,
+)
+from model.inference.recurrent_lm import LanguageModel
+from model.network.recurrent import RNNLM, ModelConfig
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
 
 SENTENCES = ["the cat sat on the mat", "new york", "zebra"]
 

@@ -22,13 +22,18 @@ import pytest
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-import model.checkpoint as checkpoint
-from model.bidirectional import BiRNNLM
-from model.checkpoint import CheckpointError, load_checkpoint, load_tensors, save_checkpoint
-from model.network import RNNLM, ModelConfig
-from model.scoring import LanguageModel
-from model.tokenize import Tokenizer
-from model.vocab import Vocabulary
+import model.inference.checkpoint as checkpoint
+from model.inference.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_tensors,
+    save_checkpoint,
+)
+from model.inference.recurrent_lm import LanguageModel
+from model.network.bidirectional import BiRNNLM
+from model.network.recurrent import RNNLM, ModelConfig
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
 
 TOKENS = ["<unk>", "<s>", "</s>", "a", "b", "c"]
 COUNTS = [0, 4, 4, 3, 2, 1]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from model.corpus import CorpusError, load_sentences, read_text, split_text
-from model.tokenize import Tokenizer
+from model.text.corpus import CorpusError, load_sentences, read_text, split_text
+from model.text.tokenize import Tokenizer
 
 
 def test_missing_empty_and_directory_paths_are_reported(tmp_path: Path) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.gradcheck import numerical_gradient, relative_error
-from model.layers import (
+from model.network.layers import (
     SAFE_EXP_RANGE,
     NonFiniteError,
     RowSparse,
@@ -22,6 +21,7 @@ from model.layers import (
     temporal_affine_backward,
     temporal_affine_forward,
 )
+from tests.gradcheck import numerical_gradient, relative_error
 
 TOL = 1e-7
 rng = np.random.default_rng(0)

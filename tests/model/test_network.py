@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.gradcheck import numerical_gradient, relative_error
-from model.layers import RowSparse
-from model.network import RNNLM, ModelConfig
+from model.network.layers import RowSparse
+from model.network.recurrent import RNNLM, ModelConfig
 from tests.conftest import perturbed
+from tests.gradcheck import numerical_gradient, relative_error
 
 V, T, N = 9, 4, 3
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from model.layers import NonFiniteError, RowSparse
-from model.optim import SGD, Adam, clip_grad_norm, clip_scale, global_norm, make_optimizer
+from model.network.layers import NonFiniteError, RowSparse
+from model.training.optim import SGD, Adam, clip_grad_norm, clip_scale, global_norm, make_optimizer
 
 
 def test_global_norm_covers_dense_and_row_sparse_gradients() -> None:

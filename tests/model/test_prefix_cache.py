@@ -8,9 +8,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from model.network import RNNLM
-from model.prefix_cache import CachedPrefix, PrefixCache
-from model.scoring import LanguageModel
+from model.inference.prefix_cache import CachedPrefix, PrefixCache
+from model.inference.recurrent_lm import LanguageModel
+from model.network.recurrent import RNNLM
 
 
 def float32_copy(lm: LanguageModel) -> LanguageModel:

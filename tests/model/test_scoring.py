@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from model.scoring import LanguageModel
+from model.inference.recurrent_lm import LanguageModel
 
 
 def step_by_step_log_probs(lm: LanguageModel, tokens: list[str]) -> list[float]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.data import batchify, bptt_windows, sentence_stream, target_mask
-from model.tokenize import Tokenizer
-from model.vocab import Vocabulary
+from model.text.batches import batchify, bptt_windows, sentence_stream, target_mask
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
 
 
 def test_whitespace_tokenizer_keeps_penn_treebank_tokens() -> None:

@@ -8,12 +8,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from model.data import batchify, sentence_stream, target_mask
-from model.layers import NonFiniteError
-from model.network import RNNLM, ModelConfig
-from model.optim import SGD, Adam
-from model.training import evaluate, perplexity, train_step, train_windows
-from model.vocab import Vocabulary
+from model.network.layers import NonFiniteError
+from model.network.recurrent import RNNLM, ModelConfig
+from model.text.batches import batchify, sentence_stream, target_mask
+from model.text.vocab import Vocabulary
+from model.training.optim import SGD, Adam
+from model.training.steps import evaluate, perplexity, train_step, train_windows
 
 CORPUS = [
     s.split()

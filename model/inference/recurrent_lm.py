@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from model.layers import log_softmax
-from model.network import RNNLM, NetworkState
-from model.prefix_cache import CachedPrefix, PrefixCache
-from model.tokenize import Tokenizer
-from model.vocab import SPECIALS, Vocabulary
+from model.inference.prefix_cache import CachedPrefix, PrefixCache
+from model.network.layers import log_softmax
+from model.network.recurrent import RNNLM, NetworkState
+from model.text.tokenize import Tokenizer
+from model.text.vocab import SPECIALS, Vocabulary
 
 Text = str | Sequence[str]  # a string to tokenise, or tokens already split
 OUTPUT_CHUNK_ROWS = 2048  # rows of (rows, V) logits computed at once, bounding memory

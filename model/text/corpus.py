@@ -13,7 +13,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from model.tokenize import Tokenizer
+from model.text.tokenize import Tokenizer
 
 SPLITS = ("lines", "sentences")
 # A sentence runs to the first end mark (with any closing quotes) that is followed by a space or the

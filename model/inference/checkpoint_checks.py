@@ -1,8 +1,8 @@
 """Checks for what a checkpoint directory holds, each failing with a message naming the file.
 
-``model.checkpoint`` reads the files; this module decides whether what it read can be trusted:
-config.json's fields (JSON types, names, sizes, the form of hashes), nesting depth and duplicate
-keys in any JSON file, and the dtype and finiteness of tensors. The model, tokenizer and
+``model.inference.checkpoint`` reads the files; this module decides whether what it read can be
+trusted: config.json's fields (JSON types, names, sizes, the form of hashes), nesting depth and
+duplicate keys in any JSON file, and the dtype and finiteness of tensors. The model, tokenizer and
 vocabulary sections are checked by their own ``from_dict``.
 """
 

@@ -11,11 +11,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from model.corpus import load_sentences
-from model.data import sentence_stream, target_mask
-from model.layers import NonFiniteError
-from model.scoring import LanguageModel
-from model.training import evaluate, evaluate_gaps, perplexity
+from model.inference.recurrent_lm import LanguageModel
+from model.network.layers import NonFiniteError
+from model.text.batches import sentence_stream, target_mask
+from model.text.corpus import load_sentences
+from model.training.steps import evaluate, evaluate_gaps, perplexity
 
 
 def evaluate_file(

@@ -5,7 +5,7 @@
     nextword train --config bench/ptb.toml                  # a reproducible run from a file
     nextword train --preset default --out models/default    # the built-in model (The Time Machine)
     nextword train --resume --out models/mine               # continue a stopped or killed run
-    python -m model.train ...                               # the same
+    python -m model.training.command ...                               # the same
 
 Options are read from the defaults, then ``--config`` (TOML or JSON, keys named like the options
 with underscores), then the command line. The effective configuration is stored in the checkpoint.
@@ -18,11 +18,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.checkpoint import CONFIG_FILE, CheckpointError
-from model.layers import NonFiniteError
-from model.run_state import StoppedError, TrainingError
-from model.train_config import PATH_FIELDS, PRESETS, TrainConfig, merge
-from model.trainer import train
+from model.inference.checkpoint import CONFIG_FILE, CheckpointError
+from model.network.layers import NonFiniteError
+from model.training.config import PATH_FIELDS, PRESETS, TrainConfig, merge
+from model.training.snapshot import StoppedError, TrainingError
+from model.training.trainer import train
 
 S = argparse.SUPPRESS  # options not given stay absent, so the config file's values are kept
 
@@ -195,7 +195,7 @@ def diverged_advice(error: NonFiniteError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m model.train", description=__doc__.split("\n\n")[0]
+        prog="python -m model.training.command", description=__doc__.split("\n\n")[0]
     )
     add_train_arguments(parser)
     return run_train(parser.parse_args(argv))

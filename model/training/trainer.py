@@ -45,18 +45,20 @@ import numpy as np
 from tqdm import tqdm
 
 import model
-from model.bidirectional import BiRNNLM, SentenceBatch, sentence_batches
-from model.checkpoint import (
+from model.inference.checkpoint import (
     CONFIG_FILE,
     load_checkpoint,
     save_checkpoint,
     write_atomic,
 )
-from model.data import bptt_windows, target_mask
-from model.evaluate import evaluate_file
-from model.layers import NonFiniteError
-from model.plot import plot_history
-from model.run_state import (
+from model.inference.recurrent_lm import LanguageModel
+from model.network.bidirectional import BiRNNLM, SentenceBatch, sentence_batches
+from model.network.layers import NonFiniteError
+from model.text.batches import bptt_windows, target_mask
+from model.training.config import TrainConfig
+from model.training.evaluation import evaluate_file
+from model.training.plot import plot_history
+from model.training.snapshot import (
     RESUME_DIR,
     Corpus,
     RunState,
@@ -68,9 +70,7 @@ from model.run_state import (
     resumed_config,
     save_state,
 )
-from model.scoring import LanguageModel
-from model.train_config import TrainConfig
-from model.training import (
+from model.training.steps import (
     Progress,
     StepResult,
     evaluate,

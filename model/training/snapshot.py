@@ -26,23 +26,23 @@ from typing import Any
 
 import numpy as np
 
-from model.bidirectional import BiRNNLM, sentence_batches
-from model.checkpoint import (
+from model.inference.checkpoint import (
     CONFIG_FILE,
     load_checkpoint,
     load_tensors,
     read_config,
     save_checkpoint,
 )
-from model.corpus import CorpusError, file_sha256, load_sentences
-from model.data import batchify, sentence_stream, target_mask
-from model.network import RNNLM, NetworkState
-from model.optim import SGD, Adam, NormCap, make_optimizer
-from model.scoring import LanguageModel
-from model.tokenize import Tokenizer
-from model.train_config import RESUMABLE_CHANGES, TrainConfig
+from model.inference.recurrent_lm import LanguageModel
+from model.network.bidirectional import BiRNNLM, sentence_batches
+from model.network.recurrent import RNNLM, NetworkState
+from model.text.batches import batchify, sentence_stream, target_mask
+from model.text.corpus import CorpusError, file_sha256, load_sentences
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
+from model.training.config import RESUMABLE_CHANGES, TrainConfig
+from model.training.optim import SGD, Adam, NormCap, make_optimizer
 from model.values import is_int, is_number, show
-from model.vocab import Vocabulary
 
 RESUME_DIR = "resume"
 # The metadata sections that define the run, and the key of their sha256 in the metadata.

@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from model.corpus import SPLITS
-from model.network import ModelConfig
-from model.tokenize import TOKENIZERS
+from model.network.recurrent import ModelConfig
+from model.text.corpus import SPLITS
+from model.text.tokenize import TOKENIZERS
 from model.values import is_int, is_number
 
 PATH_FIELDS = ("train", "valid", "test", "out")
-RESOURCES = Path(__file__).parent / "resources"
+RESOURCES = Path(__file__).parents[1] / "resources"
 PRESETS = {"default": RESOURCES / "default.toml"}  # the built-in default model
 # Options that may change when a run is resumed; any other change would make it a different run.
 RESUMABLE_CHANGES = (

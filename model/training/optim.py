@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from model.layers import Grad, NonFiniteError, RowSparse
+from model.network.layers import Grad, NonFiniteError, RowSparse
 
 Arrays = dict[str, np.ndarray]
 Shapes = Mapping[str, tuple[int, ...]]

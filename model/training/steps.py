@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from model.bidirectional import BiRNNLM, SentenceBatch
-from model.data import bptt_windows, target_mask
-from model.layers import Grad, NonFiniteError
-from model.network import RNNLM, NetworkState
-from model.optim import SGD, Adam, clip_scale
-from model.vocab import Vocabulary
+from model.network.bidirectional import BiRNNLM, SentenceBatch
+from model.network.layers import Grad, NonFiniteError
+from model.network.recurrent import RNNLM, NetworkState
+from model.text.batches import bptt_windows, target_mask
+from model.text.vocab import Vocabulary
+from model.training.optim import SGD, Adam, clip_scale
 
 
 @dataclass

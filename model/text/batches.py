@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from model.vocab import Vocabulary
+from model.text.vocab import Vocabulary
 
 
 def sentence_stream(sentences: Iterable[Sequence[str]], vocab: Vocabulary) -> np.ndarray:

@@ -17,9 +17,9 @@ from typing import Any, get_type_hints
 
 import numpy as np
 
-from model.cells import State, get_cell
-from model.init import init_cell, init_embedding
-from model.layers import (
+from model.network.cells import State, get_cell
+from model.network.init import init_cell, init_embedding
+from model.network.layers import (
     Grad,
     RowSparse,
     dropout_backward,
@@ -57,7 +57,7 @@ class ModelConfig:
     hidden_size: int = 200  # H
     dropout: float = 0.0  # drop probability on non-recurrent connections, training only
     tie_weights: bool = False  # output matrix = embedding matrix (needs D == H)
-    bidirectional: bool = False  # a gap-filling model reading from both sides (model.bidirectional)
+    bidirectional: bool = False  # a gap-filling model reading both sides (network.bidirectional)
 
     def __post_init__(self) -> None:
         for name, allowed in (("cell", CELLS), ("activation", ACTIVATIONS)):
@@ -234,7 +234,7 @@ class RNNLM:
     ) -> None:
         if config.bidirectional:
             raise ValueError(
-                "a bidirectional config builds a BiRNNLM (model.bidirectional), not an RNNLM"
+                "a bidirectional config builds a BiRNNLM (network.bidirectional), not an RNNLM"
             )
         self.config = config
         self.stack = RecurrentStack(config)

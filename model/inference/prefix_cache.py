@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.network import NetworkState
+from model.network.recurrent import NetworkState
 
 ID_BYTES = 4  # ids are packed as int32: a 256-token key is 1 KB, not a 10 KB tuple of ints
 # what an entry costs besides its key and arrays: the CachedPrefix, its list and tuples, the

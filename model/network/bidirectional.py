@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from model.init import init_embedding
-from model.layers import Grad, log_softmax, softmax_output_loss
-from model.network import ModelConfig, NetworkState, RecurrentStack, check_params
-from model.vocab import Vocabulary
+from model.network.init import init_embedding
+from model.network.layers import Grad, log_softmax, softmax_output_loss
+from model.network.recurrent import ModelConfig, NetworkState, RecurrentStack, check_params
+from model.text.vocab import Vocabulary
 
 
 @dataclass

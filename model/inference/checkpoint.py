@@ -35,8 +35,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from model.bidirectional import BiRNNLM
-from model.checkpoint_checks import (
+from model.inference.checkpoint_checks import (
     CONFIG_FILE,
     DATA_FILE_RE,
     FORMAT,
@@ -48,10 +47,11 @@ from model.checkpoint_checks import (
     check_finite,
     parse_json,
 )
-from model.network import RNNLM, ModelConfig
-from model.scoring import LanguageModel
-from model.tokenize import Tokenizer
-from model.vocab import Vocabulary
+from model.inference.recurrent_lm import LanguageModel
+from model.network.bidirectional import BiRNNLM
+from model.network.recurrent import RNNLM, ModelConfig
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
 
 FILE_MODE = 0o644
 T = TypeVar("T")
