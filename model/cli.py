@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import model
 from model.inference.checkpoint import CheckpointError, load_checkpoint
+from model.inference.evaluation import evaluate_file
 from model.network.layers import NonFiniteError
 from model.text.corpus import SPLITS, CorpusError
 from model.training.command import add_train_arguments, run_train
-from model.training.evaluation import evaluate_file
 
 
 def info(args: argparse.Namespace) -> int:

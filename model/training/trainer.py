@@ -51,12 +51,12 @@ from model.inference.checkpoint import (
     save_checkpoint,
     write_atomic,
 )
+from model.inference.evaluation import evaluate_file
 from model.inference.recurrent_lm import LanguageModel
 from model.network.bidirectional import BiRNNLM, SentenceBatch, sentence_batches
 from model.network.layers import NonFiniteError
 from model.text.batches import bptt_windows, target_mask
 from model.training.config import TrainConfig
-from model.training.evaluation import evaluate_file
 from model.training.plot import plot_history
 from model.training.snapshot import (
     RESUME_DIR,
