@@ -18,9 +18,10 @@ run: $(BIN)/.installed  ## serve the default model on http://$(HOST):$(PORT), tr
 	test -f $(MODEL)/config.json || $(BIN)/nextword train --preset default --out $(MODEL)
 	$(BIN)/nextword serve --model $(MODEL) --host $(HOST) --port $(PORT)
 
-lint: $(BIN)/.installed  ## ruff: lint and formatting
+lint: $(BIN)/.installed  ## ruff (lint, formatting) and mypy --strict on model/ and app/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint  ## install into .venv, lint, run the test suite
 	$(BIN)/pytest

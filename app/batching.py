@@ -14,12 +14,10 @@ import threading
 import time
 from concurrent.futures import Future
 
-from model.inference.recurrent_lm import CandidateScore, LanguageModel
+from model.inference.language_model import CandidateScore, LanguageModel
 
 Request = tuple[list[str], list[list[str]]]
-
-
-_STOP = object()  # tells the batching thread to finish
+Job = tuple[Request, Future[list[CandidateScore]]]  # a request and where its answer goes
 
 
 class CandidateBatcher:
@@ -34,7 +32,7 @@ class CandidateBatcher:
             max_batch,
             timeout_s,
         )
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[Job | None] = queue.Queue()  # None: the thread is to finish
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -61,13 +59,13 @@ class CandidateBatcher:
         with self._lock:
             self._closed = True
             if self._thread is not None:
-                self._queue.put(_STOP)
+                self._queue.put(None)
 
     def _run(self) -> None:
         stopping = False
         while not stopping:
             item = self._queue.get()
-            if item is _STOP:
+            if item is None:
                 return
             batch = [item]
             deadline = time.monotonic() + self.window
@@ -76,13 +74,13 @@ class CandidateBatcher:
                     item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
-                if item is _STOP:
+                if item is None:
                     stopping = True
                     break
                 batch.append(item)
             self._score(batch)
 
-    def _score(self, batch: list) -> None:
+    def _score(self, batch: list[Job]) -> None:
         """Answer every request of the batch; if the batch fails, each request is tried alone."""
         self.batches += 1
         self.requests += len(batch)

@@ -145,7 +145,8 @@ class NextwordClient(_Calls):
         response = self.http.get("/v1/models")
         if response.status_code >= 400:
             raise NextwordError(response.status_code, response.text)
-        return response.json()
+        body: dict[str, Any] = response.json()
+        return body
 
     def ready(self) -> bool:
         return self.http.get("/readyz").status_code == 200
@@ -207,7 +208,8 @@ class AsyncNextwordClient(_Calls):
         response = await self.http.get("/v1/models")
         if response.status_code >= 400:
             raise NextwordError(response.status_code, response.text)
-        return response.json()
+        body: dict[str, Any] = response.json()
+        return body
 
     async def ready(self) -> bool:
         return (await self.http.get("/readyz")).status_code == 200

@@ -8,7 +8,7 @@ plain-text 503 for as long as they stayed open. This protocol (uvicorn's h11 one
 - closes a connection whose request headers are not complete ``header_timeout`` seconds after it
   opened, or after the first byte of a request that follows a response (a 408 when part of a
   request arrived, silence when nothing did). Once the headers are in, the body deadline of
-  ``app.errors.BodySizeLimit`` takes over; a connection left in any other state once its
+  ``app.middleware.BodySizeLimit`` takes over; a connection left in any other state once its
   response is complete (a body still trickling in after an early 408 or 413) meets the same
   deadline;
 - keeps at most ``max_connections`` open by closing the connection that has waited longest

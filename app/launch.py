@@ -17,7 +17,8 @@ import httpx
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def is_ready(url: str) -> bool:
@@ -33,7 +34,7 @@ def start_server(
     env: dict[str, str] | None = None,
     timeout: float = 60,
     output: int | None = subprocess.DEVNULL,
-) -> tuple[subprocess.Popen, str]:
+) -> tuple[subprocess.Popen[bytes], str]:
     """Run ``nextword serve --model M ...``; returns (process, base URL) once /readyz says 200.
 
     ``models`` are ``[NAME=]DIR`` entries; ``env`` adds environment variables (NEXTWORD_*).

@@ -1,11 +1,8 @@
-"""The FastAPI application: ``create_app()`` builds it; ``nextword serve`` runs it with uvicorn."""
+"""The FastAPI application: ``create_app()`` assembles it from the modules that do the work;
+``nextword serve`` runs it with uvicorn."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,53 +11,20 @@ from fastapi import FastAPI
 import model
 from app.api.routes import health, models, scoring, ui
 from app.core.config import Settings
-from app.errors import BodySizeLimit, ConcurrencyLimit, install_error_handlers
+from app.errors import install_error_handlers
 from app.logs import configure_logging
-from app.metrics import (
-    MODEL_INFO,
-    MODEL_LOAD_SECONDS,
-    READY,
-    RequestMetrics,
-    cache_observer,
-    worker_exiting,
-)
+from app.metrics import READY, RequestMetrics, cache_observer, worker_exiting
+from app.middleware import BodySizeLimit, ConcurrencyLimit
+from app.model_metrics import publish
 from app.openapi import with_limits
 from app.registry import ModelRegistry
+from app.signals import reload_on_sighup
 
 DESCRIPTION = """Language-model scores for reranking speech-to-text and OCR output.
 
 All log-probabilities are natural logarithms under the model's full softmax over its vocabulary.
 A context is read as `<s> context`: an empty context asks for the first word of a sentence.
 """
-
-
-_published: set[tuple[str, ...]] = set()  # the model_info label sets this process has set to 1
-
-
-def publish(registry: ModelRegistry) -> None:
-    """Mirror the registry in the metrics: one info series per model, and readiness."""
-    served = set()
-    for m in registry.models.values():
-        config = m.lm.net.config
-        labels = (m.name, config.cell, str(config.vocab_size), m.lm.checksum or "")
-        MODEL_INFO.labels(*labels).set(1)
-        served.add(labels)
-        MODEL_LOAD_SECONDS.labels(m.name).set(m.load_seconds)
-    for labels in _published - served:  # a reloaded model's old checksum is no longer served
-        MODEL_INFO.labels(*labels).set(0)  # (clear() does nothing with several workers)
-    _published.clear()
-    _published.update(served)
-    READY.set(1 if registry.state == "ready" else 0)
-
-
-def reload_on_sighup(registry: ModelRegistry) -> None:
-    """SIGHUP reloads every model in the background, in place (with several workers the
-    supervisor, app.server.ModelReloadingSupervisor, forwards SIGHUP to each of them)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, registry.request_reload_all)
 
 
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -135,13 +135,13 @@ class RequestMetrics:
 def metrics_response() -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = DEFAULT_REGISTRY
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def cache_observer(model: str):
+def cache_observer(model: str) -> Callable[[bool, int], None]:
     """Count a model's prefix-cache hits, misses and the network steps its hits saved."""
     hit, miss, saved = (
         PREFIX_CACHE.labels(model, "hit"),
@@ -159,4 +159,4 @@ def cache_observer(model: str):
 def worker_exiting() -> None:
     """Drop this worker's live gauges from the shared directory (several workers only)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(os.getpid())
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app import schemas
 from app.batching import CandidateBatcher
 from app.core.config import Settings
 from app.metrics import MODEL_LOADS
+from app.service import endpoints
 from model.inference.checkpoint import CheckpointError, load_checkpoint
-from model.inference.prefix_cache import PrefixCache
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.language_model import LanguageModel
 from model.values import is_number
 
 log = logging.getLogger("nextword")
-LEFT_TO_RIGHT_ENDPOINTS = ["/v1/candidates", "/v1/predict", "/v1/score", "/v1/rerank", "/v1/fill"]
 
 
 class ModelNotFoundError(LookupError):
@@ -43,42 +43,41 @@ class LoadedModel:
     load_seconds: float
     batcher: CandidateBatcher
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> schemas.ModelDescription:
         """What /v1/models says about this model.
 
         Metadata is what training wrote, checked only to be an object: each field is shown when
         it has the expected type and left out (None) otherwise, so a hand-edited checkpoint still
         serves and describes itself.
         """
-        meta = self.lm.metadata
+        lm, meta = self.lm, self.lm.metadata
         training, corpus = _object(meta.get("training")), _object(meta.get("corpus"))
         train = _text(corpus.get("train")) or _text(training.get("train"))
-        return {
-            "name": self.name,
-            "checkpoint": self.path.name,  # the directory's name: no server paths in answers
-            "architecture": self.lm.net.config.to_dict(),
-            "parameters": self.lm.net.num_parameters(),
-            "bidirectional": self.lm.bidirectional,
-            "endpoints": ["/v1/fill"] if self.lm.bidirectional else LEFT_TO_RIGHT_ENDPOINTS,
-            "vocab_size": len(self.lm.vocab),
-            "tokenizer": self.lm.tokenizer.to_dict(),
-            "training_corpus": None if not train else {
-                "file": Path(train).name, "sha256": _text(corpus.get("train_sha256")),
-            },
-            "training_tokens": _number(corpus.get("train_tokens")),
-            "valid_perplexity": _number(meta.get("valid_perplexity")),
-            "test_perplexity": _number(meta.get("test_perplexity")),
-            "epoch": _number(meta.get("epoch")),
-            "trained_at": _text(meta.get("trained_at")),
-            "checksum": self.lm.checksum,
-            "loaded_at": self.loaded_at,
-            "load_seconds": round(self.load_seconds, 4),
-            "network_steps": self.lm.steps_run,
-            "prefix_cache": None if self.lm.cache is None else {
-                "entries": len(self.lm.cache), "bytes": self.lm.cache.bytes,
-                "hits": self.lm.cache.hits, "misses": self.lm.cache.misses,
-            },
-        }  # fmt: skip
+        cache = lm.cache_stats()
+        return schemas.ModelDescription(
+            name=self.name,
+            checkpoint=self.path.name,  # the directory's name: no server paths in answers
+            task=lm.task,
+            architecture=lm.architecture(),
+            parameters=lm.num_parameters(),
+            bidirectional=lm.task == "gap-filling",
+            endpoints=endpoints(lm.calls),
+            vocab_size=len(lm.vocab),
+            tokenizer=lm.tokenizer.to_dict(),
+            training_corpus=None if not train else schemas.TrainingCorpus(
+                file=Path(train).name, sha256=_text(corpus.get("train_sha256")),
+            ),
+            training_tokens=_number(corpus.get("train_tokens")),
+            valid_perplexity=_number(meta.get("valid_perplexity")),
+            test_perplexity=_number(meta.get("test_perplexity")),
+            epoch=_number(meta.get("epoch")),
+            trained_at=_text(meta.get("trained_at")),
+            checksum=lm.checksum,
+            loaded_at=self.loaded_at,
+            load_seconds=round(self.load_seconds, 4),
+            network_steps=lm.steps_run,
+            prefix_cache=None if cache is None else schemas.PrefixCacheStats(**cache),
+        )  # fmt: skip
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -136,9 +135,9 @@ class ModelRegistry:
     def add(self, name: str, path: Path, lm: LanguageModel, seconds: float) -> None:
         """Warm ``lm`` and make it the model called ``name`` (replacing any old one atomically)."""
         s = self.settings
-        if s.prefix_cache_entries > 0 and not lm.bidirectional:
+        if s.prefix_cache_entries > 0:
             observer = self.cache_observer(name) if self.cache_observer else None
-            lm.cache = PrefixCache(s.prefix_cache_entries, int(s.prefix_cache_mb * 2**20), observer)
+            lm.use_prefix_cache(s.prefix_cache_entries, int(s.prefix_cache_mb * 2**20), observer)
         lm.self_check()  # warm up: one forward pass before any request sees the model
         loaded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         batcher = CandidateBatcher(lm, s.batch_window_ms, s.batch_max)
@@ -197,11 +196,10 @@ class ModelRegistry:
         start = time.perf_counter()
         lm = load_checkpoint(path)  # raises CheckpointError for a damaged checkpoint
         old = self.models.get(name)
-        if old is not None and old.lm.bidirectional != lm.bidirectional:
-            kinds = {True: "bidirectional", False: "left-to-right"}
+        if old is not None and old.lm.calls != lm.calls:
             raise CheckpointError(
-                f"{path}: a {kinds[lm.bidirectional]} model cannot replace the "
-                f"{kinds[old.lm.bidirectional]} one in place (the endpoints differ); restart"
+                f"{path}: a {lm.task} model cannot replace the {old.lm.task} one in place "
+                "(the endpoints differ); restart"
             )
         self.add_checkpoint(name, path, lm, start)
         log.info("model %s reloaded from %s (%s)", name, path, lm.checksum)

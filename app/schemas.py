@@ -7,9 +7,9 @@ logarithms (``log_base: "e"``) under the model's full softmax over its vocabular
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
 # ``limit(name)`` marks a field whose bound is the server setting ``name`` (``max_tokens``...):
 # the static bounds below are the outer walls; app.openapi writes the configured bound into the
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 LIMIT_KEY = "x-nextword-limit"
 
 
-def limit(setting: str) -> dict[str, str]:
+def limit(setting: str) -> dict[str, JsonValue]:
     return {LIMIT_KEY: setting}
 
 
@@ -257,17 +257,60 @@ class VocabMembership(BaseModel):
     count: int | None
 
 
+class TrainingCorpus(BaseModel):
+    file: str  # the file's name only: no server paths in answers
+    sha256: str | None
+
+
+class PrefixCacheStats(BaseModel):
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+
+
+class ModelDescription(BaseModel):
+    """What /v1/models says about one model. Training metadata is shown field by field where
+    it has the expected type and is null otherwise, so a hand-edited checkpoint still serves."""
+
+    name: str
+    checkpoint: str = Field(description="the checkpoint directory's name")
+    task: str = Field(description="next-word or gap-filling: what the model predicts")
+    architecture: dict[str, Any] = Field(description="the network, as in config.json's model")
+    parameters: int
+    bidirectional: bool = Field(description="a gap-filling model (it serves /v1/fill only)")
+    endpoints: list[str] = Field(description="the scoring endpoints this model serves")
+    vocab_size: int
+    tokenizer: dict[str, Any]
+    training_corpus: TrainingCorpus | None
+    training_tokens: int | float | None
+    valid_perplexity: int | float | None
+    test_perplexity: int | float | None
+    epoch: int | float | None
+    trained_at: str | None
+    checksum: str | None = Field(description="sha256 of the weights file")
+    loaded_at: str = Field(description="UTC, ISO 8601")
+    load_seconds: float
+    network_steps: int = Field(description="network time steps computed for requests so far")
+    prefix_cache: PrefixCacheStats | None
+
+
+class ModelList(BaseModel):
+    default: str
+    models: list[ModelDescription]
+
+
 # ---------------------------------------------------------------- errors
 class ErrorResponse(BaseModel):
     """Every 4xx and 5xx body: ``detail`` says what is wrong and names the field."""
 
     detail: str
     field: str | None = None  # the request field at fault, when there is one
-    errors: list[dict] | None = None  # schema violations: type, loc, msg of each
+    errors: list[dict[str, Any]] | None = None  # schema violations: type, loc, msg of each
     oov: dict[str, list[str]] | None = None  # oov="reject": the unknown words, by field
 
 
-def error_responses(*codes: int) -> dict[int | str, dict]:
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` documenting the error codes a route can answer."""
     meaning = {
         400: "the body is not valid JSON, or not a JSON object",

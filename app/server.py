@@ -4,7 +4,7 @@
 several, ``ModelReloadingSupervisor`` (uvicorn's ``Multiprocess``) keeps them alive. uvicorn's own
 SIGHUP restarts every worker, and a replacement loads whatever checkpoint is on disk: a damaged
 one left both workers failing. Here SIGHUP is forwarded to each running worker instead, and each
-reloads in place like a single process does (``app.main.reload_on_sighup``): it validates the new
+reloads in place like a single process does (``app.signals.reload_on_sighup``): it validates the new
 checkpoint, keeps serving the old model if it is refused, and swaps atomically if not, so
 requests in flight finish on the old model and none fails.
 """
@@ -56,7 +56,7 @@ class ModelReloadingSupervisor(Multiprocess):
         for pid in before - {p.pid for p in self.processes}:
             if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
                 # not app.metrics: importing it here would give the supervisor gauges of its own
-                multiprocess.mark_process_dead(pid)
+                multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
     def forward_pending(self) -> None:
         waiting = []

@@ -7,21 +7,37 @@ Routes stay thin: they pick the model and call one function here. Nothing here k
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
 from app import schemas
 from app.core.config import Settings
 from app.metrics import observe_scores
-from model.inference.recurrent_lm import CandidateScore, LanguageModel
+from model.inference.language_model import (
+    Call,
+    CandidateScore,
+    InputError,
+    LanguageModel,
+    UnsupportedCallError,
+)
+from model.network.layers import softmax
+
+ENDPOINTS = {  # the endpoints that make each call, in the order /v1/models lists them
+    Call.CANDIDATES: ["/v1/candidates"],
+    Call.PREDICT: ["/v1/predict"],
+    Call.SCORE: ["/v1/score", "/v1/rerank"],
+    Call.FILL: ["/v1/fill"],
+}
 
 
 class RequestError(ValueError):
     """A request the model cannot serve as asked; ``field`` is the request field at fault."""
 
     def __init__(
-        self, field: str, message: str, status: int = 422, extra: dict | None = None
+        self, field: str, message: str, status: int = 422, extra: dict[str, Any] | None = None
     ) -> None:
         super().__init__(f"{field}: {message}")
         self.field, self.message, self.status, self.extra = field, message, status, extra or {}
@@ -34,26 +50,40 @@ def check_count(field: str, count: int, limit: int) -> None:
 
 def tokens_of(lm: LanguageModel, field: str, text: str | list[str], limit: int) -> list[str]:
     tokens = lm.tokenize(text)
-    if len(tokens) > limit:
-        raise RequestError(field, f"{len(tokens)} tokens, the limit is {limit}")
+    check_lengths(field, [tokens], limit, indexed=False)
     return tokens
 
 
-def candidate_tokens(
-    lm: LanguageModel, candidates: Sequence[str | list[str]], settings: Settings
-) -> list[list[str]]:
-    """Each candidate's tokens; 422 naming the candidate if it has none or too many."""
-    token_lists = []
-    for i, c in enumerate(candidates):
-        tokens = tokens_of(lm, f"candidates[{i}]", c, settings.max_tokens)
-        if not tokens:
-            raise RequestError(f"candidates[{i}]", "has no tokens after tokenisation")
-        token_lists.append(tokens)
-    return token_lists
+def check_lengths(
+    field: str, token_lists: Sequence[list[str]], limit: int, indexed: bool = True
+) -> None:
+    """422 naming the first text of ``field`` with more than ``limit`` tokens."""
+    for i, tokens in enumerate(token_lists):
+        if len(tokens) > limit:
+            where = f"{field}[{i}]" if indexed else field
+            raise RequestError(where, f"{len(tokens)} tokens, the limit is {limit}")
 
 
-def oov_positions(lm: LanguageModel, tokens: Sequence[str]) -> list[int]:
-    return [i for i, token in enumerate(tokens) if lm.is_oov(token)]
+def endpoints(calls: frozenset[Call]) -> list[str]:
+    """The endpoints that serve a model making ``calls``."""
+    return [path for call, paths in ENDPOINTS.items() if call in calls for path in paths]
+
+
+@contextmanager
+def model_errors(name: str, fields: dict[str, str] | None = None) -> Iterator[None]:
+    """The one place a model's errors become answers: an ``InputError`` is a 422 naming the
+    request field (``fields`` maps the model's argument names to the request's where they
+    differ), an unsupported call a 422 naming the model and what it serves."""
+    try:
+        yield
+    except UnsupportedCallError as e:
+        served = ", ".join(endpoints(e.calls))
+        raise RequestError(
+            "model", f"{name!r} is a {e.task} model: it serves {served} only"
+        ) from None
+    except InputError as e:
+        field = (fields or {}).get(e.argument, e.argument)
+        raise RequestError(field if e.index is None else f"{field}[{e.index}]", e.problem) from None
 
 
 def apply_oov_policy(
@@ -63,9 +93,7 @@ def apply_oov_policy(
     if request.oov == "penalty" and request.oov_penalty is None:
         raise RequestError("oov_penalty", "is required when oov is 'penalty'")
     if request.oov == "reject":
-        unknown = {
-            field: [tokens[i] for i in oov_positions(lm, tokens)] for field, tokens in fields
-        }
+        unknown = {field: [tokens[i] for i in lm.oov_indices(tokens)] for field, tokens in fields}
         unknown = {field: words for field, words in unknown.items() if words}
         if unknown:
             first = next(iter(unknown))
@@ -86,13 +114,6 @@ def penalised(
     return out
 
 
-def require_left_to_right(lm: LanguageModel, name: str) -> None:
-    if lm.bidirectional:
-        raise RequestError(
-            "model", f"{name!r} is a bidirectional gap-filling model: it serves /v1/fill only"
-        )
-
-
 def candidates(
     lm: LanguageModel,
     name: str,
@@ -101,19 +122,18 @@ def candidates(
     score: Callable[[list[str], list[list[str]]], list[CandidateScore]] | None = None,
 ) -> schemas.CandidatesResponse:
     """``score`` computes the candidates: the model by default; the app passes its batcher."""
-    require_left_to_right(lm, name)
-    check_count("candidates", len(req.candidates), settings.max_candidates)
-    context = tokens_of(lm, "context", req.context, settings.max_tokens)
-    token_lists = candidate_tokens(lm, req.candidates, settings)
-    apply_oov_policy(
-        lm,
-        req,
-        [("context", context)] + [(f"candidates[{i}]", t) for i, t in enumerate(token_lists)],
-    )
-    scores = (score or lm.score_candidates)(context, token_lists)
-    log_probs = [
-        math.fsum(penalised(s.token_log_probs, oov_positions(lm, s.tokens), req)) for s in scores
-    ]
+    with model_errors(name):
+        lm.require(Call.CANDIDATES)
+        check_count("candidates", len(req.candidates), settings.max_candidates)
+        context = tokens_of(lm, "context", req.context, settings.max_tokens)
+        token_lists = lm.tokenize_all("candidates", req.candidates)
+        check_lengths("candidates", token_lists, settings.max_tokens)
+        fields = [("context", context)] + [
+            (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
+        ]
+        apply_oov_policy(lm, req, fields)
+        scores = (score or lm.score_candidates)(context, token_lists)
+    log_probs = [math.fsum(penalised(s.token_log_probs, s.oov_targets, req)) for s in scores]
     observe_scores(
         name, sum(len(t) for t in token_lists), sum(s.oov for s in scores), log_probs, len(scores)
     )
@@ -121,7 +141,7 @@ def candidates(
         model=name,
         normalized=req.oov != "penalty",
         context_tokens=context,
-        context_oov_positions=oov_positions(lm, context),
+        context_oov_positions=lm.oov_indices(context),
         results=candidate_results(req.candidates, scores, log_probs),
     )
 
@@ -129,11 +149,12 @@ def candidates(
 def predict(
     lm: LanguageModel, name: str, req: schemas.PredictRequest, settings: Settings
 ) -> schemas.PredictResponse:
-    require_left_to_right(lm, name)
-    if req.k > settings.max_k:
-        raise RequestError("k", f"{req.k} is above the limit of {settings.max_k}")
-    context = tokens_of(lm, "context", req.context, settings.max_tokens)
-    top = lm.top_k(context, req.k, include_special=req.include_special)
+    with model_errors(name):
+        lm.require(Call.PREDICT)
+        if req.k > settings.max_k:
+            raise RequestError("k", f"{req.k} is above the limit of {settings.max_k}")
+        context = tokens_of(lm, "context", req.context, settings.max_tokens)
+        top = lm.top_k(context, req.k, include_special=req.include_special)
     return schemas.PredictResponse(
         model=name,
         context_tokens=context,
@@ -152,25 +173,19 @@ def score_texts(
     settings: Settings,
 ) -> list[schemas.SentenceResult]:
     """Score sentences as one padded batch; the shared core of /v1/score and /v1/rerank."""
-    require_left_to_right(lm, name)
-    check_count(field, len(texts), settings.max_sentences)
-    token_lists = [
-        tokens_of(lm, f"{field}[{i}]", t, settings.max_tokens) for i, t in enumerate(texts)
-    ]
-    for i, tokens in enumerate(token_lists):
-        if len(tokens) + req.bos + req.eos < 2:
-            raise RequestError(
-                f"{field}[{i}]", f"has nothing to score (bos={req.bos}, eos={req.eos})"
-            )
-    apply_oov_policy(lm, req, [(f"{field}[{i}]", t) for i, t in enumerate(token_lists)])
-    # one padded batch per call: max_sentences bounds it (and its memory, with max_tokens)
-    scores = lm.score_sentences(
-        token_lists, bos=req.bos, eos=req.eos, batch_size=settings.max_sentences
-    )
+    with model_errors(name, {"sentences": field}):
+        lm.require(Call.SCORE)
+        check_count(field, len(texts), settings.max_sentences)
+        token_lists = [lm.tokenize(t) for t in texts]
+        check_lengths(field, token_lists, settings.max_tokens)
+        apply_oov_policy(lm, req, [(f"{field}[{i}]", t) for i, t in enumerate(token_lists)])
+        # one padded batch per call: max_sentences bounds it (and its memory, with max_tokens)
+        scores = lm.score_sentences(
+            token_lists, bos=req.bos, eos=req.eos, batch_size=settings.max_sentences
+        )
     results = []
     for s in scores:
-        targets = [p - (0 if req.bos else 1) for p in s.oov_positions if req.bos or p > 0]
-        lps = penalised(s.token_log_probs, targets, req)
+        lps = penalised(s.token_log_probs, s.oov_targets, req)
         total = math.fsum(lps)
         results.append(
             schemas.SentenceResult(
@@ -225,19 +240,19 @@ def fill(
     lm: LanguageModel, name: str, req: schemas.FillRequest, settings: Settings
 ) -> schemas.FillResponse:
     """Candidates for a gap with words on both sides (``LanguageModel.fill`` has the methods)."""
-    check_count("candidates", len(req.candidates), settings.max_candidates)
-    left = tokens_of(lm, "left", req.left, settings.max_tokens)
-    right = tokens_of(lm, "right", req.right, settings.max_tokens)
-    token_lists = candidate_tokens(lm, req.candidates, settings)
-    fields = [("left", left), ("right", right)] + [
-        (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
-    ]
-    apply_oov_policy(lm, req, fields)
-    method, scores = lm.fill(left, right, token_lists)
-    log_probs = []
-    for s in scores:  # the positions of the scored tokens, to apply an OOV penalty
-        scored = s.tokens if method == "bidirectional" else [*left, *s.tokens, *right, "</s>"]
-        log_probs.append(math.fsum(penalised(s.token_log_probs, oov_positions(lm, scored), req)))
+    with model_errors(name):
+        lm.require(Call.FILL)
+        check_count("candidates", len(req.candidates), settings.max_candidates)
+        left = tokens_of(lm, "left", req.left, settings.max_tokens)
+        right = tokens_of(lm, "right", req.right, settings.max_tokens)
+        token_lists = lm.tokenize_all("candidates", req.candidates)
+        check_lengths("candidates", token_lists, settings.max_tokens)
+        fields = [("left", left), ("right", right)] + [
+            (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
+        ]
+        apply_oov_policy(lm, req, fields)
+        method, scores = lm.fill(left, right, token_lists)
+    log_probs = [math.fsum(penalised(s.token_log_probs, s.oov_targets, req)) for s in scores]
     scored = sum(len(s.token_log_probs) for s in scores)  # whole sentences for the sentence method
     observe_scores(name, scored, sum(s.oov for s in scores), log_probs, len(scores))
     exact = method == "sentence" or all(len(t) == 1 for t in token_lists)
@@ -252,10 +267,10 @@ def fill(
 
 
 def candidate_results(
-    candidates: Sequence[object], scores: list[CandidateScore], log_probs: list[float]
+    candidates: Sequence[str | list[str]], scores: list[CandidateScore], log_probs: list[float]
 ) -> list[schemas.CandidateResult]:
     """Results in request order; ``share`` renormalises the probabilities over the candidates."""
-    shares = _softmax(log_probs)
+    shares = softmax(np.array(log_probs, dtype=np.float64)).tolist() if log_probs else []
     return [
         schemas.CandidateResult(
             candidate=c,
@@ -272,10 +287,3 @@ def candidate_results(
 def bounded_exp(x: float) -> float:
     """exp(x), capped at e^700 so a hopeless score stays a finite JSON number."""
     return math.exp(min(x, 700.0))
-
-
-def _softmax(log_probs: list[float]) -> list[float]:
-    """Shares of each candidate: probabilities renormalised to sum to 1, computed stably."""
-    x = np.array(log_probs, dtype=np.float64)
-    z = np.exp(x - x.max())
-    return (z / z.sum()).tolist()

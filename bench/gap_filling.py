@@ -35,7 +35,7 @@ import numpy as np
 
 from app.launch import start_server
 from model.inference.checkpoint import load_checkpoint
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VALID = ROOT.parent / "shared" / "data" / "ptb" / "ptb.valid.txt"
@@ -72,7 +72,7 @@ def within_two_edits(a: str, b: str) -> bool:
     return previous[-1] <= 2
 
 
-def build_test_set(lm: LanguageModel, valid: Path, n: int, seed: int = 0) -> list[dict]:
+def build_test_set(lm: RecurrentLM, valid: Path, n: int, seed: int = 0) -> list[dict]:
     """Sentences with one blank and 5 candidates (the true word first in the stored order)."""
     rng = np.random.default_rng(seed)
     counts = dict(zip(lm.vocab.tokens, lm.vocab.counts, strict=True))

@@ -11,7 +11,7 @@ Workloads, drawn from ``ptb.valid.txt`` (or the model's own vocabulary when it i
 - growing context: in-process, each context one word longer than the last, as a decoder asks,
   with the prefix-state cache on.
 
-Each runs in-process (``LanguageModel``), over HTTP against ``nextword serve`` on loopback, and
+Each runs in-process (``RecurrentLM``), over HTTP against ``nextword serve`` on loopback, and
 in PyTorch (the same weights copied into ``torch.nn.LSTM``, ``inference_mode``) when installed.
 The PyTorch scores are also checked against nextword's, so the comparison is of equal work.
 """
@@ -33,13 +33,13 @@ import numpy as np
 from app.launch import start_server
 from model.inference.checkpoint import load_checkpoint
 from model.inference.prefix_cache import PrefixCache
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VALID = ROOT.parent / "shared" / "data" / "ptb" / "ptb.valid.txt"
 
 
-def workload(lm: LanguageModel, path: Path, n: int, seed: int = 0) -> tuple[list, list]:
+def workload(lm: RecurrentLM, path: Path, n: int, seed: int = 0) -> tuple[list, list]:
     """(candidate requests, N-best lists) from real sentences of ``path``."""
     rng = np.random.default_rng(seed)
     lines = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
@@ -81,7 +81,7 @@ def summary(times: list[float]) -> dict[str, float]:
     }
 
 
-def torch_peer(lm: LanguageModel):
+def torch_peer(lm: RecurrentLM):
     """The same network in PyTorch with the same weights, or None without torch."""
     try:
         import torch

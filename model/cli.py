@@ -28,10 +28,11 @@ def info(args: argparse.Namespace) -> int:
         sys.stderr.write(f"nextword info: {e}\n")
         return 2
     summary = {
-        "model": lm.net.config.to_dict(),
+        "model": lm.architecture(),
+        "task": lm.task,
         "tokenizer": lm.tokenizer.to_dict(),
         "vocab_size": len(lm.vocab),
-        "parameters": lm.net.num_parameters(),
+        "parameters": lm.num_parameters(),
         "checksum": lm.checksum,
         "metadata": lm.metadata,
     }
@@ -39,7 +40,7 @@ def info(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate(args: argparse.Namespace) -> int:
+def run_eval(args: argparse.Namespace) -> int:
     """Print {"tokens", "cross_entropy", "perplexity", "oov_rate"} for a model on a file.
 
     Exit codes: 0 done, 1 no perplexity (the model's output is not finite on this text, or its
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument(
         "--batch-size", type=int, default=1, help="1 reads the file as one sequence (1)"
     )
-    eval_parser.set_defaults(run=evaluate)
+    eval_parser.set_defaults(run=run_eval)
 
     info_parser = commands.add_parser("info", help="describe a checkpoint directory")
     info_parser.add_argument("model_dir", help="checkpoint directory (holds config.json)")

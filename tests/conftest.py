@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
@@ -27,10 +27,10 @@ def tiny_vocab() -> Vocabulary:
 
 
 @pytest.fixture
-def tiny_lm(tiny_vocab: Vocabulary) -> LanguageModel:
+def tiny_lm(tiny_vocab: Vocabulary) -> RecurrentLM:
     """A random 2-layer LSTM language model in float64 over a 12-word vocabulary."""
     config = ModelConfig(
         vocab_size=len(tiny_vocab), cell="lstm", num_layers=2, embed_size=6, hidden_size=5
     )
     net = perturbed(RNNLM(config, seed=3, dtype=np.float64), seed=4)
-    return LanguageModel(net, tiny_vocab, Tokenizer("whitespace"))
+    return RecurrentLM(net, tiny_vocab, Tokenizer("whitespace"))

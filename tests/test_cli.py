@@ -12,11 +12,11 @@ import pytest
 from model import __version__
 from model.cli import main
 from model.inference.checkpoint import save_checkpoint
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 
 
 def test_info_describes_a_checkpoint(
-    tmp_path: Path, tiny_lm: LanguageModel, capsys: pytest.CaptureFixture
+    tmp_path: Path, tiny_lm: RecurrentLM, capsys: pytest.CaptureFixture
 ) -> None:
     save_checkpoint(tmp_path, tiny_lm, metadata={"corpus": "tiny"})
     assert main(["info", str(tmp_path)]) == 0

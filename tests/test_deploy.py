@@ -14,7 +14,7 @@ import yaml
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -32,7 +32,7 @@ MODEL_DIR = dockerfile_value(r"^\s+NEXTWORD_MODEL_DIR=(\S+)")
 
 
 @pytest.fixture
-def routes(tiny_lm: LanguageModel) -> set[str]:
+def routes(tiny_lm: RecurrentLM) -> set[str]:
     app = create_app(Settings(), ModelRegistry.from_models({"m": tiny_lm}))
     return set(app.openapi()["paths"])
 

@@ -3,6 +3,7 @@ stored, bad input refused, and a run killed at any moment resumes to the very sa
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ import pytest
 
 from model.cli import main
 from model.inference.checkpoint import load_checkpoint
-from model.training.config import merge
+from model.training.command import add_train_arguments
+from model.training.config import TrainConfig, merge
 from model.training.snapshot import StoppedError
 from model.training.trainer import StopRequest, train
 
@@ -234,7 +237,8 @@ def test_eval_reports_penn_treebank_style_perplexity(
     data.write_text("the cat sat on the mat\nthe zebra saw a unicorn\n", encoding="utf-8")
     assert main(["eval", "--model", str(out), "--data", str(data)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"tokens", "cross_entropy", "perplexity", "oov_rate"}
+    assert set(result) == {"tokens", "cross_entropy", "perplexity", "oov_rate", "task"}
+    assert result["task"] == "next-word"  # a gap-filling model says "gap-filling"
     assert result["tokens"] == 6 + 5 + 2  # words plus one </s> per line
     assert result["oov_rate"] == pytest.approx(2 / 13, abs=1e-6)  # zebra, unicorn
     assert result["perplexity"] == pytest.approx(math.exp(result["cross_entropy"]), rel=1e-4)
@@ -263,3 +267,22 @@ def test_the_plot_is_drawn_with_matplotlib_and_skipped_with_a_notice_without(
     assert main([*args, "--out", str(tmp_path / "without")]) == 0
     assert "plot skipped: matplotlib is not installed" in capsys.readouterr().err
     assert not (tmp_path / "without" / "training.png").exists()
+
+
+def test_every_training_option_is_a_generated_command_line_option() -> None:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    options = {a.dest: a for a in parser._actions}
+    for f in fields(TrainConfig):
+        assert f.name in options, f.name
+        assert f.metadata["help"].split(" (")[0] in options[f.name].help
+    args = parser.parse_args(
+        ["--layers", "3", "--dropout", "0.5", "--no-lowercase", "--tokenizer", "chars",
+         "--max-vocab", "90", "--progress-every", "2.5"]
+    )  # fmt: skip
+    assert vars(args) == {"resume": False, "force": False, "layers": 3, "dropout": 0.5,
+                          "lowercase": False, "tokenizer": "chars", "max_vocab": 90,
+                          "progress_every": 2.5}  # fmt: skip
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--optimizer", "rmsprop"])  # choices come from the field
+    assert "(0.25)" in options["clip"].help and options["progress_every"].metavar == "SECONDS"

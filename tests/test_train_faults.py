@@ -23,7 +23,7 @@ import pytest
 import model.training.trainer
 from model.cli import main
 from model.inference.checkpoint import load_checkpoint, save_checkpoint
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
@@ -458,7 +458,7 @@ def test_eval_reports_a_model_whose_state_overflows_instead_of_printing_nan(
     net.params["embedding.W"][:] = 0.5
     net.params["rnn.0.Wx"][:] = 0.5
     net.params["rnn.0.Wh"][:] = 1.5 * np.eye(4)  # h_t ≥ 1.5 h_{t-1}: overflows within ~250 steps
-    save_checkpoint(tmp_path / "m", LanguageModel(net, vocab, Tokenizer("whitespace")))
+    save_checkpoint(tmp_path / "m", RecurrentLM(net, vocab, Tokenizer("whitespace")))
     data = long_text(tmp_path / "long.txt", 2000)
     assert main(["eval", "--model", str(tmp_path / "m"), "--data", str(data)]) == 1
     captured = capsys.readouterr()
@@ -478,7 +478,7 @@ def test_eval_refuses_a_perplexity_that_overflows_a_float_instead_of_printing_in
     )
     net = RNNLM(ModelConfig(len(vocab), "lstm", num_layers=1, embed_size=4, hidden_size=4))
     net.params["output.b"][vocab.unk_id] = 1000.0  # every word of the text costs ~1000 nats
-    save_checkpoint(tmp_path / "m", LanguageModel(net, vocab, Tokenizer("whitespace")))
+    save_checkpoint(tmp_path / "m", RecurrentLM(net, vocab, Tokenizer("whitespace")))
     assert main(["eval", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "c.txt")]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""

@@ -12,11 +12,13 @@ from app.registry import ModelRegistry
 
 # async: a plain def dependency would cost each request a trip through the thread pool
 async def get_registry(request: Request) -> ModelRegistry:
-    return request.app.state.registry
+    registry: ModelRegistry = request.app.state.registry
+    return registry
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]

@@ -47,11 +47,24 @@ from model.inference.checkpoint_checks import (
     check_finite,
     parse_json,
 )
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.gap_filling_lm import GapFillingLM
+from model.inference.network_lm import NetworkLM
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.bidirectional import BiRNNLM
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
+
+__all__ = [
+    "CONFIG_FILE",
+    "CheckpointError",
+    "language_model",
+    "load_checkpoint",
+    "load_tensors",
+    "read_config",
+    "save_checkpoint",
+    "write_atomic",
+]
 
 FILE_MODE = 0o644
 T = TypeVar("T")
@@ -99,7 +112,7 @@ def _data_file(directory: Path, stem: str, suffix: str, data: bytes) -> tuple[st
 
 def save_checkpoint(
     directory: str | Path,
-    lm: LanguageModel,
+    lm: NetworkLM[Any],
     metadata: Mapping[str, Any] | None = None,
     extra_tensors: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> Path:
@@ -166,7 +179,8 @@ def read_config(directory: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
         config = parse_json(path, data)
         check_config(path, config)
-        return config
+        checked: dict[str, Any] = config
+        return checked
 
 
 def _read_regular(path: Path) -> bytes:
@@ -246,8 +260,13 @@ def _parse_safetensors(path: Path, data: bytes) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: unsupported tensor dtype {e}") from None
 
 
-def load_checkpoint(directory: str | Path, dtype: type | np.dtype = np.float32) -> LanguageModel:
-    """Rebuild the LanguageModel saved in ``directory``; every file is verified before use.
+def load_checkpoint(
+    directory: str | Path, dtype: type | np.dtype[Any] = np.float32
+) -> RecurrentLM | GapFillingLM:
+    """Rebuild the model saved in ``directory``; every file is verified before use.
+
+    This is the one place that reads which kind of model a checkpoint holds: the rest of the
+    project calls the ``LanguageModel`` interface and never asks.
 
     A read that fails because a concurrent save replaced ``config.json`` meanwhile is retried.
     """
@@ -270,16 +289,32 @@ def _config_stamp(directory: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _load(directory: Path, dtype: type | np.dtype) -> LanguageModel:
+def _load(directory: Path, dtype: type | np.dtype[Any]) -> RecurrentLM | GapFillingLM:
     with as_checkpoint_error(directory):
         config = read_config(directory)
         where = directory / CONFIG_FILE
         model_config = _section(where, "model", ModelConfig.from_dict, config)
         tokenizer = _section(where, "tokenizer", Tokenizer.from_dict, config)
         vocab = _load_vocab(directory, config, model_config)
-        net = _load_network(directory, config, model_config, dtype)
+        params = _load_params(directory, config)
         checksum = config["files"][config["roles"]["weights"]]["sha256"]
-        return LanguageModel(net, vocab, tokenizer, dict(config.get("metadata", {})), checksum)
+        metadata = dict(config.get("metadata", {}))
+        network = BiRNNLM if model_config.bidirectional else RNNLM
+        net = _build(network, model_config, params, dtype, directory, config)
+        return language_model(net, vocab, tokenizer, metadata, checksum)
+
+
+def language_model(
+    net: RNNLM | BiRNNLM,
+    vocab: Vocabulary,
+    tokenizer: Tokenizer,
+    metadata: dict[str, Any] | None = None,
+    checksum: str | None = None,
+) -> RecurrentLM | GapFillingLM:
+    """The servable model of ``net``'s kind (what a checkpoint of ``net`` loads as)."""
+    if isinstance(net, BiRNNLM):
+        return GapFillingLM(net, vocab, tokenizer, metadata, checksum)
+    return RecurrentLM(net, vocab, tokenizer, metadata, checksum)
 
 
 def _section(where: Path, key: str, from_dict: Callable[[Any], T], config: dict[str, Any]) -> T:
@@ -305,14 +340,23 @@ def _load_vocab(directory: Path, config: dict[str, Any], model_config: ModelConf
     return vocab
 
 
-def _load_network(
-    directory: Path, config: dict[str, Any], model_config: ModelConfig, dtype: type | np.dtype
-) -> RNNLM | BiRNNLM:
-    """The network of either kind from the verified weights: float, finite, the right shapes."""
-    path = directory / config["roles"]["weights"]
+def _load_params(directory: Path, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The verified weights: float and finite (their shapes are the network's to check)."""
     params = load_tensors(directory, "weights", config)
-    check_dtypes(path, params, config.get("dtype"))
-    network = BiRNNLM if model_config.bidirectional else RNNLM
+    check_dtypes(directory / config["roles"]["weights"], params, config.get("dtype"))
+    return params
+
+
+def _build(
+    network: type[RNNLM] | type[BiRNNLM],
+    model_config: ModelConfig,
+    params: dict[str, np.ndarray],
+    dtype: type | np.dtype[Any],
+    directory: Path,
+    config: dict[str, Any],
+) -> RNNLM | BiRNNLM:
+    """The network from its weights, which must have its shapes and stay finite in ``dtype``."""
+    path = directory / config["roles"]["weights"]
     try:
         with np.errstate(over="ignore"):  # an overflowing cast is reported just below
             net = network(model_config, params, dtype=dtype)

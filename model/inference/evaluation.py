@@ -1,8 +1,9 @@
-"""Perplexity of a model on a text file, by the Penn Treebank convention.
+"""Cross-entropy and perplexity of a model on text: a file, a batched stream, or sentences.
 
-The file is read as one stream, ``<s> w_1 … w_n </s>`` per sentence, with the hidden state running
-on across sentences; every word and one ``</s>`` per sentence are counted (``<s>`` is given, not
-predicted). Natural logarithms throughout.
+``evaluate_file`` is what ``nextword eval`` prints. Each kind of model scores by the convention
+of its task (``LanguageModel.evaluate``): a left-to-right model by the Penn Treebank one, one
+stream ``<s> w_1 … w_n </s>`` per sentence with the state running on; a gap-filling model every
+word from both sides of it. The two perplexities are not comparable. Natural logarithms.
 """
 
 from __future__ import annotations
@@ -11,53 +12,96 @@ import math
 from pathlib import Path
 from typing import Any
 
-from model.inference.recurrent_lm import LanguageModel
+import numpy as np
+
+from model.inference.language_model import LanguageModel
+from model.network.bidirectional import BiRNNLM, SentenceBatch
 from model.network.layers import NonFiniteError
-from model.text.batches import sentence_stream, target_mask
+from model.network.recurrent import RNNLM
+from model.text.batches import bptt_windows, target_mask
 from model.text.corpus import load_sentences
-from model.training.steps import evaluate, evaluate_gaps, perplexity
+from model.text.vocab import Vocabulary
 
 
 def evaluate_file(
     lm: LanguageModel, path: str | Path, split: str = "lines", batch_size: int = 1
 ) -> dict[str, Any]:
-    """{"tokens", "cross_entropy", "perplexity", "oov_rate"} of ``lm`` on the file.
+    """{"tokens", "cross_entropy", "perplexity", "oov_rate", "task"} of ``lm`` on the file.
 
-    With ``batch_size`` 1 (the default) the whole file is one sequence, exactly as published
-    Penn Treebank figures are computed; larger batches are faster and cut it into columns.
-    Raises NonFiniteError when there is no perplexity: the model's output is not finite on the
-    text, or the cross-entropy is so high (above ~709.78 nats) that its exponential overflows.
+    With ``batch_size`` 1 (the default) a left-to-right model reads the whole file as one
+    sequence, exactly as published Penn Treebank figures are computed. Raises NonFiniteError
+    when there is no perplexity: the model's output is not finite on the text, or the
+    cross-entropy is so high (above ~709.78 nats) that its exponential overflows.
     """
-    sentences = load_sentences(path, lm.tokenizer, split)
-    if lm.bidirectional:
-        return evaluate_gap_file(lm, sentences)
-    stream = sentence_stream(sentences, lm.vocab)
-    columns = max(1, min(batch_size, len(stream) // 2))
-    steps = len(stream) // columns
-    data = stream[: steps * columns].reshape(columns, steps).T  # (T_total, N), like batchify
-    cross_entropy, tokens = evaluate(lm.net, data, lm.vocab)
-    oov = sum(token not in lm.vocab for s in sentences for token in s)  # </s> is never OOV
-    counted = int(target_mask(stream[1:], lm.vocab).sum())
+    result = lm.evaluate(load_sentences(path, lm.tokenizer, split), batch_size)
     return {
-        "tokens": tokens,
-        "cross_entropy": round(cross_entropy, 6),
-        "perplexity": finite_perplexity(cross_entropy),
-        "oov_rate": round(oov / counted, 6),
+        "tokens": result.tokens,
+        "cross_entropy": round(result.cross_entropy, 6),
+        "perplexity": finite_perplexity(result.cross_entropy),
+        "oov_rate": round(result.oov_rate, 6),
+        "task": result.task,
     }
 
 
-def evaluate_gap_file(lm: LanguageModel, sentences: list[list[str]]) -> dict[str, Any]:
-    """The gap-filling version: every word predicted from both sides of it; ``</s>`` not counted."""
-    ids = [lm.vocab.encode(s) for s in sentences]
-    cross_entropy, tokens = evaluate_gaps(lm.net, ids)  # type: ignore[arg-type]
-    oov = sum(token not in lm.vocab for s in sentences for token in s)
-    return {
-        "tokens": tokens,
-        "cross_entropy": round(cross_entropy, 6),
-        "perplexity": finite_perplexity(cross_entropy),
-        "oov_rate": round(oov / max(tokens, 1), 6),
-        "task": "gap-filling",
-    }
+def stream_cross_entropy(
+    net: RNNLM, data: np.ndarray, vocab: Vocabulary, bptt: int = 64
+) -> tuple[float, int]:
+    """Cross-entropy (nats per counted token) and token count of batched data (T_total, N).
+
+    Runs without dropout, carrying the state across windows like training does. Raises
+    NonFiniteError when the network's output stops being finite: a NaN is no perplexity.
+    """
+    state = net.init_state(data.shape[1])
+    total, count = 0.0, 0
+    for inputs, targets in bptt_windows(data, bptt):
+        with np.errstate(over="ignore", invalid="ignore"):  # check_finite reports it instead
+            log_probs, state = net.log_probs(inputs, state)  # (t, N, V)
+        picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+        mask = target_mask(targets, vocab)
+        total -= float(np.dot(picked.ravel().astype(np.float64), mask.ravel()))
+        check_finite(total, count, int(mask.sum()))
+        count += int(mask.sum())
+    return total / max(count, 1), count
+
+
+def gap_cross_entropy(
+    net: BiRNNLM, sentences: list[np.ndarray], batch_size: int = 64
+) -> tuple[float, int]:
+    """Gap-filling cross-entropy: mean -log P(w_t | rest of its sentence) over every word."""
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    total, count = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        chunk = [sentences[i] for i in order[start : start + batch_size]]
+        lps = net.word_log_probs(
+            SentenceBatch.from_sentences(chunk, Vocabulary.bos_id, Vocabulary.eos_id)
+        )
+        total -= float(lps.astype(np.float64).sum())
+        check_finite(total, count, len(lps))
+        count += len(lps)
+    return total / max(count, 1), count
+
+
+def check_finite(total: float, done: int, more: int) -> None:
+    """Raise NonFiniteError unless the running sum of -log P is still finite.
+
+    A network whose hidden state grows along the stream (a ReLU RNN with ‖Wh‖₂ > 1) overflows
+    after enough tokens; the sum then turns infinite or NaN, and stays so.
+    """
+    if not math.isfinite(total):
+        raise NonFiniteError(
+            f"the model's log-probabilities turn non-finite within tokens {done + 1}–"
+            f"{done + more} of the stream (a hidden state growing along it overflows, or a "
+            "weight is not finite)"
+        )
+
+
+def perplexity(cross_entropy: float) -> float:
+    """exp(cross-entropy in nats); inf where that overflows a float (cross-entropy above
+    709.78), instead of an OverflowError."""
+    try:
+        return math.exp(cross_entropy)
+    except OverflowError:
+        return math.inf
 
 
 def finite_perplexity(cross_entropy: float) -> float:

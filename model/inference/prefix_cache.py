@@ -27,6 +27,7 @@ ID_BYTES = 4  # ids are packed as int32: a 256-token key is 1 KB, not a 10 KB tu
 # what an entry costs besides its key and arrays: the CachedPrefix, its list and tuples, the
 # OrderedDict's link and slot (measured with tracemalloc in tests/model/test_prefix_cache.py)
 ENTRY_OVERHEAD = 400
+CacheObserver = Callable[[bool, int], None]  # (hit, network steps saved), on each lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class PrefixCache:
         self,
         max_entries: int = 4096,
         max_bytes: int = 64 << 20,
-        observer: Callable[[bool, int], None] | None = None,
+        observer: CacheObserver | None = None,
     ) -> None:
         self.max_entries, self.max_bytes, self.observer = max_entries, max_bytes, observer
         self._entries: OrderedDict[bytes, tuple[CachedPrefix, int]] = OrderedDict()
@@ -67,6 +68,10 @@ class PrefixCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def stats(self) -> dict[str, int]:
+        """Entries, bytes, hits and misses: what /v1/models reports."""
+        return {"entries": len(self), "bytes": self.bytes, "hits": self.hits, "misses": self.misses}
 
     def longest(self, ids: Sequence[int] | np.ndarray) -> tuple[int, CachedPrefix | None]:
         """The longest cached prefix of ``ids`` (two ids or more): (its length, entry) or (0, None).

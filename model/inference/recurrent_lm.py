@@ -1,64 +1,71 @@
-"""Inference API: next-word distributions, candidate scores, top-k, and batched sentence scores.
+"""The left-to-right recurrent language model: next-word distributions, candidates, top-k,
+sentence scores (conventions in ``model.inference.language_model``).
 
-All log-probabilities are natural logs under the model's full softmax over its vocabulary.
-Conventions, stated once here and relied on by the service:
-
-- A *context* always starts at a sentence start: it is read as ``<s> context…``, so an empty
-  context asks for the first word of a sentence.
-- A multi-token candidate (``"new york"``) is scored by the chain rule:
-  log P(new | ctx) + log P(york | ctx, new).
-- Sentence scoring with ``bos=True`` reads ``<s>`` first and scores every token; with
-  ``bos=False`` the first token is given as context and only the following tokens are scored.
-  ``eos=True`` also scores ``</s>`` after the last token.
-- Tokens outside the vocabulary are scored as ``<unk>`` and reported as OOV.
+Requests are computed in batches: contexts share a prefix cache and run together when their
+uncached suffixes have the same length, and every output row a call needs goes through one
+output product (``NetworkLM.log_probs_at``).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from model.inference.prefix_cache import CachedPrefix, PrefixCache
+from model.inference.evaluation import stream_cross_entropy
+from model.inference.language_model import (
+    Call,
+    CandidateScore,
+    Evaluation,
+    SentenceScore,
+    Text,
+)
+from model.inference.network_lm import NetworkLM
+from model.inference.prefix_cache import CachedPrefix, CacheObserver, PrefixCache
 from model.network.layers import log_softmax
 from model.network.recurrent import RNNLM, NetworkState
+from model.text.batches import sentence_stream, target_mask
 from model.text.tokenize import Tokenizer
 from model.text.vocab import SPECIALS, Vocabulary
 
-Text = str | Sequence[str]  # a string to tokenise, or tokens already split
-OUTPUT_CHUNK_ROWS = 2048  # rows of (rows, V) logits computed at once, bounding memory
 CONTINUATION_BATCH = 64  # multi-token candidates continued in one batch (bounds memory)
-FEW_ROWS = 16  # up to this many output rows, W hᵀ beats h Wᵀ (see _output_rows)
 
 
 @dataclass
-class CandidateScore:
-    tokens: list[str]  # the candidate's tokens
-    log_prob: float  # log P(candidate | context), chain rule over its tokens
-    token_log_probs: list[float]
-    oov: bool  # any token outside the vocabulary (scored as <unk>)
+class Candidate:
+    """One candidate of a ``score_candidates_batch`` call, and where its tokens are predicted."""
+
+    request: int  # its request's index, which is also its context's output row
+    tokens: list[str]
+    ids: np.ndarray  # (n,)
+    rows: list[int] = field(default_factory=list)  # the output row predicting each token
 
 
-@dataclass
-class SentenceScore:
-    tokens: list[str]  # the sentence's tokens, without <s> and </s>
-    targets: list[str]  # the tokens that were scored, in order ("</s>" last when eos)
-    token_log_probs: list[float]  # one per target
-    log_prob: float  # sum of token_log_probs
-    perplexity: float  # exp(-log_prob / len(targets))
-    oov_positions: list[int] = field(default_factory=list)  # indices into tokens
+class OutputRows:
+    """Top-layer outputs collected for one output product; each block gets the next row numbers."""
+
+    def __init__(self) -> None:
+        self.blocks: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, block: np.ndarray) -> range:
+        """Append ``block`` (m, H); returns its row numbers."""
+        self.blocks.append(block)
+        self.count += len(block)
+        return range(self.count - len(block), self.count)
+
+    def stacked(self) -> np.ndarray:
+        return np.concatenate(self.blocks)
 
 
-class ModelKindError(ValueError):
-    """A left-to-right call on a gap-filling model (or the reverse)."""
+class RecurrentLM(NetworkLM[RNNLM]):
+    """A left-to-right RNN/LSTM/GRU model: every call but gap filling's exact method."""
 
-
-class LanguageModel:
-    """A trained network with the vocabulary and tokenizer it was trained with."""
+    task = "next-word"
+    calls = frozenset(Call)
 
     def __init__(
         self,
@@ -68,75 +75,28 @@ class LanguageModel:
         metadata: dict[str, Any] | None = None,
         checksum: str | None = None,
     ) -> None:
-        if net.config.vocab_size != len(vocab):
-            raise ValueError(
-                f"network has {net.config.vocab_size} outputs, vocabulary {len(vocab)} tokens"
-            )
-        self.net, self.vocab, self.tokenizer = net, vocab, tokenizer
-        self.metadata = dict(metadata or {})  # training metadata and metrics from the checkpoint
-        self.checksum = checksum  # sha256 of the weights file it was loaded from
-        self._special_ids = np.array([vocab.id(t) for t in SPECIALS])
+        super().__init__(net, vocab, tokenizer, metadata, checksum)
+        self._special_ids = np.array([self.vocab.id(t) for t in SPECIALS])
         self.cache: PrefixCache | None = None  # states after recent context prefixes, when set
-        self.steps_run = 0  # network time steps computed for contexts and candidates (for metrics)
-        self._steps_lock = threading.Lock()  # requests run in several threads
 
-    # ------------------------------------------------------------ helpers
-    @property
-    def bidirectional(self) -> bool:
-        """A gap-filling model: it serves ``fill`` only."""
-        return self.net.config.bidirectional
+    def use_prefix_cache(
+        self, entries: int, max_bytes: int, observer: CacheObserver | None
+    ) -> None:
+        self.cache = PrefixCache(entries, max_bytes, observer)
 
-    def _require_left_to_right(self) -> None:
-        if self.bidirectional:
-            raise ModelKindError("this is a bidirectional gap-filling model: it serves fill() only")
+    def cache_stats(self) -> dict[str, int] | None:
+        return None if self.cache is None else self.cache.stats()
 
-    def tokenize(self, text: Text) -> list[str]:
-        """A string goes through the model's tokenizer; a list of tokens is taken as it is."""
-        return self.tokenizer(text) if isinstance(text, str) else [str(t) for t in text]
-
-    def is_oov(self, token: str) -> bool:
-        return token not in self.vocab
-
-    def _output_rows(self, hidden: np.ndarray) -> np.ndarray:
-        """Logits (m, V) of top-layer outputs hidden (m, H): ``h Wᵀ + b``.
-
-        For a few rows (a single request) the product is taken as ``W hᵀ``: BLAS then streams W
-        in its own row order, about twice as fast as ``h Wᵀ`` there (bench/RESULTS.md).
-        """
-        W = self.net.output_weight
-        few = len(hidden) <= FEW_ROWS
-        logits = np.ascontiguousarray((W @ hidden.T).T) if few else hidden @ W.T
-        logits += self.net.params["output.b"]  # in place: no second (m, V) array
-        return logits
-
-    def _log_probs_at(self, hidden: np.ndarray, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """log P(tokens[k]) under the distribution of output row rows[k] of hidden (M, H).
-
-        One output product per chunk of rows, any number of tokens per row; only the normaliser
-        and the wanted logits are formed, not every log-probability.
-        """
-        out = np.empty(len(tokens), dtype=np.float64)
-        for start in range(0, len(hidden), OUTPUT_CHUNK_ROWS):
-            logits = self._output_rows(hidden[start : start + OUTPUT_CHUNK_ROWS])  # (m, V)
-            logits -= logits.max(axis=1, keepdims=True)  # each row's max is 0: exp cannot overflow
-            mine = (rows >= start) & (rows < start + len(logits))
-            local = rows[mine] - start
-            wanted = logits[local, tokens[mine]]
-            np.exp(logits, out=logits)
-            log_norm = np.log(logits @ np.ones(logits.shape[1], dtype=logits.dtype))  # row sums
-            out[mine] = wanted - log_norm[local]
-        return out
-
+    # ------------------------------------------------------------ next word
     def next_log_probs_from(self, hidden: np.ndarray) -> np.ndarray:
         """log P(next token) from top-layer outputs hidden (M, H): shape (M, V)."""
-        return log_softmax(self._output_rows(hidden))
+        return log_softmax(self.output_rows(hidden))
 
     def context_state(self, context: Text) -> tuple[NetworkState, np.ndarray]:
         """Read ``<s> context`` and return the state after it and log P(next token), shape (V,)."""
         (read,) = self.read_contexts([self.tokenize(context)])
         return read.state, self.next_log_probs_from(read.hidden[None])[0]
 
-    # ------------------------------------------------------------ next word
     def next_log_probs(self, context: Text) -> np.ndarray:
         """log P(w | <s> context) for every vocabulary id, shape (V,)."""
         return self.context_state(context)[1]
@@ -148,7 +108,6 @@ class LanguageModel:
     def top_k(
         self, context: Text, k: int = 10, include_special: bool = False
     ) -> list[tuple[str, float]]:
-        """The k most probable next tokens with their log-probabilities, most probable first."""
         lp = self.next_log_probs(context).astype(np.float64)
         if not include_special:
             lp[self._special_ids] = -np.inf
@@ -157,77 +116,52 @@ class LanguageModel:
         best = best[np.argsort(-lp[best], kind="stable")]
         return [(self.vocab.tokens[i], float(lp[i])) for i in best]
 
-    def score_candidates(self, context: Text, candidates: Sequence[Text]) -> list[CandidateScore]:
-        """log P(candidate | <s> context) for each candidate in order; chain rule over its tokens.
-
-        The context is read once; all multi-token candidates continue from its state in one batch.
-        """
-        return self.score_candidates_batch([(context, candidates)])[0]
-
     def score_candidates_batch(
         self, requests: Sequence[tuple[Text, Sequence[Text]]]
     ) -> list[list[CandidateScore]]:
-        """``score_candidates`` for several (context, candidates) requests, computed together.
-
-        Contexts are read in batches (cached prefixes reused), every first token's distribution
-        comes from one output product, and every multi-token continuation runs in one batch.
-        """
-        token_lists = [[self.tokenize(c) for c in candidates] for _, candidates in requests]
-        for r, lists in enumerate(token_lists):
-            for i, tokens in enumerate(lists):
-                if not tokens:
-                    raise ValueError(f"candidate {i} ({requests[r][1][i]!r}) has no tokens")
-        contexts = self.read_contexts([self.tokenize(context) for context, _ in requests])
-        ids = [[self.vocab.encode(tokens) for tokens in lists] for lists in token_lists]
-        # One output product serves everything: row r (a context's last output) predicts the first
-        # token of each of its candidates; each continuation output predicts its next token.
-        rows = [np.stack([c.hidden for c in contexts])]  # (R, H), then continuation rows
-        row_of, token_of = [], []  # for each scored token: its output row and its id
-        for r, seqs in enumerate(ids):
-            for seq in seqs:
-                row_of.append(r)
-                token_of.append(seq[0])
-        longer = [
-            (r, i) for r, seqs in enumerate(ids) for i, seq in enumerate(seqs) if len(seq) > 1
+        """Contexts are read in batches (cached prefixes reused); one output product gives every
+        first token's distribution (row r: request r's context) and every continuation's."""
+        candidates = [
+            Candidate(r, tokens, self.vocab.encode(tokens))
+            for r, (_, texts) in enumerate(requests)
+            for tokens in self.tokenize_all("candidates", texts)
         ]
-        longer.sort(key=lambda ri: len(ids[ri[0]][ri[1]]))  # similar lengths share a batch
-        next_row = len(contexts)
-        continuation: dict[tuple[int, int], np.ndarray] = {}  # (r, i) → its rows
+        if not candidates:
+            return [[] for _ in requests]
+        contexts = self.read_contexts([self.tokenize(context) for context, _ in requests])
+        outputs = OutputRows()
+        first = outputs.add(np.stack([c.hidden for c in contexts]))
+        for candidate in candidates:
+            candidate.rows.append(first[candidate.request])
+        self._continue(candidates, contexts, outputs)
+        log_probs = self.log_probs_at(
+            outputs.stacked(),
+            np.array([row for c in candidates for row in c.rows], dtype=np.int64),
+            np.concatenate([c.ids for c in candidates]).astype(np.int64),
+        )
+        scores: list[list[CandidateScore]] = [[] for _ in requests]
+        ends = np.cumsum([len(c.ids) for c in candidates])
+        for candidate, lps in zip(candidates, np.split(log_probs, ends[:-1]), strict=True):
+            oov = self.oov_indices(candidate.tokens)
+            score = CandidateScore(candidate.tokens, math.fsum(lps), lps.tolist(), bool(oov), oov)
+            scores[candidate.request].append(score)
+        return scores
+
+    def _continue(
+        self, candidates: list[Candidate], contexts: list[CachedPrefix], outputs: OutputRows
+    ) -> None:
+        """Run every multi-token candidate on from its context's state, in batches of similar
+        lengths; the outputs after its tokens but the last predict its tokens but the first."""
+        longer = sorted((c for c in candidates if len(c.ids) > 1), key=lambda c: len(c.ids))
         for start in range(0, len(longer), CONTINUATION_BATCH):
             chunk = longer[start : start + CONTINUATION_BATCH]  # bounds memory: rows × tokens
-            inputs, _, mask = _pad([ids[r][i] for r, i in chunk], bos=False, eos_id=None)
-            state = concat_states([contexts[r].state for r, _ in chunk])
+            inputs, _, mask = pad_ids([c.ids for c in chunk], bos=False, eos_id=None)
+            state = concat_states([contexts[c.request].state for c in chunk])
             hidden, _, _ = self.net.forward(inputs, state, keep_cache=False)  # (T, M, H)
             self._count_steps(int(mask.sum()))
-            where = np.nonzero(mask.T)  # candidate-major, matching the walk below
-            rows.append(hidden.transpose(1, 0, 2)[where])
-            for (r, i), n in zip(chunk, mask.sum(axis=0), strict=True):
-                continuation[(r, i)] = np.arange(next_row, next_row + n)
-                next_row += n
-        for (r, i), seq_rows in continuation.items():
-            row_of.extend(seq_rows)
-            token_of.extend(ids[r][i][1:])
-        rows_at, tokens = np.array(row_of, dtype=np.int64), np.array(token_of, dtype=np.int64)
-        picked = self._log_probs_at(np.concatenate(rows), rows_at, tokens)
-        per_token: list[list[list[float]]] = []
-        k = 0
-        for seqs in ids:  # first tokens, in request order
-            per_token.append([[float(picked[k + j])] for j in range(len(seqs))])
-            k += len(seqs)
-        for (r, i), seq_rows in continuation.items():  # then the continuations, in the same order
-            per_token[r][i].extend(float(x) for x in picked[k : k + len(seq_rows)])
-            k += len(seq_rows)
-        return [
-            [
-                CandidateScore(tokens, math.fsum(lps), lps, any(map(self.is_oov, tokens)))
-                for tokens, lps in zip(lists, per_tok, strict=True)
-            ]
-            for lists, per_tok in zip(token_lists, per_token, strict=True)
-        ]
-
-    def _count_steps(self, steps: int) -> None:
-        with self._steps_lock:
-            self.steps_run += steps
+            rows = iter(outputs.add(hidden.transpose(1, 0, 2)[np.nonzero(mask.T)]))
+            for c in chunk:  # candidate-major, like the rows
+                c.rows.extend(next(rows) for _ in range(len(c.ids) - 1))
 
     def read_contexts(self, contexts: Sequence[list[str]]) -> list[CachedPrefix]:
         """The network state and top output after ``<s> context`` for each context.
@@ -235,7 +169,6 @@ class LanguageModel:
         With a prefix cache, each context starts from its longest cached prefix; the uncached
         suffixes of equal length run as one batch (a beam search's requests all add one word).
         """
-        self._require_left_to_right()
         id_lists = [
             np.concatenate([[self.vocab.bos_id], self.vocab.encode(c)]).astype(np.int64)
             for c in contexts
@@ -256,10 +189,12 @@ class LanguageModel:
             self._count_steps(length * len(items))
             for k, (r, _, _) in enumerate(items):
                 row = [tuple(t[k : k + 1].copy() for t in layer) for layer in final]
-                results[r] = CachedPrefix(row, hidden[-1, k].copy())
+                results[r] = read = CachedPrefix(row, hidden[-1, k].copy())
                 if self.cache is not None:
-                    self.cache.put(id_lists[r], results[r])
-        return results  # type: ignore[return-value]
+                    self.cache.put(id_lists[r], read)
+        done = [r for r in results if r is not None]
+        assert len(done) == len(results)  # every context was found or read
+        return done
 
     def _cached_prefix(self, ids: np.ndarray) -> tuple[int, CachedPrefix | None]:
         """The longest prefix of ``ids`` (``<s>`` first) whose state is known, and that state."""
@@ -279,19 +214,14 @@ class LanguageModel:
         Sentences are grouped by length (longest first) to keep padding small; results come back
         in request order.
         """
-        self._require_left_to_right()
         token_lists = [self.tokenize(s) for s in sentences]
-        seqs = []
-        for i, tokens in enumerate(token_lists):
-            seq = self.vocab.encode(tokens)
-            if len(seq) + int(bos) + int(eos) < 2:
-                raise ValueError(f"sentence {i} has nothing to score (bos={bos}, eos={eos})")
-            seqs.append(seq)
+        self.check_scorable(token_lists, bos, eos)
+        seqs = [self.vocab.encode(tokens) for tokens in token_lists]
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         results: list[SentenceScore | None] = [None] * len(seqs)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            inputs, targets, mask = _pad(
+            inputs, targets, mask = pad_ids(
                 [seqs[i] for i in batch],
                 bos=bos,
                 eos_id=self.vocab.eos_id if eos else None,
@@ -302,67 +232,27 @@ class LanguageModel:
             )
             rows = np.nonzero(mask.T)  # sentence-major
             flat = hidden.transpose(1, 0, 2)[rows]  # (M, H), sentence-major
-            picked = self._log_probs_at(flat, np.arange(len(flat)), targets.T[rows])
+            picked = self.log_probs_at(flat, np.arange(len(flat)), targets.T[rows])
             lengths = mask.sum(axis=0)
             for i, lps in zip(batch, np.split(picked, np.cumsum(lengths)[:-1]), strict=True):
-                results[i] = self._sentence_score(token_lists[i], lps.tolist(), bos, eos)
+                results[i] = self.sentence_score(token_lists[i], lps.tolist(), bos, eos)
         return [r for r in results if r is not None]
 
-    def self_check(self) -> None:
-        """Finite parameters and one tiny forward pass (either kind of model): warms caches and
-        proves that the model answers with numbers (an inf weight would answer null or nothing)."""
-        for name, value in self.net.params.items():
-            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
-            if bad:
-                raise FloatingPointError(f"parameter {name!r} has {bad} non-finite values")
-        method, (score,) = self.fill([], [], [[self.vocab.tokens[-1]]])
-        if not math.isfinite(score.log_prob):
-            raise FloatingPointError(f"the model answers {score.log_prob} ({method})")
+    def evaluate(self, sentences: list[list[str]], batch_size: int = 1) -> Evaluation:
+        """The Penn Treebank convention: one stream ``<s> w_1 … w_n </s>`` per sentence with the
+        state running on across sentences; every word and each ``</s>`` is scored.
 
-    # ------------------------------------------------------------ gaps
-    def fill(
-        self, left: Text, right: Text, candidates: Sequence[Text]
-    ) -> tuple[str, list[CandidateScore]]:
-        """Score candidates for the gap between ``left`` and ``right``; returns (method, scores).
-
-        - ``bidirectional`` (a gap-filling model): a one-token candidate gets the exact
-          log P(c | left, right); a longer one the sum over its tokens of log P(token | everything
-          else), its pseudo-log-likelihood.
-        - ``sentence`` (a left-to-right model): each candidate's score is the log-probability of
-          the whole sentence ``<s> left candidate right </s>``; ``token_log_probs`` are that
-          sentence's. Comparing candidates this way uses the right context too.
+        With ``batch_size`` 1 the stream is one sequence, as published figures are computed;
+        larger batches are faster and cut it into columns.
         """
-        left_tokens, right_tokens = self.tokenize(left), self.tokenize(right)
-        token_lists = [self.tokenize(c) for c in candidates]
-        for i, tokens in enumerate(token_lists):
-            if not tokens:
-                raise ValueError(f"candidate {i} ({candidates[i]!r}) has no tokens")
-        oov = [any(map(self.is_oov, tokens)) for tokens in token_lists]
-        if self.bidirectional:
-            encode = self.vocab.encode
-            per_token = self.net.fill_scores(
-                encode(left_tokens), encode(right_tokens), [encode(t) for t in token_lists]
-            )
-            scores = [
-                CandidateScore(t, math.fsum(lps), lps.tolist(), o)
-                for t, lps, o in zip(token_lists, per_token, oov, strict=True)
-            ]
-            return "bidirectional", scores
-        sentences = self.score_sentences([left_tokens + t + right_tokens for t in token_lists])
-        return "sentence", [
-            CandidateScore(t, s.log_prob, s.token_log_probs, o)
-            for t, s, o in zip(token_lists, sentences, oov, strict=True)
-        ]
-
-    def _sentence_score(
-        self, tokens: list[str], lps: list[float], bos: bool, eos: bool
-    ) -> SentenceScore:
-        targets = (tokens if bos else tokens[1:]) + (["</s>"] if eos else [])
-        total = math.fsum(lps)
-        oov = [i for i, t in enumerate(tokens) if self.is_oov(t)]
-        per_token = -total / len(lps)
-        perplexity = math.exp(per_token) if per_token < 709 else math.inf  # no OverflowError
-        return SentenceScore(tokens, targets, lps, total, perplexity, oov)
+        stream = sentence_stream(sentences, self.vocab)
+        columns = max(1, min(batch_size, len(stream) // 2))
+        steps = len(stream) // columns
+        data = stream[: steps * columns].reshape(columns, steps).T  # (T_total, N), like batchify
+        cross_entropy, tokens = stream_cross_entropy(self.net, data, self.vocab)
+        oov = sum(token not in self.vocab for s in sentences for token in s)  # </s> never is
+        counted = int(target_mask(stream[1:], self.vocab).sum())
+        return Evaluation(self.task, tokens, cross_entropy, oov / max(counted, 1))
 
 
 def concat_states(states: Sequence[NetworkState]) -> NetworkState:
@@ -373,7 +263,7 @@ def concat_states(states: Sequence[NetworkState]) -> NetworkState:
     ]
 
 
-def _pad(
+def pad_ids(
     seqs: Sequence[np.ndarray], bos: bool, eos_id: int | None, bos_id: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Time-major (inputs, targets, mask), each (T, N), from id sequences of different lengths.

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from model.network.init import init_embedding
-from model.network.layers import Grad, log_softmax, softmax_output_loss
+from model.network.layers import Grad, log_softmax_at, softmax_output_loss
 from model.network.recurrent import ModelConfig, NetworkState, RecurrentStack, check_params
 from model.text.vocab import Vocabulary
 
@@ -156,8 +156,8 @@ class BiRNNLM:
     def word_log_probs(self, batch: SentenceBatch) -> np.ndarray:
         """log P(w_t | the rest of its sentence) for every word of the batch, shape (M,)."""
         states, _, _ = self._read(batch, None, keep=False)
-        lp = log_softmax(states @ self.params["output.W"].T + self.params["output.b"])
-        return lp[np.arange(len(batch.targets)), batch.targets]
+        logits = states @ self.params["output.W"].T + self.params["output.b"]
+        return log_softmax_at(logits, np.arange(len(batch.targets)), batch.targets)[0]
 
     # ------------------------------------------------------------ inference
     def side_states(
@@ -184,7 +184,10 @@ class BiRNNLM:
         fwd_ids, bwd_ids = np.zeros((K, M), dtype=np.int64), np.zeros((K, M), dtype=np.int64)
         for m, c in enumerate(candidates):
             fwd_ids[: len(c), m], bwd_ids[: len(c), m] = c, c[::-1]
-        repeat = lambda state: [tuple(np.repeat(s, M, axis=0) for s in layer) for layer in state]  # noqa: E731
+
+        def repeat(state: NetworkState) -> NetworkState:
+            return [tuple(np.repeat(s, M, axis=0) for s in layer) for layer in state]
+
         # F[j]: the forward output after c_{j+1}; G[j]: the backward output after c_{k-j}
         F, _, _ = self.fwd.forward(self.params, fwd_ids, repeat(f_state), keep_cache=False)
         G, _, _ = self.bwd.forward(self.params, bwd_ids, repeat(g_state), keep_cache=False)
@@ -197,6 +200,7 @@ class BiRNNLM:
                 rows.append(np.concatenate([lstate, rstate]))
                 targets.append(c[j])
         states = np.stack(rows).reshape(-1, 2 * H)
-        lp = log_softmax(states @ self.params["output.W"].T + self.params["output.b"])
-        picked = lp[np.arange(len(targets)), targets].astype(np.float64)
+        logits = states @ self.params["output.W"].T + self.params["output.b"]
+        picked = log_softmax_at(logits, np.arange(len(targets)), np.array(targets))[0]
+        picked = picked.astype(np.float64)
         return np.split(picked, np.cumsum([len(c) for c in candidates])[:-1])

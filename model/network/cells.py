@@ -52,7 +52,8 @@ def project_inputs(x: np.ndarray, Wx: np.ndarray, b: np.ndarray) -> np.ndarray:
     T, N, D = x.shape
     xw = x.reshape(T * N, D) @ Wx
     xw += b  # in place: no second (T*N, G) temporary
-    return xw.reshape(T, N, -1)
+    projected: np.ndarray = xw.reshape(T, N, -1)
+    return projected
 
 
 def project_inputs_backward(
@@ -73,7 +74,8 @@ def _previous_hidden(h0: np.ndarray, hs: np.ndarray) -> np.ndarray:
 def _recurrent_weight_grad(hprev: np.ndarray, dhw: np.ndarray) -> np.ndarray:
     """dWh = Σ_t h_{t-1}ᵀ · d(h_{t-1} Wh), as one product over all steps, shape (H, G)."""
     H = hprev.shape[-1]
-    return hprev.reshape(-1, H).T @ dhw.reshape(-1, dhw.shape[-1])
+    dWh: np.ndarray = hprev.reshape(-1, H).T @ dhw.reshape(-1, dhw.shape[-1])
+    return dWh
 
 
 # ---------------------------------------------------------------- vanilla RNN
@@ -126,7 +128,7 @@ def rnn_forward(
 
 def rnn_backward(
     dhs: np.ndarray, dstate: State | None, cache: Any
-) -> tuple[np.ndarray, State, dict]:
+) -> tuple[np.ndarray, State, dict[str, Any]]:
     """Backprop through time for ``rnn_forward``: returns dx, (dh0,), {Wx, Wh, b} gradients."""
     x, h0, hs, params, activation = cache
     Wh, WhT = params["Wh"], _transposed(params["Wh"])
@@ -227,7 +229,7 @@ def lstm_forward(
 
 def lstm_backward(
     dhs: np.ndarray, dstate: State | None, cache: Any
-) -> tuple[np.ndarray, State, dict]:
+) -> tuple[np.ndarray, State, dict[str, Any]]:
     """Backprop through time for ``lstm_forward``: returns dx, (dh0, dc0), {Wx, Wh, b} gradients."""
     x, h0, hs, params, steps = cache
     dh, dc = (np.zeros_like(h0), np.zeros_like(h0)) if dstate is None else dstate
@@ -300,7 +302,7 @@ def gru_forward(
 
 def gru_backward(
     dhs: np.ndarray, dstate: State | None, cache: Any
-) -> tuple[np.ndarray, State, dict]:
+) -> tuple[np.ndarray, State, dict[str, Any]]:
     """Backprop through time for ``gru_forward``: dx, (dh0,), {Wx, Wh, b, bhn} gradients."""
     x, h0, hs, params, steps = cache
     dh = np.zeros_like(h0) if dstate is None else dstate[0]
@@ -325,7 +327,7 @@ class Cell:
     num_states: int  # 1 for (h,), 2 for (h, c)
     param_names: tuple[str, ...]
     forward: Callable[..., tuple[np.ndarray, State, Any]]  # (x, state0, params, keep_cache=True)
-    backward: Callable[[np.ndarray, State | None, Any], tuple[np.ndarray, State, dict]]
+    backward: Callable[[np.ndarray, State | None, Any], tuple[np.ndarray, State, dict[str, Any]]]
 
 
 def get_cell(name: str, activation: str = "tanh") -> Cell:

@@ -102,16 +102,53 @@ def temporal_affine_backward(
     return dx, dW, dout2.sum(axis=0)
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Probabilities; the max is subtracted first so exp never overflows."""
-    z = np.exp(x - x.max(axis=axis, keepdims=True))
-    return z / z.sum(axis=axis, keepdims=True)
+def exp_rows(z: np.ndarray, shift: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The softmax normaliser of each row of logits ``z`` (..., V), computed in place.
+
+    ``z`` becomes ``exp(z − c)`` and ``(c, total)`` come back, both of shape (...,), with
+    ``total = Σ_j exp(z_j − c)``; so ``log p_j = z_j − c − log total`` (z as it was) and
+    ``p = z / total`` (z as it is now). With ``shift``, ``c`` is the row's max, so exp cannot
+    overflow and ``total ≥ 1``; without, ``c`` is 0, for callers that know the logits are small.
+    This is the one place the log-normaliser is written; every softmax in the project uses it.
+    One pass of exp, and the row sums as a BLAS product (faster than ``.sum`` here).
+    """
+    if shift:
+        c = z.max(axis=-1)
+        z -= c[..., None]
+    else:
+        c = np.zeros(z.shape[:-1], dtype=z.dtype)
+    np.exp(z, out=z)
+    return c, z @ np.ones(z.shape[-1], dtype=z.dtype)
 
 
-def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Log-probabilities, computed as ``x - logsumexp(x)`` with the max shifted out (stable)."""
-    shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+def log_softmax_at(
+    z: np.ndarray, rows: np.ndarray, cols: np.ndarray, shift: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``log softmax(z)[rows, cols]`` for logits ``z`` (M, V), and each row's ``total``.
+
+    Only the wanted entries and the normaliser are formed, never the (M, V) log-probabilities;
+    ``z`` is overwritten with ``exp(z − c)`` (``exp_rows``), which a gradient can reuse.
+    """
+    shifted = z[rows, cols]
+    c, total = exp_rows(z, shift)
+    shifted -= c[rows]
+    return shifted - np.log(total)[rows], total
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis (a new array; ``x`` is kept)."""
+    z = np.array(x, dtype=np.result_type(x, np.float32))
+    _, total = exp_rows(z)
+    probabilities: np.ndarray = z / total[..., None]
+    return probabilities
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the last axis: ``x − c − log Σ exp(x − c)`` (a new array)."""
+    z = np.array(x, dtype=np.result_type(x, np.float32))
+    c, total = exp_rows(z)
+    log_p: np.ndarray = x - c[..., None] - np.log(total)[..., None]
+    return log_p
 
 
 def softmax_cross_entropy(
@@ -138,13 +175,9 @@ def softmax_cross_entropy(
     if count == 0:
         raise ValueError("softmax_cross_entropy: the mask selects no position")
     z = flat if overwrite_logits else flat.copy()  # (T*N, V)
-    row_max = z.max(axis=1, keepdims=True)
-    if np.abs(row_max).max() > SAFE_EXP_RANGE:
-        z -= row_max  # shift so every row's max is 0: exp cannot overflow, the sum is ≥ 1
-    target_z = z[rows, y]
-    np.exp(z, out=z)
-    total = z.sum(axis=1)  # (T*N,) normaliser
-    nll = np.log(total) - target_z  # -log p(target)
+    shift = bool(np.abs(z.max(axis=1)).max() > SAFE_EXP_RANGE)  # else exp cannot overflow
+    log_p, total = log_softmax_at(z, rows, y, shift)
+    nll = -log_p  # -log p(target)
     loss = float(np.dot(weight.astype(np.float64), nll.astype(np.float64)) / count)
     if not np.isfinite(loss):
         raise NonFiniteError(f"cross-entropy is {loss}: the logits contain NaN or infinity")
@@ -189,7 +222,7 @@ def softmax_output_loss(
     """
     T, N, H = x.shape
     x_all, y, weight = x.reshape(T * N, H), targets.ravel(), None
-    rows = slice(None)
+    rows: slice | np.ndarray = slice(None)
     if mask is not None:
         weight = mask.ravel().astype(x.dtype)
         rows = np.flatnonzero(weight)  # the counted positions
@@ -199,13 +232,10 @@ def softmax_output_loss(
         raise ValueError("softmax_output_loss: the mask selects no position")
     z = x_all @ W.T  # (M, V) logits of the M counted rows, turned into exp(z) in place
     z += b
-    if logit_bound(x_all, W, b) > SAFE_EXP_RANGE:
-        z -= z.max(axis=1, keepdims=True)  # softmax is shift-invariant; the shift keeps exp finite
     picked = np.arange(len(y)), y
-    target_z = z[picked]
-    np.exp(z, out=z)
-    total = z @ np.ones(z.shape[1], dtype=z.dtype)  # (M,) row sums; BLAS is faster than .sum
-    nll = (np.log(total) - target_z).astype(np.float64)  # -log p(target), summed in float64
+    shift = logit_bound(x_all, W, b) > SAFE_EXP_RANGE  # else exp cannot overflow: skip a pass
+    log_p, total = log_softmax_at(z, *picked, shift=shift)
+    nll = (-log_p).astype(np.float64)  # -log p(target), summed in float64
     loss = float(nll.mean() if weight is None else np.dot(weight.astype(np.float64), nll) / count)
     if not np.isfinite(loss):
         raise NonFiniteError(f"cross-entropy is {loss}: the logits contain NaN or infinity")

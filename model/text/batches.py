@@ -18,7 +18,7 @@ from model.text.vocab import Vocabulary
 
 def sentence_stream(sentences: Iterable[Sequence[str]], vocab: Vocabulary) -> np.ndarray:
     """``<s> w… </s>`` for every sentence, concatenated: ids of shape (total,), int64."""
-    parts = []
+    parts: list[np.ndarray] = []
     bos, eos = np.array([vocab.bos_id]), np.array([vocab.eos_id])
     for sentence in sentences:
         parts.extend((bos, vocab.encode(sentence), eos))
@@ -27,7 +27,8 @@ def sentence_stream(sentences: Iterable[Sequence[str]], vocab: Vocabulary) -> np
 
 def target_mask(targets: np.ndarray, vocab: Vocabulary) -> np.ndarray:
     """1.0 where a target is predicted and counted; 0.0 at ``<s>`` (given, not predicted)."""
-    return (targets != vocab.bos_id).astype(np.float32)
+    mask: np.ndarray = (targets != vocab.bos_id).astype(np.float32)
+    return mask
 
 
 def batchify(stream: np.ndarray, batch_size: int) -> np.ndarray:

@@ -55,7 +55,7 @@ def split_text(text: str, split: str) -> list[str]:
     if split == "lines":
         return [line for line in text.splitlines() if line.strip()]
     if split == "sentences":
-        sentences = []
+        sentences: list[str] = []
         for paragraph in _PARAGRAPH_BREAK.split(text):
             joined = " ".join(paragraph.split())  # unwrap the lines of one paragraph
             sentences.extend(m.group().strip() for m in _SENTENCE.finditer(joined))

@@ -5,10 +5,11 @@
     nextword train --config bench/ptb.toml                  # a reproducible run from a file
     nextword train --preset default --out models/default    # the built-in model (The Time Machine)
     nextword train --resume --out models/mine               # continue a stopped or killed run
-    python -m model.training.command ...                               # the same
+    python -m model.training.command ...                    # the same
 
 Options are read from the defaults, then ``--config`` (TOML or JSON, keys named like the options
 with underscores), then the command line. The effective configuration is stored in the checkpoint.
+The options are ``TrainConfig``'s fields: their help lives there, beside their defaults.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import Field, fields
 from pathlib import Path
+from typing import Any
 
 from model.inference.checkpoint import CONFIG_FILE, CheckpointError
 from model.network.layers import NonFiniteError
@@ -27,9 +30,15 @@ from model.training.trainer import train
 S = argparse.SUPPRESS  # options not given stay absent, so the config file's values are kept
 
 
+GROUPS = ("run", "data", "architecture", "optimisation")  # the order --help shows them in
+OPTION_TYPES = {"int": int, "float": float, "str": str}
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
-    run = parser.add_argument_group("run")
+    """The options: --config, --preset, --resume, --force, then one per ``TrainConfig`` field,
+    made from the field's type, default and metadata (``model.training.config.option``)."""
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    run = groups["run"]
     run.add_argument(
         "--config", default=S, help="TOML or JSON file of options (paths relative to it)"
     )
@@ -38,115 +47,32 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     run.add_argument("--force", action="store_true", help="replace a model already in --out")
-    data = parser.add_argument_group("data")
-    data.add_argument("--train", default=S, help="training corpus (UTF-8 text)")
-    data.add_argument(
-        "--valid", default=S, help="validation corpus (default: hold out the end of train)"
-    )
-    data.add_argument(
-        "--test", default=S, help="test corpus, scored with the best model at the end"
-    )
-    data.add_argument(
-        "--out", default=S, help="output directory: the checkpoint, metrics.jsonl, training.png"
-    )
-    data.add_argument(
-        "--valid-fraction", type=float, default=S, help=f"held-out share ({d.valid_fraction})"
-    )
-    data.add_argument(
-        "--split",
-        choices=["lines", "sentences"],
-        default=S,
-        help="one sentence per line, or split prose into sentences (lines)",
-    )
-    data.add_argument(
-        "--tokenizer", choices=["whitespace", "words", "chars"], default=S, help="(whitespace)"
-    )
-    data.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=S)
-    data.add_argument(
-        "--min-count", type=int, default=S, help=f"rarer words become <unk> ({d.min_count})"
-    )
-    data.add_argument(
-        "--max-vocab", type=int, default=S, help="at most this many ids, specials included"
-    )
-    arch = parser.add_argument_group("architecture")
-    arch.add_argument("--cell", choices=["rnn", "lstm", "gru"], default=S, help=f"({d.cell})")
-    arch.add_argument(
-        "--activation", choices=["tanh", "relu"], default=S, help="for --cell rnn (tanh)"
-    )
-    arch.add_argument("--layers", type=int, default=S, help=f"({d.layers})")
-    arch.add_argument("--emb", type=int, default=S, help=f"embedding size ({d.emb})")
-    arch.add_argument("--hidden", type=int, default=S, help=f"hidden size ({d.hidden})")
-    arch.add_argument("--dropout", type=float, default=S, help=f"({d.dropout})")
-    arch.add_argument(
-        "--tie-weights",
-        action=argparse.BooleanOptionalAction,
-        default=S,
-        help="share the embedding and output matrices (needs --emb == --hidden)",
-    )
-    arch.add_argument(
-        "--bidirectional",
-        action=argparse.BooleanOptionalAction,
-        default=S,
-        help="a gap-filling model reading both sides of a word (served by /v1/fill)",
-    )
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--optimizer", choices=["sgd", "adam"], default=S, help=f"({d.optimizer})")
-    opt.add_argument(
-        "--lr",
-        type=float,
-        default=S,
-        help="learning rate (sgd: 20 for lstm, 10 gru, 5 rnn, 3 relu rnn; adam: 0.002)",
-    )
-    opt.add_argument(
-        "--lr-decay",
-        type=float,
-        default=S,
-        help=f"factor after an epoch without improvement ({d.lr_decay})",
-    )
-    opt.add_argument(
-        "--clip", type=float, default=S, help=f"maximum global gradient norm ({d.clip})"
-    )
-    opt.add_argument("--batch-size", type=int, default=S, help=f"({d.batch_size})")
-    opt.add_argument(
-        "--bptt", type=int, default=S, help=f"steps per truncated-BPTT window ({d.bptt})"
-    )
-    opt.add_argument("--epochs", type=int, default=S, help=f"({d.epochs})")
-    opt.add_argument(
-        "--patience",
-        type=int,
-        default=S,
-        help=f"stop after this many epochs without improvement ({d.patience})",
-    )
-    opt.add_argument("--seed", type=int, default=S, help=f"({d.seed})")
-    opt.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=S,
-        help=f"windows between resume snapshots ({d.checkpoint_every})",
-    )
-    opt.add_argument("--eval-batch-size", type=int, default=S, help=f"({d.eval_batch_size})")
-    opt.add_argument(
-        "--max-recurrent-norm",
-        type=float,
-        default=S,
-        help="keep the spectral norm of every recurrent matrix at most this (default: 1 for "
-        "--cell rnn --activation relu, whose state could otherwise overflow on long text; 0 off)",
-    )
-    opt.add_argument(
-        "--max-recoveries",
-        type=int,
-        default=S,
-        help="when training diverges, roll back to the last snapshot and halve the learning "
-        f"rate, at most this many times; 0 stops at once ({d.max_recoveries})",
-    )
-    run.add_argument(
-        "--progress-every",
-        type=float,
-        default=S,
-        metavar="SECONDS",
-        help="a progress line this often when stderr is no terminal (Docker, Kubernetes); "
-        f"0 never ({d.progress_every:g})",
-    )
+    for f in fields(TrainConfig):
+        groups[f.metadata["group"]].add_argument(
+            "--" + f.name.replace("_", "-"), default=S, help=option_help(f), **option_kind(f)
+        )
+
+
+def option_kind(f: Field[Any]) -> dict[str, Any]:
+    """argparse's type, choices and metavar for a field: a bool is a --flag/--no-flag pair."""
+    names = str(f.type).replace(" ", "").split("|")
+    if "bool" in names:
+        return {"action": argparse.BooleanOptionalAction}
+    (name,) = [n for n in names if n != "None"]
+    kind: dict[str, Any] = {"type": OPTION_TYPES[name]}
+    if f.metadata["choices"]:
+        kind["choices"] = f.metadata["choices"]
+    if f.metadata["metavar"]:
+        kind["metavar"] = f.metadata["metavar"]
+    return kind
+
+
+def option_help(f: Field[Any]) -> str:
+    """The field's help, with its default where one is worth showing."""
+    text = str(f.metadata["help"]).replace("%", "%%")  # argparse formats help with %
+    if f.metadata["show_default"] and f.default is not None and not isinstance(f.default, bool):
+        text += f" ({f.default:g})" if isinstance(f.default, float) else f" ({f.default})"
+    return text
 
 
 def run_train(args: argparse.Namespace) -> int:

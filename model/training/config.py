@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from model.network.recurrent import ModelConfig
+from model.network.recurrent import ACTIVATIONS, CELLS, ModelConfig
 from model.text.corpus import SPLITS
 from model.text.tokenize import TOKENIZERS
 from model.values import is_int, is_number
@@ -35,60 +35,119 @@ RESUMABLE_CHANGES = (
 # (measured on The Time Machine and on a small synthetic corpus, over several seeds).
 DEFAULT_SGD_LR = {"lstm": 20.0, "gru": 10.0, "rnn": 5.0, "rnn-relu": 3.0}
 DEFAULT_ADAM_LR = 0.002  # every cell
+ARCHITECTURE_CHECKED = ("cell", "activation")  # ModelConfig checks these, in model_config()
 POSITIVE_INTS = ("min_count", "layers", "emb", "hidden", "batch_size", "bptt", "epochs",
                  "patience", "checkpoint_every", "eval_batch_size")  # fmt: skip
 
 
+T = TypeVar("T")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def option(
+    default: T,
+    help: str,
+    group: str,
+    choices: tuple[str, ...] | None = None,
+    metavar: str | None = None,
+    show_default: bool = True,
+) -> T:
+    """A ``TrainConfig`` field with what ``nextword train --help`` says of it: the help text,
+    its group of options, its allowed values (checked by ``validate`` too) and a metavar."""
+    metadata = {"help": help, "group": group, "choices": choices, "metavar": metavar,
+                "show_default": show_default}  # fmt: skip
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (see ``nextword train --help``)."""
+    """Everything that defines a training run; each field is a ``nextword train`` option
+    (``--valid-fraction`` for ``valid_fraction``), and its help is the text below."""
 
-    train: str | None = None  # training corpus, UTF-8 text
-    valid: str | None = None  # validation corpus; None holds out the end of train
-    test: str | None = None  # optional test corpus, scored with the best model at the end
-    out: str | None = None  # output directory: the checkpoint the service loads
-    valid_fraction: float = 0.1  # share of train sentences held out when there is no valid
-    split: str = "lines"  # lines | sentences: how text is cut into sentences
-    tokenizer: str = "whitespace"  # whitespace | words | chars
-    lowercase: bool = False
-    min_count: int = 1  # words seen fewer times become <unk>
-    max_vocab: int | None = None  # at most this many ids, specials included
-    cell: str = "lstm"  # rnn | lstm | gru
-    activation: str = "tanh"  # tanh | relu, for rnn
-    layers: int = 2
-    emb: int = 200
-    hidden: int = 200
-    dropout: float = 0.0
-    tie_weights: bool = False
-    bidirectional: bool = (
-        False  # a gap-filling model (reads both sides), trained on whole sentences
+    # data
+    train: str | None = option(None, "training corpus (UTF-8 text)", "data")
+    valid: str | None = option(
+        None, "validation corpus (default: hold out the end of train)", "data", show_default=False
     )
-    optimizer: str = "sgd"  # sgd | adam
-    lr: float | None = None  # None: sgd 20 (gru 10, rnn 5, relu rnn 3), adam 0.002
-    lr_decay: float = 0.25  # lr *= lr_decay after an epoch without validation improvement
-    clip: float = 0.25  # maximum global gradient norm
-    batch_size: int = 20
-    bptt: int = 35  # steps of backpropagation through time per window
-    epochs: int = 10
-    patience: int = 3  # stop after this many epochs without improvement
-    seed: int = 0
-    checkpoint_every: int = 200  # windows between resume snapshots (at most this much work lost)
-    eval_batch_size: int = 10
-    # Largest spectral norm of each recurrent matrix Wh, enforced after every update; None: 1 for
-    # a ReLU RNN (its state then cannot grow exponentially along a long stream), 0 (off) otherwise.
-    max_recurrent_norm: float | None = None
-    max_recoveries: int = 4  # divergences survived by rolling back and halving the learning rate
-    progress_every: float = 15.0  # seconds between progress lines when stderr is no terminal; 0 off
+    test: str | None = option(None, "test corpus, scored with the best model at the end", "data")
+    out: str | None = option(
+        None, "output directory: the checkpoint, metrics.jsonl, training.png", "data"
+    )
+    valid_fraction: float = option(0.1, "held-out share of train when there is no --valid", "data")
+    split: str = option(
+        "lines", "one sentence per line, or split prose into sentences", "data", SPLITS
+    )
+    tokenizer: str = option("whitespace", "how text is cut into tokens", "data", TOKENIZERS)
+    lowercase: bool = option(False, "lowercase the text before tokenising", "data")
+    min_count: int = option(1, "words seen fewer times become <unk>", "data")
+    max_vocab: int | None = option(None, "at most this many ids, specials included", "data")
+    # architecture
+    cell: str = option("lstm", "recurrent cell", "architecture", CELLS)
+    activation: str = option("tanh", "for --cell rnn", "architecture", ACTIVATIONS)
+    layers: int = option(2, "stacked recurrent layers", "architecture")
+    emb: int = option(200, "embedding size", "architecture")
+    hidden: int = option(200, "hidden size", "architecture")
+    dropout: float = option(0.0, "drop probability on non-recurrent connections", "architecture")
+    tie_weights: bool = option(
+        False, "share the embedding and output matrices (needs --emb == --hidden)", "architecture"
+    )
+    bidirectional: bool = option(
+        False,
+        "a gap-filling model reading both sides of a word (served by /v1/fill), trained on "
+        "whole sentences",
+        "architecture",
+    )
+    # optimisation
+    optimizer: str = option("sgd", "optimiser", "optimisation", OPTIMIZERS)
+    lr: float | None = option(
+        None,
+        "learning rate (sgd: 20 for lstm, 10 gru, 5 rnn, 3 relu rnn; adam: 0.002)",
+        "optimisation",
+        show_default=False,
+    )
+    lr_decay: float = option(
+        0.25, "lr factor after an epoch without validation improvement", "optimisation"
+    )
+    clip: float = option(0.25, "maximum global gradient norm", "optimisation")
+    batch_size: int = option(20, "sequences per update", "optimisation")
+    bptt: int = option(35, "steps per truncated-BPTT window", "optimisation")
+    epochs: int = option(10, "passes over the training corpus", "optimisation")
+    patience: int = option(3, "stop after this many epochs without improvement", "optimisation")
+    seed: int = option(0, "initialisation, dropout and shuffling", "optimisation")
+    checkpoint_every: int = option(
+        200, "windows between resume snapshots (at most this much work lost)", "optimisation"
+    )
+    eval_batch_size: int = option(10, "columns of the validation stream", "optimisation")
+    max_recurrent_norm: float | None = option(
+        None,
+        "keep the spectral norm of every recurrent matrix at most this (default: 1 for --cell "
+        "rnn --activation relu, whose state could otherwise overflow on long text; 0 off)",
+        "optimisation",
+        show_default=False,
+    )
+    max_recoveries: int = option(
+        4,
+        "when training diverges, roll back to the last snapshot and halve the learning rate, at "
+        "most this many times; 0 stops at once",
+        "optimisation",
+    )
+    # run
+    progress_every: float = option(
+        15.0,
+        "a progress line this often when stderr is no terminal (Docker, Kubernetes); 0 never",
+        "run",
+        metavar="SECONDS",
+    )
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         self.check_types()
-        choices = {"split": SPLITS, "tokenizer": TOKENIZERS, "optimizer": ("sgd", "adam")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for f in fields(self):
+            allowed, value = f.metadata["choices"], getattr(self, f.name)
+            if allowed and f.name not in ARCHITECTURE_CHECKED and value not in allowed:
+                raise ValueError(f"{f.name} must be one of {allowed}, got {value!r}")
         for name in POSITIVE_INTS:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")

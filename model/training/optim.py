@@ -57,7 +57,10 @@ def clip_grad_norm(grads: Mapping[str, Grad], max_norm: float | None) -> float:
     norm, scale = clip_scale(grads, max_norm)
     if scale != 1.0:
         for g in grads.values():
-            g *= scale
+            if isinstance(g, RowSparse):
+                g.rows *= scale
+            else:
+                g *= scale
     return norm
 
 

@@ -34,7 +34,7 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> bool:
     )
     lr_axis.set_ylabel("learning rate")
     lines = ax.get_legend_handles_labels()[0] + lr_axis.get_legend_handles_labels()[0]
-    labels = [line.get_label() for line in lines]
+    labels = [str(line.get_label()) for line in lines]
     ax.legend(lines, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -28,12 +28,14 @@ import numpy as np
 
 from model.inference.checkpoint import (
     CONFIG_FILE,
+    language_model,
     load_checkpoint,
     load_tensors,
     read_config,
     save_checkpoint,
 )
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.gap_filling_lm import GapFillingLM
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.bidirectional import BiRNNLM, sentence_batches
 from model.network.recurrent import RNNLM, NetworkState
 from model.text.batches import batchify, sentence_stream, target_mask
@@ -192,18 +194,21 @@ def save_state(
 ) -> None:
     """Snapshot the run into ``out/resume``; atomic, the old snapshot stays until replaced."""
     state.elapsed += time.perf_counter() - started
-    carry = {}
-    for layer, tensors in enumerate(state.carry or []):
-        carry.update({f"{layer}.{k}": t for k, t in enumerate(tensors)})
-    metadata = {
+    carry: dict[str, np.ndarray] = {}
+    for layer, layer_state in enumerate(state.carry or []):
+        carry.update({f"{layer}.{k}": t for k, t in enumerate(layer_state)})
+    metadata: dict[str, Any] = {
         "resume": {name: getattr(state, name) for name in RunState.SCALARS}
         | {"rng": state.rng.bit_generator.state, "optimizer": cfg.optimizer},
         "training": cfg.to_dict(),
         "corpus": corpus.info,
     }
-    lm = LanguageModel(state.net, corpus.vocab, corpus.tokenizer)
+    lm = language_model(state.net, corpus.vocab, corpus.tokenizer)
     metadata[DIGEST_KEY] = metadata_digest(metadata)
-    tensors = {"optimizer": state.optimizer.state_dict(), "carry": carry}
+    tensors: dict[str, dict[str, np.ndarray]] = {
+        "optimizer": state.optimizer.state_dict(),
+        "carry": carry,
+    }
     if state.cap is not None:
         tensors["norm_cap"] = state.cap.state_dict()
     save_checkpoint(out / RESUME_DIR, lm, metadata, tensors)
@@ -305,7 +310,9 @@ def load_state(out: Path, cfg: TrainConfig, corpus: Corpus) -> RunState:
     return state
 
 
-def check_origin(lm: LanguageModel, cfg: TrainConfig, corpus: Corpus, where: Path) -> None:
+def check_origin(
+    lm: RecurrentLM | GapFillingLM, cfg: TrainConfig, corpus: Corpus, where: Path
+) -> None:
     """The snapshot belongs to this corpus and configuration: same files, vocabulary, network."""
     saved_corpus = section(lm.metadata, "corpus", where)
     for key in ("train_sha256", "valid_sha256"):

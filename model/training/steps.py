@@ -1,5 +1,4 @@
-"""One training step, stream evaluation and progress lines: the loop bodies a training script is
-built from."""
+"""One training step and progress lines: the loop bodies a training script is built from."""
 
 from __future__ import annotations
 
@@ -12,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from model.inference.evaluation import perplexity
 from model.network.bidirectional import BiRNNLM, SentenceBatch
-from model.network.layers import Grad, NonFiniteError
+from model.network.layers import Grad
 from model.network.recurrent import RNNLM, NetworkState
 from model.text.batches import bptt_windows, target_mask
 from model.text.vocab import Vocabulary
@@ -73,23 +73,6 @@ def gap_train_step(
     return StepResult(loss, len(batch.targets), norm)
 
 
-def evaluate_gaps(
-    net: BiRNNLM, sentences: list[np.ndarray], batch_size: int = 64
-) -> tuple[float, int]:
-    """Gap-filling cross-entropy: mean -log P(w_t | rest of its sentence) over every word."""
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    total, count = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        chunk = [sentences[i] for i in order[start : start + batch_size]]
-        lps = net.word_log_probs(
-            SentenceBatch.from_sentences(chunk, Vocabulary.bos_id, Vocabulary.eos_id)
-        )
-        total -= float(lps.astype(np.float64).sum())
-        check_finite(total, count, len(lps))
-        count += len(lps)
-    return total / max(count, 1), count
-
-
 def train_windows(
     net: RNNLM,
     optimizer: SGD | Adam,
@@ -107,48 +90,6 @@ def train_windows(
             net, optimizer, inputs, targets, target_mask(targets, vocab), state, clip, rng
         )
         yield result
-
-
-def evaluate(net: RNNLM, data: np.ndarray, vocab: Vocabulary, bptt: int = 64) -> tuple[float, int]:
-    """Cross-entropy (nats per counted token) and token count of batched data (T_total, N).
-
-    Runs without dropout, carrying the state across windows like training does. Raises
-    NonFiniteError when the network's output stops being finite: a NaN is no perplexity.
-    """
-    state = net.init_state(data.shape[1])
-    total, count = 0.0, 0
-    for inputs, targets in bptt_windows(data, bptt):
-        with np.errstate(over="ignore", invalid="ignore"):  # check_finite reports it instead
-            log_probs, state = net.log_probs(inputs, state)  # (t, N, V)
-        picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-        mask = target_mask(targets, vocab)
-        total -= float(np.dot(picked.ravel().astype(np.float64), mask.ravel()))
-        check_finite(total, count, int(mask.sum()))
-        count += int(mask.sum())
-    return total / max(count, 1), count
-
-
-def check_finite(total: float, done: int, more: int) -> None:
-    """Raise NonFiniteError unless the running sum of -log P is still finite.
-
-    A network whose hidden state grows along the stream (a ReLU RNN with ‖Wh‖₂ > 1) overflows
-    after enough tokens; the sum then turns infinite or NaN, and stays so.
-    """
-    if not math.isfinite(total):
-        raise NonFiniteError(
-            f"the model's log-probabilities turn non-finite within tokens {done + 1}–"
-            f"{done + more} of the stream (a hidden state growing along it overflows, or a "
-            "weight is not finite)"
-        )
-
-
-def perplexity(cross_entropy: float) -> float:
-    """exp(cross-entropy in nats); inf where that overflows a float (cross-entropy above
-    709.78), instead of an OverflowError."""
-    try:
-        return math.exp(cross_entropy)
-    except OverflowError:
-        return math.inf
 
 
 def format_perplexity(ppl: float | None, decimals: int = 2) -> str:

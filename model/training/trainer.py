@@ -47,12 +47,17 @@ from tqdm import tqdm
 import model
 from model.inference.checkpoint import (
     CONFIG_FILE,
+    language_model,
     load_checkpoint,
     save_checkpoint,
     write_atomic,
 )
-from model.inference.evaluation import evaluate_file
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.evaluation import (
+    evaluate_file,
+    gap_cross_entropy,
+    perplexity,
+    stream_cross_entropy,
+)
 from model.network.bidirectional import BiRNNLM, SentenceBatch, sentence_batches
 from model.network.layers import NonFiniteError
 from model.text.batches import bptt_windows, target_mask
@@ -73,11 +78,8 @@ from model.training.snapshot import (
 from model.training.steps import (
     Progress,
     StepResult,
-    evaluate,
-    evaluate_gaps,
     format_perplexity,
     gap_train_step,
-    perplexity,
     train_step,
 )
 
@@ -245,6 +247,7 @@ def epoch_steps(
 
     def window(inputs: np.ndarray, targets: np.ndarray) -> StepResult:
         mask = target_mask(targets, corpus.vocab)
+        assert state.carry is not None  # set above; each window replaces it
         result, state.carry = train_step(
             net, optimizer, inputs, targets, mask, state.carry, cfg.clip, rng
         )
@@ -258,8 +261,8 @@ def epoch_steps(
 def validate(state: RunState, corpus: Corpus) -> float:
     """Validation cross-entropy: next-word, or gap-filling for a bidirectional model."""
     if isinstance(state.net, BiRNNLM):
-        return evaluate_gaps(state.net, corpus.valid_sentences)[0]
-    return evaluate(state.net, corpus.valid, corpus.vocab)[0]
+        return gap_cross_entropy(state.net, corpus.valid_sentences)[0]
+    return stream_cross_entropy(state.net, corpus.valid, corpus.vocab)[0]
 
 
 def end_epoch(run: Run, speed: float) -> None:
@@ -283,7 +286,7 @@ def end_epoch(run: Run, speed: float) -> None:
         )
     train_ce = state.loss_sum / max(state.tokens, 1)
     improved = valid_ce < state.best_valid
-    record = {
+    record: dict[str, Any] = {
         "epoch": state.epoch + 1,
         "train_loss": round(train_ce, 5),
         "train_ppl": json_perplexity(train_ce),
@@ -308,7 +311,7 @@ def end_epoch(run: Run, speed: float) -> None:
             "nextword_version": model.__version__,
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        lm = LanguageModel(state.net, corpus.vocab, corpus.tokenizer)
+        lm = language_model(state.net, corpus.vocab, corpus.tokenizer)
         with run.writing(f"the best model in {out}"):
             save_checkpoint(out, lm, metadata)
     else:
@@ -480,7 +483,11 @@ def finish(run: Run) -> None:
             log(f"test: perplexity undefined ({e}); the model is kept ({cfg.test})")
         else:
             with run.writing(f"the test result into the model in {out}"):
-                save_checkpoint(out, lm, lm.metadata | {f"test_{k}": v for k, v in result.items()})
+                save_checkpoint(
+                    out,
+                    lm,
+                    lm.metadata | {f"test_{k}": v for k, v in result.items() if k != "task"},
+                )
             tokens = f"{result['tokens']:,} tokens"
             log(f"test: perplexity {result['perplexity']:.2f}, {tokens} ({cfg.test})")
     try:

@@ -11,7 +11,7 @@ import pytest
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.recurrent import RNNLM
 
 
@@ -21,13 +21,13 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def other_lm(tiny_lm: LanguageModel) -> LanguageModel:
+def other_lm(tiny_lm: RecurrentLM) -> RecurrentLM:
     net = RNNLM(tiny_lm.net.config, seed=42, dtype=np.float64)
-    return LanguageModel(net, tiny_lm.vocab, tiny_lm.tokenizer)
+    return RecurrentLM(net, tiny_lm.vocab, tiny_lm.tokenizer)
 
 
 @pytest.fixture
-def registry(tiny_lm: LanguageModel, other_lm: LanguageModel) -> ModelRegistry:
+def registry(tiny_lm: RecurrentLM, other_lm: RecurrentLM) -> ModelRegistry:
     return ModelRegistry.from_models({"tiny": tiny_lm, "other": other_lm})
 
 

@@ -10,13 +10,13 @@ from app.client import AsyncNextwordClient, NextwordError
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_async_client_calls_every_scoring_endpoint(
-    registry: ModelRegistry, tiny_lm: LanguageModel
+    registry: ModelRegistry, tiny_lm: RecurrentLM
 ) -> None:
     transport = httpx.ASGITransport(app=create_app(Settings(), registry))
     async with AsyncNextwordClient("http://t", transport=transport) as client:

@@ -90,6 +90,12 @@ async def test_non_finite_numbers_are_refused(client: httpx.AsyncClient, raw: by
             "sentences[0]",
             "nothing to score",
         ),
+        (  # the model names its argument "sentences"; the answer names the request's field
+            "/v1/rerank",
+            {"hypotheses": [{"text": "the cat"}, {"text": "cat"}], "bos": False, "eos": False},
+            "hypotheses[1]",
+            "nothing to score",
+        ),
     ],
 )
 async def test_limits_are_422_naming_the_field(

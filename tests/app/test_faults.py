@@ -15,15 +15,15 @@ from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
 from model.inference.checkpoint import load_checkpoint, save_checkpoint
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.recurrent import RNNLM
 
 pytestmark = pytest.mark.anyio
 TOKEN = {"authorization": "Bearer s3cret"}
 
 
-def other_model(lm: LanguageModel, seed: int) -> LanguageModel:
-    return LanguageModel(RNNLM(lm.net.config, seed=seed, dtype=np.float64), lm.vocab, lm.tokenizer)
+def other_model(lm: RecurrentLM, seed: int) -> RecurrentLM:
+    return RecurrentLM(RNNLM(lm.net.config, seed=seed, dtype=np.float64), lm.vocab, lm.tokenizer)
 
 
 def loaded_app(path: Path, **settings: object) -> tuple[ModelRegistry, object]:
@@ -38,7 +38,7 @@ def client_for(app: object) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")  # type: ignore[arg-type]
 
 
-def hold_scoring(lm: LanguageModel) -> tuple[threading.Event, threading.Event]:
+def hold_scoring(lm: RecurrentLM) -> tuple[threading.Event, threading.Event]:
     """Make ``lm.score_candidates`` wait: (started, release) events to hold a request in flight."""
     started, release = threading.Event(), threading.Event()
     real = lm.score_candidates
@@ -58,7 +58,7 @@ async def first_log_prob(client: httpx.AsyncClient) -> float:
     return r.json()["results"][0]["log_prob"]
 
 
-async def test_reload_needs_the_token(tmp_path: Path, tiny_lm: LanguageModel) -> None:
+async def test_reload_needs_the_token(tmp_path: Path, tiny_lm: RecurrentLM) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     _, app = loaded_app(tmp_path)
     async with client_for(app) as client:
@@ -72,7 +72,7 @@ async def test_reload_needs_the_token(tmp_path: Path, tiny_lm: LanguageModel) ->
 
 
 async def test_a_new_checkpoint_is_picked_up_and_a_damaged_one_refused(
-    tmp_path: Path, tiny_lm: LanguageModel
+    tmp_path: Path, tiny_lm: RecurrentLM
 ) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     registry, app = loaded_app(tmp_path)
@@ -102,7 +102,7 @@ async def test_a_new_checkpoint_is_picked_up_and_a_damaged_one_refused(
 
 
 async def test_a_request_in_flight_during_a_reload_finishes_on_the_old_model(
-    tmp_path: Path, tiny_lm: LanguageModel
+    tmp_path: Path, tiny_lm: RecurrentLM
 ) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     registry, app = loaded_app(tmp_path)
@@ -126,7 +126,7 @@ async def test_a_request_in_flight_during_a_reload_finishes_on_the_old_model(
     assert results["new"] != pytest.approx(expected)
 
 
-async def test_a_slow_body_gets_408(tiny_lm: LanguageModel) -> None:
+async def test_a_slow_body_gets_408(tiny_lm: RecurrentLM) -> None:
     limits = Settings(body_timeout_s=0.2)
     app = create_app(limits, ModelRegistry.from_models({"m": tiny_lm}, settings=limits))
 
@@ -142,7 +142,7 @@ async def test_a_slow_body_gets_408(tiny_lm: LanguageModel) -> None:
     assert r.status_code == 408 and "0.2 s" in r.json()["detail"]
 
 
-async def test_requests_in_a_batching_window_are_computed_together(tiny_lm: LanguageModel) -> None:
+async def test_requests_in_a_batching_window_are_computed_together(tiny_lm: RecurrentLM) -> None:
     limits = Settings(batch_window_ms=100)
     registry = ModelRegistry.from_models({"m": tiny_lm}, settings=limits)
     contexts = ["the", "the cat", "a dog", "the cat sat", "new york", "on the", "the mat", ""]
@@ -168,7 +168,7 @@ async def test_requests_in_a_batching_window_are_computed_together(tiny_lm: Lang
 
 
 async def test_over_the_concurrency_limit_requests_get_503_but_probes_answer(
-    tiny_lm: LanguageModel,
+    tiny_lm: RecurrentLM,
 ) -> None:
     limits = Settings(max_concurrency=1)
     registry = ModelRegistry.from_models({"m": tiny_lm}, settings=limits)
@@ -195,7 +195,7 @@ async def test_over_the_concurrency_limit_requests_get_503_but_probes_answer(
     assert 'nextword_request_errors_total{endpoint="other",status="503"}' in metrics
 
 
-async def test_a_reload_to_nan_weights_is_refused(tmp_path: Path, tiny_lm: LanguageModel) -> None:
+async def test_a_reload_to_nan_weights_is_refused(tmp_path: Path, tiny_lm: RecurrentLM) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     _, app = loaded_app(tmp_path)
     broken = other_model(tiny_lm, seed=3)
@@ -209,7 +209,7 @@ async def test_a_reload_to_nan_weights_is_refused(tmp_path: Path, tiny_lm: Langu
         ).status_code == 200
 
 
-def test_a_request_reaching_a_replaced_batcher_is_scored_directly(tiny_lm: LanguageModel) -> None:
+def test_a_request_reaching_a_replaced_batcher_is_scored_directly(tiny_lm: RecurrentLM) -> None:
     from app.batching import CandidateBatcher
 
     batcher = CandidateBatcher(tiny_lm, window_ms=20)
@@ -220,7 +220,7 @@ def test_a_request_reaching_a_replaced_batcher_is_scored_directly(tiny_lm: Langu
     assert time.monotonic() - start < 5 and late[0].log_prob == pytest.approx(first[0].log_prob)
 
 
-async def test_a_client_that_goes_away_is_not_a_server_error(tiny_lm: LanguageModel) -> None:
+async def test_a_client_that_goes_away_is_not_a_server_error(tiny_lm: RecurrentLM) -> None:
     app = create_app(Settings(), ModelRegistry.from_models({"m": tiny_lm}))
     messages = iter(
         [
@@ -250,7 +250,7 @@ async def test_a_client_that_goes_away_is_not_a_server_error(tiny_lm: LanguageMo
 
 
 async def test_a_model_with_an_infinite_weight_never_serves(
-    tmp_path: Path, tiny_lm: LanguageModel
+    tmp_path: Path, tiny_lm: RecurrentLM
 ) -> None:
     broken = other_model(tiny_lm, seed=4)
     row = broken.vocab.id("dog")  # a row the warm-up pass never reads
@@ -273,13 +273,13 @@ async def test_a_model_with_an_infinite_weight_never_serves(
     assert registry.get("m").lm.checksum == load_checkpoint_checksum(tmp_path, tiny_lm)
 
 
-def load_checkpoint_checksum(tmp_path: Path, lm: LanguageModel) -> str:
+def load_checkpoint_checksum(tmp_path: Path, lm: RecurrentLM) -> str:
     """The checksum ``lm`` has when saved (its weights file's sha256)."""
     return load_checkpoint(save_checkpoint(tmp_path / "again", lm)).checksum
 
 
 def test_reloads_run_one_at_a_time_and_a_burst_folds_into_two(
-    tmp_path: Path, tiny_lm: LanguageModel, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_lm: RecurrentLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import app.registry
 
@@ -287,7 +287,7 @@ def test_reloads_run_one_at_a_time_and_a_burst_folds_into_two(
     registry, _ = loaded_app(tmp_path)
     real, loads, running = app.registry.load_checkpoint, [], []
 
-    def slow(path: Path) -> LanguageModel:
+    def slow(path: Path) -> RecurrentLM:
         running.append(1)
         assert len(running) == 1, "two loads at once"
         time.sleep(0.2)
@@ -308,7 +308,7 @@ def test_reloads_run_one_at_a_time_and_a_burst_folds_into_two(
 
 
 async def test_hand_edited_metadata_neither_fails_a_good_reload_nor_the_description(
-    tmp_path: Path, tiny_lm: LanguageModel
+    tmp_path: Path, tiny_lm: RecurrentLM
 ) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     _, app = loaded_app(tmp_path)
@@ -326,16 +326,16 @@ async def test_hand_edited_metadata_neither_fails_a_good_reload_nor_the_descript
 
 
 async def test_a_warm_up_that_fails_is_refused_naming_the_checkpoint(
-    tmp_path: Path, tiny_lm: LanguageModel, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_lm: RecurrentLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     save_checkpoint(tmp_path / "served", tiny_lm)
     _, app = loaded_app(tmp_path / "served")
     save_checkpoint(tmp_path / "served", other_model(tiny_lm, seed=5))
 
-    def overflows(_: LanguageModel) -> None:  # as a forward pass with 3e38 weights did
+    def overflows(_: RecurrentLM) -> None:  # as a forward pass with 3e38 weights did
         raise OverflowError("math range error")
 
-    monkeypatch.setattr(LanguageModel, "self_check", overflows)
+    monkeypatch.setattr(RecurrentLM, "self_check", overflows)
     async with client_for(app) as client:
         r = await client.post("/v1/models/m/reload", headers=TOKEN)
     assert r.status_code == 409, r.text
@@ -345,14 +345,14 @@ async def test_a_warm_up_that_fails_is_refused_naming_the_checkpoint(
 
 
 def test_a_reload_asked_during_the_first_load_runs_after_it(
-    tmp_path: Path, tiny_lm: LanguageModel, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_lm: RecurrentLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import app.registry
 
     save_checkpoint(tmp_path, tiny_lm)
     real, started = app.registry.load_checkpoint, threading.Event()
 
-    def slow(path: Path) -> LanguageModel:  # the first load is slow (a big model), later ones not
+    def slow(path: Path) -> RecurrentLM:  # the first load is slow (a big model), later ones not
         lm = real(path)  # what was on disk when the load began
         if not started.is_set():
             started.set()

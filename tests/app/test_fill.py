@@ -11,7 +11,8 @@ import pytest
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.gap_filling_lm import GapFillingLM
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.bidirectional import BiRNNLM
 from model.network.recurrent import ModelConfig
 from tests.conftest import perturbed
@@ -20,15 +21,15 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def bi_lm(tiny_lm: LanguageModel) -> LanguageModel:
+def bi_lm(tiny_lm: RecurrentLM) -> GapFillingLM:
     config = ModelConfig(len(tiny_lm.vocab), "gru", embed_size=4, hidden_size=5, bidirectional=True)
     net = perturbed(BiRNNLM(config, seed=5, dtype=np.float64), seed=6)  # type: ignore[arg-type]
-    return LanguageModel(net, tiny_lm.vocab, tiny_lm.tokenizer)  # type: ignore[arg-type]
+    return GapFillingLM(net, tiny_lm.vocab, tiny_lm.tokenizer)
 
 
 @pytest.fixture
 async def fill_client(
-    tiny_lm: LanguageModel, bi_lm: LanguageModel
+    tiny_lm: RecurrentLM, bi_lm: GapFillingLM
 ) -> AsyncIterator[httpx.AsyncClient]:
     registry = ModelRegistry.from_models({"ltr": tiny_lm, "bi": bi_lm})
     transport = httpx.ASGITransport(app=create_app(Settings(), registry))
@@ -36,7 +37,7 @@ async def fill_client(
         yield client
 
 
-async def test_bidirectional_fill(fill_client: httpx.AsyncClient, bi_lm: LanguageModel) -> None:
+async def test_bidirectional_fill(fill_client: httpx.AsyncClient, bi_lm: GapFillingLM) -> None:
     body = {
         "model": "bi",
         "left": "the cat",
@@ -57,7 +58,7 @@ async def test_bidirectional_fill(fill_client: httpx.AsyncClient, bi_lm: Languag
 
 
 async def test_left_to_right_models_fall_back_to_whole_sentences(
-    fill_client: httpx.AsyncClient, tiny_lm: LanguageModel
+    fill_client: httpx.AsyncClient, tiny_lm: RecurrentLM
 ) -> None:
     body = {
         "model": "ltr",

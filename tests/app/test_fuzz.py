@@ -10,7 +10,7 @@ from schemathesis.checks import positive_data_acceptance
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
@@ -18,7 +18,7 @@ from model.text.vocab import Vocabulary
 
 def fuzz_app():
     vocab = Vocabulary(["<unk>", "<s>", "</s>", "the", "cat", "sat", "on", "mat"])
-    lm = LanguageModel(
+    lm = RecurrentLM(
         RNNLM(ModelConfig(len(vocab), embed_size=8, hidden_size=8), seed=0), vocab, Tokenizer()
     )
     # a body-size limit well above what the fuzzer sends: 413 is tested on its own (test_errors)

@@ -11,7 +11,7 @@ from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
 from model.inference.checkpoint import save_checkpoint
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_models_describe_what_is_loaded(
-    client: httpx.AsyncClient, tiny_lm: LanguageModel
+    client: httpx.AsyncClient, tiny_lm: RecurrentLM
 ) -> None:
     data = (await client.get("/v1/models")).json()
     assert data["default"] == "tiny"
@@ -41,7 +41,7 @@ async def test_models_describe_what_is_loaded(
 
 
 async def test_vocabulary_pages_and_membership(
-    client: httpx.AsyncClient, tiny_lm: LanguageModel
+    client: httpx.AsyncClient, tiny_lm: RecurrentLM
 ) -> None:
     page = (await client.get("/v1/models/tiny/vocab", params={"offset": 2, "limit": 3})).json()
     assert page["total"] == len(tiny_lm.vocab)
@@ -81,13 +81,13 @@ async def test_readyz_reports_a_failed_load_with_the_reason(tmp_path: Path) -> N
 
 
 async def test_models_load_from_checkpoints_in_the_background(
-    tmp_path: Path, tiny_lm: LanguageModel
+    tmp_path: Path, tiny_lm: RecurrentLM
 ) -> None:
     save_checkpoint(tmp_path / "m", tiny_lm, metadata={"valid_perplexity": 42.0})
     registry = ModelRegistry([("m", tmp_path / "m")])
     registry.start_loading().join(timeout=30)
     assert registry.state == "ready"
-    described = registry.get("m").describe()
+    described = registry.get("m").describe().model_dump()
     assert (
         described["valid_perplexity"] == 42.0
         and described["checksum"] == registry.get().lm.checksum
@@ -148,7 +148,7 @@ async def test_any_token_can_be_looked_up_even_with_a_slash() -> None:
 
     tokens = ["<unk>", "<s>", "</s>", "/", "a/b", "%", "?", "#", "..", "and/or", " x"]
     vocab = Vocabulary(tokens)
-    lm = LanguageModel(
+    lm = RecurrentLM(
         RNNLM(ModelConfig(len(vocab), embed_size=4, hidden_size=4), seed=0), vocab, Tokenizer()
     )
     app = create_app(Settings(), ModelRegistry.from_models({"m": lm}))
@@ -163,7 +163,7 @@ async def test_any_token_can_be_looked_up_even_with_a_slash() -> None:
         assert empty.status_code == 422 and empty.json()["field"] == "token"
 
 
-async def test_models_show_no_server_paths(tmp_path: Path, tiny_lm: LanguageModel) -> None:
+async def test_models_show_no_server_paths(tmp_path: Path, tiny_lm: RecurrentLM) -> None:
     corpus = tmp_path / "secret-dir" / "calls.txt"
     corpus.parent.mkdir()
     corpus.write_text("the cat sat\n")
@@ -207,3 +207,17 @@ async def test_the_openapi_document_carries_the_configured_limits() -> None:
     assert token_list(prop("CandidatesRequest", "candidates")["items"])["maxItems"] == 9
     assert token_list(prop("ScoreRequest", "sentences")["items"])["maxItems"] == 9
     assert "x-nextword-limit" not in str(spec)
+
+
+async def test_openapi_types_the_model_descriptions(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    ok = {path: spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]
+          for path, method in [("/v1/models", "get"), ("/v1/models/{name}", "get"),
+                               ("/v1/models/{name}/reload", "post")]}  # fmt: skip
+    assert ok["/v1/models"]["schema"]["$ref"].endswith("/ModelList")
+    assert ok["/v1/models/{name}"]["schema"]["$ref"].endswith("/ModelDescription")
+    assert ok["/v1/models/{name}/reload"]["schema"]["$ref"].endswith("/ModelDescription")
+    described = spec["components"]["schemas"]["ModelDescription"]["properties"]
+    assert {"task", "endpoints", "architecture", "prefix_cache", "checksum"} <= set(described)
+    listed = (await client.get("/v1/models")).json()["models"][0]
+    assert set(listed) == set(described)  # the answer is exactly the documented object

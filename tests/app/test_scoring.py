@@ -7,13 +7,13 @@ import math
 import httpx
 import pytest
 
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_candidates_are_the_library_numbers_in_request_order(
-    client: httpx.AsyncClient, tiny_lm: LanguageModel
+    client: httpx.AsyncClient, tiny_lm: RecurrentLM
 ) -> None:
     body = {"context": "the cat", "candidates": ["sat", "new york", ["on", "the"], "zebra"]}
     r = await client.post("/v1/candidates", json=body)
@@ -36,7 +36,7 @@ async def test_candidates_are_the_library_numbers_in_request_order(
 
 
 async def test_an_empty_context_is_the_start_of_a_sentence(
-    client: httpx.AsyncClient, tiny_lm: LanguageModel
+    client: httpx.AsyncClient, tiny_lm: RecurrentLM
 ) -> None:
     r = await client.post("/v1/candidates", json={"candidates": ["the"]})
     want = tiny_lm.next_log_probs([])[tiny_lm.vocab.id("the")]
@@ -44,7 +44,7 @@ async def test_an_empty_context_is_the_start_of_a_sentence(
 
 
 async def test_a_request_can_name_another_model(
-    client: httpx.AsyncClient, other_lm: LanguageModel
+    client: httpx.AsyncClient, other_lm: RecurrentLM
 ) -> None:
     r = await client.post(
         "/v1/candidates", json={"model": "other", "context": "a", "candidates": ["cat"]}
@@ -56,7 +56,7 @@ async def test_a_request_can_name_another_model(
 
 
 async def test_predict_returns_the_top_k_without_special_tokens(
-    client: httpx.AsyncClient, tiny_lm: LanguageModel
+    client: httpx.AsyncClient, tiny_lm: RecurrentLM
 ) -> None:
     r = await client.post("/v1/predict", json={"context": ["the"], "k": 4})
     data = r.json()
@@ -136,7 +136,7 @@ async def test_rerank_orders_by_the_combined_score(client: httpx.AsyncClient) ->
     assert sorted(h["index"] for h in ranked) == [0, 1, 2]
 
 
-async def test_oov_policies(client: httpx.AsyncClient, tiny_lm: LanguageModel) -> None:
+async def test_oov_policies(client: httpx.AsyncClient, tiny_lm: RecurrentLM) -> None:
     body = {"context": "the zebra", "candidates": ["cat", "unicorn"]}
     unk = (await client.post("/v1/candidates", json=body)).json()
     assert unk["context_oov_positions"] == [1]

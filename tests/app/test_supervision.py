@@ -17,7 +17,8 @@ import pytest
 
 from app.launch import free_port, is_ready, start_server
 from model.inference.checkpoint import load_checkpoint, save_checkpoint
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.gap_filling_lm import GapFillingLM
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.bidirectional import BiRNNLM
 from model.network.recurrent import RNNLM, ModelConfig
 
@@ -53,7 +54,7 @@ def children(pid: int) -> set[int]:
 
 
 @pytest.fixture
-def model_dir(tmp_path: Path, tiny_lm: LanguageModel) -> Iterator[Path]:
+def model_dir(tmp_path: Path, tiny_lm: RecurrentLM) -> Iterator[Path]:
     save_checkpoint(tmp_path / "m", tiny_lm)
     yield tmp_path / "m"
 
@@ -63,12 +64,12 @@ def checksum(url: str) -> str:
 
 
 def test_sighup_reloads_a_checkpoint_written_while_serving(
-    model_dir: Path, tiny_lm: LanguageModel
+    model_dir: Path, tiny_lm: RecurrentLM
 ) -> None:
     process, url = start(model_dir, workers=1)
     try:
         before = checksum(url)
-        new = LanguageModel(
+        new = RecurrentLM(
             RNNLM(tiny_lm.net.config, seed=21, dtype=np.float64), tiny_lm.vocab, tiny_lm.tokenizer
         )
         save_checkpoint(model_dir, new)
@@ -165,12 +166,12 @@ def two_workers(model_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
         process.wait(timeout=30)
 
 
-def random_model(like: LanguageModel, seed: int) -> LanguageModel:
-    return LanguageModel(RNNLM(like.net.config, seed=seed), like.vocab, like.tokenizer)
+def random_model(like: RecurrentLM, seed: int) -> RecurrentLM:
+    return RecurrentLM(RNNLM(like.net.config, seed=seed), like.vocab, like.tokenizer)
 
 
 def test_sighup_with_two_workers_keeps_a_refused_checkpoint_out_and_reloads_a_good_one(
-    two_workers: tuple[subprocess.Popen, str], model_dir: Path, tiny_lm: LanguageModel
+    two_workers: tuple[subprocess.Popen, str], model_dir: Path, tiny_lm: RecurrentLM
 ) -> None:
     process, url = two_workers
     assert metric(url, "nextword_ready") == 1  # every worker ready (the supervisor has no vote)
@@ -184,7 +185,7 @@ def test_sighup_with_two_workers_keeps_a_refused_checkpoint_out_and_reloads_a_go
     bidirectional = ModelConfig(**{**config.to_dict(), "bidirectional": True})
     save_checkpoint(
         model_dir,
-        LanguageModel(BiRNNLM(bidirectional, seed=6), tiny_lm.vocab, tiny_lm.tokenizer),
+        GapFillingLM(BiRNNLM(bidirectional, seed=6), tiny_lm.vocab, tiny_lm.tokenizer),
     )
     process.send_signal(signal.SIGHUP)  # a model of the other kind cannot replace this one
     wait_until(lambda: loads(url, result="refused") == 4, 30, "both refuse the other kind")
@@ -221,7 +222,7 @@ def test_a_sighup_while_the_server_starts_does_not_kill_it(model_dir: Path, work
 
 
 def test_a_killed_worker_leaves_no_stale_model_info(
-    two_workers: tuple[subprocess.Popen, str], model_dir: Path, tiny_lm: LanguageModel
+    two_workers: tuple[subprocess.Popen, str], model_dir: Path, tiny_lm: RecurrentLM
 ) -> None:
     process, url = two_workers
     before = checksum(url)

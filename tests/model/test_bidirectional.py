@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.inference.recurrent_lm import LanguageModel, ModelKindError
+from model.inference.gap_filling_lm import GapFillingLM
+from model.inference.language_model import UnsupportedCallError
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.bidirectional import BiRNNLM, SentenceBatch, sentence_batches
 from model.network.layers import RowSparse
 from model.network.recurrent import ModelConfig
@@ -94,18 +96,18 @@ def test_sentence_batches_cover_every_sentence_once_reproducibly() -> None:
 def test_language_model_fill_uses_both_sides_or_the_sentence() -> None:
     vocab = Vocabulary(["<unk>", "<s>", "</s>", *TINY_WORDS])
     config = ModelConfig(len(vocab), "lstm", embed_size=4, hidden_size=5, bidirectional=True)
-    bi = LanguageModel(perturbed(BiRNNLM(config, seed=0, dtype=np.float64)), vocab, Tokenizer())  # type: ignore[arg-type]
+    bi = GapFillingLM(perturbed(BiRNNLM(config, seed=0, dtype=np.float64)), vocab, Tokenizer())
     method, scores = bi.fill("the cat", "on the mat", ["sat", "new york", "zebra"])
     assert method == "bidirectional"
     assert [s.tokens for s in scores] == [["sat"], ["new", "york"], ["zebra"]]
     assert [s.oov for s in scores] == [False, False, True]
-    with pytest.raises(ModelKindError, match="serves fill"):
+    with pytest.raises(UnsupportedCallError, match="serves fill"):
         bi.score_candidates("the", ["cat"])
-    with pytest.raises(ModelKindError):
+    with pytest.raises(UnsupportedCallError):
         bi.score_sentences(["the cat"])
 
 
-def test_sentence_method_scores_the_whole_sentence(tiny_lm: LanguageModel) -> None:
+def test_sentence_method_scores_the_whole_sentence(tiny_lm: RecurrentLM) -> None:
     method, scores = tiny_lm.fill("the cat", "on the mat", ["sat", "new york"])
     assert method == "sentence"
     whole = tiny_lm.score_sentences(["the cat sat on the mat", "the cat new york on the mat"])

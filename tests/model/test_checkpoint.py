@@ -15,7 +15,7 @@ from model.inference.checkpoint import (
     load_tensors,
     save_checkpoint,
 )
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
@@ -28,7 +28,7 @@ def data_file(directory: Path, role: str) -> Path:
     return directory / config["roles"][role]
 
 
-def test_save_then_load_gives_identical_outputs(tmp_path: Path, tiny_lm: LanguageModel) -> None:
+def test_save_then_load_gives_identical_outputs(tmp_path: Path, tiny_lm: RecurrentLM) -> None:
     save_checkpoint(tmp_path / "m", tiny_lm, metadata={"valid_perplexity": 123.4})
     loaded = load_checkpoint(tmp_path / "m", dtype=np.float64)
     for name, p in tiny_lm.net.params.items():
@@ -44,7 +44,7 @@ def test_save_then_load_gives_identical_outputs(tmp_path: Path, tiny_lm: Languag
         assert a.token_log_probs == b.token_log_probs
 
 
-def test_checkpoint_layout_is_json_and_safetensors(tmp_path: Path, tiny_lm: LanguageModel) -> None:
+def test_checkpoint_layout_is_json_and_safetensors(tmp_path: Path, tiny_lm: RecurrentLM) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     config = json.loads((tmp_path / "config.json").read_text())
     assert (
@@ -60,7 +60,7 @@ def test_checkpoint_layout_is_json_and_safetensors(tmp_path: Path, tiny_lm: Lang
     ]
 
 
-def test_extra_tensor_groups_round_trip(tmp_path: Path, tiny_lm: LanguageModel) -> None:
+def test_extra_tensor_groups_round_trip(tmp_path: Path, tiny_lm: RecurrentLM) -> None:
     state = {"m.embedding.W": np.ones((2, 3), dtype=np.float32), "t": np.array(7)}
     save_checkpoint(tmp_path, tiny_lm, extra_tensors={"optimizer": state})
     loaded = load_tensors(tmp_path, "optimizer")
@@ -69,13 +69,13 @@ def test_extra_tensor_groups_round_trip(tmp_path: Path, tiny_lm: LanguageModel) 
 
 
 def test_saving_again_replaces_the_model_and_keeps_foreign_files(
-    tmp_path: Path, tiny_lm: LanguageModel
+    tmp_path: Path, tiny_lm: RecurrentLM
 ) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     (tmp_path / "metrics.jsonl").write_text("{}\n")
     old_weights = data_file(tmp_path, "weights")
     other = RNNLM(tiny_lm.net.config, seed=99, dtype=np.float64)
-    save_checkpoint(tmp_path, LanguageModel(other, tiny_lm.vocab, tiny_lm.tokenizer))
+    save_checkpoint(tmp_path, RecurrentLM(other, tiny_lm.vocab, tiny_lm.tokenizer))
     assert not old_weights.exists()  # the replaced checkpoint's data is cleaned up
     assert (tmp_path / "metrics.jsonl").read_text() == "{}\n"
     loaded = load_checkpoint(tmp_path, dtype=np.float64)
@@ -91,7 +91,7 @@ def test_saving_again_replaces_the_model_and_keeps_foreign_files(
 
 
 def test_a_save_that_dies_before_the_commit_leaves_the_old_checkpoint_whole(
-    tmp_path: Path, tiny_lm: LanguageModel, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_lm: RecurrentLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     real_write = checkpoint.write_atomic
@@ -104,7 +104,7 @@ def test_a_save_that_dies_before_the_commit_leaves_the_old_checkpoint_whole(
     monkeypatch.setattr(checkpoint, "write_atomic", dies_at_commit)
     other = RNNLM(tiny_lm.net.config, seed=5, dtype=np.float64)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(tmp_path, LanguageModel(other, tiny_lm.vocab, tiny_lm.tokenizer))
+        save_checkpoint(tmp_path, RecurrentLM(other, tiny_lm.vocab, tiny_lm.tokenizer))
     loaded = load_checkpoint(tmp_path, dtype=np.float64)  # still the first model, intact
     np.testing.assert_array_equal(loaded.net.params["rnn.0.Wh"], tiny_lm.net.params["rnn.0.Wh"])
 
@@ -126,7 +126,7 @@ def test_write_atomic_leaves_no_partial_file_when_interrupted(
 
 
 def test_truncated_weights_are_reported_with_the_file_name(
-    tmp_path: Path, tiny_lm: LanguageModel
+    tmp_path: Path, tiny_lm: RecurrentLM
 ) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     weights = data_file(tmp_path, "weights")
@@ -135,7 +135,7 @@ def test_truncated_weights_are_reported_with_the_file_name(
         load_checkpoint(tmp_path)
 
 
-def test_a_flipped_byte_is_reported_as_corruption(tmp_path: Path, tiny_lm: LanguageModel) -> None:
+def test_a_flipped_byte_is_reported_as_corruption(tmp_path: Path, tiny_lm: RecurrentLM) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     weights = data_file(tmp_path, "weights")
     data = bytearray(weights.read_bytes())
@@ -146,7 +146,7 @@ def test_a_flipped_byte_is_reported_as_corruption(tmp_path: Path, tiny_lm: Langu
 
 
 def test_weights_that_do_not_match_the_config_are_reported(
-    tmp_path: Path, tiny_lm: LanguageModel
+    tmp_path: Path, tiny_lm: RecurrentLM
 ) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     config = json.loads((tmp_path / "config.json").read_text())
@@ -170,7 +170,7 @@ def test_missing_and_unreadable_configs_are_reported(tmp_path: Path) -> None:
         load_checkpoint(tmp_path)
 
 
-def test_a_newer_format_version_asks_for_an_upgrade(tmp_path: Path, tiny_lm: LanguageModel) -> None:
+def test_a_newer_format_version_asks_for_an_upgrade(tmp_path: Path, tiny_lm: RecurrentLM) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     config = json.loads((tmp_path / "config.json").read_text())
     config["format_version"] = checkpoint.FORMAT_VERSION + 1
@@ -181,7 +181,7 @@ def test_a_newer_format_version_asks_for_an_upgrade(tmp_path: Path, tiny_lm: Lan
         load_checkpoint(tmp_path)
 
 
-def test_a_deleted_data_file_is_reported(tmp_path: Path, tiny_lm: LanguageModel) -> None:
+def test_a_deleted_data_file_is_reported(tmp_path: Path, tiny_lm: RecurrentLM) -> None:
     save_checkpoint(tmp_path, tiny_lm)
     vocab = data_file(tmp_path, "vocab")
     vocab.unlink()
@@ -192,7 +192,7 @@ def test_a_deleted_data_file_is_reported(tmp_path: Path, tiny_lm: LanguageModel)
 def test_a_vocabulary_of_the_wrong_size_is_reported(tmp_path: Path) -> None:
     vocab_tokens = ["<unk>", "<s>", "</s>", "a", "b"]
     net = RNNLM(ModelConfig(vocab_size=5, embed_size=3, hidden_size=3))
-    save_checkpoint(tmp_path, LanguageModel(net, Vocabulary(vocab_tokens), Tokenizer()))
+    save_checkpoint(tmp_path, RecurrentLM(net, Vocabulary(vocab_tokens), Tokenizer()))
     config = json.loads((tmp_path / "config.json").read_text())
     config["model"]["vocab_size"] = 6
     (tmp_path / "config.json").write_text(json.dumps(config))

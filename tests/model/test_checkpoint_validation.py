@@ -29,7 +29,7 @@ from model.inference.checkpoint import (
     load_tensors,
     save_checkpoint,
 )
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.bidirectional import BiRNNLM
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.tokenize import Tokenizer
@@ -42,11 +42,11 @@ Json = Any
 Edit = Callable[[dict[str, np.ndarray]], None]  # changes the tensors of a weights file
 
 
-def tiny_lm(config: ModelConfig = CONFIG, dtype: type = np.float32) -> LanguageModel:
+def tiny_lm(config: ModelConfig = CONFIG, dtype: type = np.float32) -> RecurrentLM:
     network = BiRNNLM if config.bidirectional else RNNLM
     net = network(config, seed=1, dtype=dtype)
     vocab, tokenizer = Vocabulary(TOKENS, COUNTS), Tokenizer("words", lowercase=True)
-    return LanguageModel(net, vocab, tokenizer)
+    return RecurrentLM(net, vocab, tokenizer)
 
 
 class Checkpoint:
@@ -532,7 +532,7 @@ def test_an_unforeseen_failure_is_still_a_checkpoint_error(
     def boom(*_: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(checkpoint, "_load_network", boom)
+    monkeypatch.setattr(checkpoint, "_build", boom)
     assert load_error(ckpt.directory) == (
         f"{ckpt.directory}: cannot be loaded (ZeroDivisionError: boom)"
     )
@@ -548,7 +548,7 @@ def test_a_load_racing_a_save_is_retried_and_gets_the_new_model(
     def read_then_replaced(directory: Path) -> dict[str, Json]:
         config = real_read_config(directory)
         if not calls:  # a save lands after this reader has read config.json
-            save_checkpoint(directory, LanguageModel(newer, tiny_lm().vocab, Tokenizer()))
+            save_checkpoint(directory, RecurrentLM(newer, tiny_lm().vocab, Tokenizer()))
         calls.append(directory)
         return config
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from model.inference.prefix_cache import CachedPrefix, PrefixCache
-from model.inference.recurrent_lm import LanguageModel
+from model.inference.recurrent_lm import RecurrentLM
 from model.network.recurrent import RNNLM
 
 
-def float32_copy(lm: LanguageModel) -> LanguageModel:
+def float32_copy(lm: RecurrentLM) -> RecurrentLM:
     net = RNNLM(lm.net.config, lm.net.params, dtype=np.float32)
-    return LanguageModel(net, lm.vocab, lm.tokenizer)
+    return RecurrentLM(net, lm.vocab, lm.tokenizer)
 
 
 BEAM = [
@@ -29,7 +29,7 @@ BEAM = [
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_results_are_the_same_with_the_cache_on_and_off(tiny_lm: LanguageModel, dtype: str) -> None:
+def test_results_are_the_same_with_the_cache_on_and_off(tiny_lm: RecurrentLM, dtype: str) -> None:
     lm = tiny_lm if dtype == "float64" else float32_copy(tiny_lm)
     tol = 1e-10 if dtype == "float64" else 1e-5
     off = [lm.score_candidates(c, k) for c, k in BEAM]
@@ -45,7 +45,7 @@ def test_results_are_the_same_with_the_cache_on_and_off(tiny_lm: LanguageModel, 
     )
 
 
-def test_the_cache_saves_network_steps_on_a_growing_context(tiny_lm: LanguageModel) -> None:
+def test_the_cache_saves_network_steps_on_a_growing_context(tiny_lm: RecurrentLM) -> None:
     words = ["the", "cat", "sat", "on", "the", "mat", "the", "dog", "ran"]
     tiny_lm.steps_run = 0
     for k in range(len(words)):
@@ -60,7 +60,7 @@ def test_the_cache_saves_network_steps_on_a_growing_context(tiny_lm: LanguageMod
     assert (tiny_lm.cache.hits, tiny_lm.cache.misses) == (len(words) - 2, 1)
 
 
-def test_contexts_sharing_only_the_sentence_start_are_misses(tiny_lm: LanguageModel) -> None:
+def test_contexts_sharing_only_the_sentence_start_are_misses(tiny_lm: RecurrentLM) -> None:
     tiny_lm.cache = PrefixCache()
     tiny_lm.next_log_probs("")  # a decoder asks for each utterance's first word: <s> is known
     for context in ["the cat", "a dog", "new york", "on the mat"]:
@@ -70,7 +70,7 @@ def test_contexts_sharing_only_the_sentence_start_are_misses(tiny_lm: LanguageMo
     assert tiny_lm.cache.hits == 1
 
 
-def test_a_batch_of_requests_equals_each_alone(tiny_lm: LanguageModel) -> None:
+def test_a_batch_of_requests_equals_each_alone(tiny_lm: RecurrentLM) -> None:
     batched = tiny_lm.score_candidates_batch(BEAM)
     for (context, candidates), together in zip(BEAM, batched, strict=True):
         alone = tiny_lm.score_candidates(context, candidates)

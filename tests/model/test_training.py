@@ -8,12 +8,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from model.inference.evaluation import perplexity
+from model.inference.evaluation import stream_cross_entropy as evaluate
 from model.network.layers import NonFiniteError
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.batches import batchify, sentence_stream, target_mask
 from model.text.vocab import Vocabulary
 from model.training.optim import SGD, Adam
-from model.training.steps import evaluate, perplexity, train_step, train_windows
+from model.training.steps import train_step, train_windows
 
 CORPUS = [
     s.split()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException, Query
 
@@ -18,14 +17,15 @@ router = APIRouter(
 
 
 @router.get("")
-def list_models(registry: RegistryDep) -> dict[str, Any]:
+def list_models(registry: RegistryDep) -> schemas.ModelList:
     """Every loaded model: architecture, vocabulary, corpus, perplexity, checksum, load time."""
     registry.get()  # 503 while loading
-    return {"default": registry.default, "models": [m.describe() for m in registry.models.values()]}
+    described = [m.describe() for m in registry.models.values()]
+    return schemas.ModelList(default=registry.default, models=described)
 
 
 @router.get("/{name}")
-def get_model(name: str, registry: RegistryDep) -> dict[str, Any]:
+def get_model(name: str, registry: RegistryDep) -> schemas.ModelDescription:
     """One model's description."""
     return registry.get(name).describe()
 
@@ -79,7 +79,7 @@ def reload_model(
     registry: RegistryDep,
     settings: SettingsDep,
     authorization: str | None = Header(None, description="Bearer NEXTWORD_RELOAD_TOKEN"),
-) -> dict[str, Any]:
+) -> schemas.ModelDescription:
     """Load the model's checkpoint directory again (after a new checkpoint was written there).
 
     Guarded by the token in NEXTWORD_RELOAD_TOKEN; disabled when it is not set. In-flight requests

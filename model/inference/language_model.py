@@ -1,0 +1,245 @@
+"""What every servable model is: the one interface the service calls, whatever the kind.
+
+A kind (a left-to-right recurrent model, a gap-filling one; soon an n-gram model and an
+interpolation of several) subclasses ``LanguageModel`` and implements the calls it serves. The
+server never asks which kind it holds: it makes the call, and a kind that does not serve it
+raises ``UnsupportedCallError``. ``calls`` says in advance what a model serves.
+
+Conventions, stated once here and relied on by the service:
+
+- All log-probabilities are natural logs of normalised probabilities over the vocabulary.
+- A *context* always starts at a sentence start: it is read as ``<s> context…``, so an empty
+  context asks for the first word of a sentence.
+- A multi-token candidate (``"new york"``) is scored by the chain rule:
+  log P(new | ctx) + log P(york | ctx, new).
+- Sentence scoring with ``bos=True`` reads ``<s>`` first and scores every token; with
+  ``bos=False`` the first token is given as context and only the following tokens are scored.
+  ``eos=True`` also scores ``</s>`` after the last token.
+- Tokens outside the vocabulary are scored as ``<unk>``; every score says which of its targets
+  were (``oov_targets``), so a caller can replace their log-probabilities with a penalty.
+- Bad arguments raise ``InputError`` naming the argument and item; these errors know nothing of
+  HTTP (the service maps them to 422 answers in one place).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Literal, NamedTuple
+
+from model.inference.prefix_cache import CacheObserver
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
+
+Text = str | Sequence[str]  # a string to tokenise, or tokens already split
+# how fill() scored: "bidirectional" (a gap-filling model), "sentence" (whole sentences)
+FillMethod = Literal["bidirectional", "sentence"]
+
+
+class Call(StrEnum):
+    """The questions a model can be asked (the service has one endpoint for each)."""
+
+    CANDIDATES = "candidates"  # log P(candidate | context) for given candidates
+    PREDICT = "predict"  # the k most probable next tokens
+    SCORE = "score"  # whole-sentence log-probabilities (N-best rescoring)
+    FILL = "fill"  # candidates for a gap between a left and a right context
+
+
+@dataclass
+class CandidateScore:
+    tokens: list[str]  # the candidate's tokens
+    log_prob: float  # log P(candidate | context): the sum of token_log_probs
+    token_log_probs: list[float]  # one per scored target (see the call for which they are)
+    oov: bool  # any of the candidate's tokens is outside the vocabulary (scored as <unk>)
+    oov_targets: list[int] = field(default_factory=list)  # indices into token_log_probs
+
+
+@dataclass
+class SentenceScore:
+    tokens: list[str]  # the sentence's tokens, without <s> and </s>
+    targets: list[str]  # the tokens that were scored, in order ("</s>" last when eos)
+    token_log_probs: list[float]  # one per target
+    log_prob: float  # sum of token_log_probs
+    perplexity: float  # exp(-log_prob / len(targets))
+    oov_positions: list[int] = field(default_factory=list)  # indices into tokens
+    oov_targets: list[int] = field(default_factory=list)  # indices into targets
+
+
+class GapScores(NamedTuple):
+    """What ``fill`` returns: how the candidates were scored, and their scores."""
+
+    method: FillMethod
+    scores: list[CandidateScore]
+
+
+@dataclass
+class Evaluation:
+    """A model's cross-entropy on a text, by the convention of its task."""
+
+    task: str  # "next-word" or "gap-filling": their perplexities are not comparable
+    tokens: int  # scored tokens
+    cross_entropy: float  # nats per scored token
+    oov_rate: float  # share of scored tokens outside the vocabulary
+
+
+class InputError(ValueError):
+    """An argument the model cannot score: ``argument`` names it, ``index`` the item in it."""
+
+    def __init__(self, argument: str, index: int | None, problem: str) -> None:
+        where = argument if index is None else f"{argument}[{index}]"
+        super().__init__(f"{where} {problem}")
+        self.argument, self.index, self.problem = argument, index, problem
+
+
+class UnsupportedCallError(ValueError):
+    """A call this kind of model does not serve (``next_word`` on a gap-filling model)."""
+
+    def __init__(self, call: Call, task: str, calls: frozenset[Call]) -> None:
+        served = ", ".join(sorted(calls)) or "nothing"
+        super().__init__(f"a {task} model does not serve {call}; it serves {served}")
+        self.call, self.task, self.calls = call, task, calls
+
+
+class LanguageModel(ABC):
+    """A trained model with the vocabulary and tokenizer it was trained with.
+
+    Subclasses set ``task`` and ``calls`` and override the calls they serve; the defaults of
+    the others raise ``UnsupportedCallError``.
+    """
+
+    task: ClassVar[str]  # what it was trained to predict: "next-word" or "gap-filling"
+    calls: ClassVar[frozenset[Call]]
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        tokenizer: Tokenizer,
+        metadata: dict[str, Any] | None = None,
+        checksum: str | None = None,
+    ) -> None:
+        self.vocab, self.tokenizer = vocab, tokenizer
+        self.metadata = dict(metadata or {})  # training metadata and metrics from the checkpoint
+        self.checksum = checksum  # sha256 of the weights file it was loaded from
+        self.steps_run = 0  # network time steps computed for requests (for metrics)
+        self._steps_lock = threading.Lock()  # requests run in several threads
+
+    # ------------------------------------------------------------ what it is
+    @abstractmethod
+    def architecture(self) -> dict[str, Any]:
+        """The architecture as JSON (what config.json's "model" section holds)."""
+
+    @abstractmethod
+    def num_parameters(self) -> int: ...
+
+    @abstractmethod
+    def self_check(self) -> None:
+        """Raise FloatingPointError unless the model answers with finite numbers; also warms
+        it up, so the first request does not pay for first-call costs."""
+
+    def use_prefix_cache(  # noqa: B027 (an optional hook: a kind without states keeps none)
+        self, entries: int, max_bytes: int, observer: CacheObserver | None
+    ) -> None:
+        """Keep the states after recent contexts, where the kind has any (default: none)."""
+
+    def cache_stats(self) -> dict[str, int] | None:
+        """The prefix cache's entries, bytes, hits and misses; None without a cache."""
+        return None
+
+    def require(self, call: Call) -> None:
+        """Raise UnsupportedCallError unless this model serves ``call``."""
+        if call not in self.calls:
+            raise UnsupportedCallError(call, self.task, self.calls)
+
+    # ------------------------------------------------------------ text
+    def tokenize(self, text: Text) -> list[str]:
+        """A string goes through the model's tokenizer; a list of tokens is taken as it is."""
+        return self.tokenizer(text) if isinstance(text, str) else [str(t) for t in text]
+
+    def is_oov(self, token: str) -> bool:
+        return token not in self.vocab
+
+    def oov_indices(self, tokens: Sequence[str]) -> list[int]:
+        return [i for i, token in enumerate(tokens) if token not in self.vocab]
+
+    def tokenize_all(self, argument: str, texts: Sequence[Text]) -> list[list[str]]:
+        """Each text's tokens; InputError naming ``argument[i]`` when one has none."""
+        token_lists = [self.tokenize(t) for t in texts]
+        for i, tokens in enumerate(token_lists):
+            if not tokens:
+                raise InputError(argument, i, "has no tokens after tokenisation")
+        return token_lists
+
+    def _count_steps(self, steps: int) -> None:
+        with self._steps_lock:
+            self.steps_run += steps
+
+    # ------------------------------------------------------------ the calls
+    def score_candidates_batch(
+        self, requests: Sequence[tuple[Text, Sequence[Text]]]
+    ) -> list[list[CandidateScore]]:
+        """log P(candidate | <s> context) for several (context, candidates) requests at once."""
+        raise UnsupportedCallError(Call.CANDIDATES, self.task, self.calls)
+
+    def score_candidates(self, context: Text, candidates: Sequence[Text]) -> list[CandidateScore]:
+        """log P(candidate | <s> context) for each candidate in order; chain rule over tokens."""
+        return self.score_candidates_batch([(context, candidates)])[0]
+
+    def top_k(
+        self, context: Text, k: int = 10, include_special: bool = False
+    ) -> list[tuple[str, float]]:
+        """The k most probable next tokens with their log-probabilities, most probable first."""
+        raise UnsupportedCallError(Call.PREDICT, self.task, self.calls)
+
+    def score_sentences(
+        self, sentences: Sequence[Text], bos: bool = True, eos: bool = True, batch_size: int = 64
+    ) -> list[SentenceScore]:
+        """Whole-sentence scores in request order; each equal to scoring the sentence alone."""
+        raise UnsupportedCallError(Call.SCORE, self.task, self.calls)
+
+    def fill(self, left: Text, right: Text, candidates: Sequence[Text]) -> GapScores:
+        """Score candidates for the gap between ``left`` and ``right``.
+
+        By default (any model that scores sentences), method ``sentence``: each candidate's
+        score is the log-probability of the whole sentence ``<s> left candidate right </s>``,
+        and ``token_log_probs`` are that sentence's, so the right context counts too.
+        """
+        self.require(Call.FILL)
+        left_tokens, right_tokens = self.tokenize(left), self.tokenize(right)
+        token_lists = self.tokenize_all("candidates", candidates)
+        sentences = self.score_sentences([left_tokens + t + right_tokens for t in token_lists])
+        return GapScores(
+            "sentence",
+            [
+                CandidateScore(
+                    t, s.log_prob, s.token_log_probs, any(map(self.is_oov, t)), s.oov_targets
+                )
+                for t, s in zip(token_lists, sentences, strict=True)
+            ],
+        )
+
+    @abstractmethod
+    def evaluate(self, sentences: list[list[str]], batch_size: int = 1) -> Evaluation:
+        """Cross-entropy on tokenised sentences, by the convention of the model's task."""
+
+    # ------------------------------------------------------------ helpers for the kinds
+    def sentence_score(
+        self, tokens: list[str], log_probs: list[float], bos: bool, eos: bool
+    ) -> SentenceScore:
+        """The score of ``tokens`` from its targets' log-probabilities (see ``score_sentences``)."""
+        targets = (tokens if bos else tokens[1:]) + (["</s>"] if eos else [])
+        total = math.fsum(log_probs)
+        per_token = -total / len(log_probs)
+        perplexity = math.exp(per_token) if per_token < 709 else math.inf  # no OverflowError
+        oov = self.oov_indices(tokens)
+        oov_targets = [p - (0 if bos else 1) for p in oov if bos or p > 0]
+        return SentenceScore(tokens, targets, log_probs, total, perplexity, oov, oov_targets)
+
+    def check_scorable(self, token_lists: Sequence[list[str]], bos: bool, eos: bool) -> None:
+        """InputError naming the sentence that has no target to score under ``bos``/``eos``."""
+        for i, tokens in enumerate(token_lists):
+            if len(tokens) + int(bos) + int(eos) < 2:
+                raise InputError("sentences", i, f"has nothing to score (bos={bos}, eos={eos})")
