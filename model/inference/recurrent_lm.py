@@ -140,10 +140,11 @@ class RecurrentLM(NetworkLM[RNNLM]):
             np.concatenate([c.ids for c in candidates]).astype(np.int64),
         )
         scores: list[list[CandidateScore]] = [[] for _ in requests]
-        ends = np.cumsum([len(c.ids) for c in candidates])
-        for candidate, lps in zip(candidates, np.split(log_probs, ends[:-1]), strict=True):
+        flat, start = log_probs.tolist(), 0
+        for candidate in candidates:
+            lps, start = flat[start : start + len(candidate.ids)], start + len(candidate.ids)
             oov = self.oov_indices(candidate.tokens)
-            score = CandidateScore(candidate.tokens, math.fsum(lps), lps.tolist(), bool(oov), oov)
+            score = CandidateScore(candidate.tokens, math.fsum(lps), lps, bool(oov), oov)
             scores[candidate.request].append(score)
         return scores
 
