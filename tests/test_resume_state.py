@@ -21,6 +21,7 @@ import pytest
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
+import model.training.tasks
 import model.training.trainer
 from model.cli import main
 from model.training.config import merge
@@ -41,11 +42,9 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     options = {"layers": 2, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 3}
     options |= {"optimizer": "adam", "lr": 0.01, "dropout": 0.2}
     windows: list[int] = []
-    real = model.training.trainer.train_step
+    real = model.training.tasks.train_step
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            model.training.trainer, "train_step", lambda *a: windows.append(1) or real(*a)
-        )
+        patch.setattr(model.training.tasks, "train_step", lambda *a: windows.append(1) or real(*a))
         with pytest.raises(StoppedError):
             cfg = merge({"train": str(corpus), "out": str(tmp / "run"), **options})
             train(cfg, stop=StopWhen(lambda: len(windows) >= 60 + 7))  # epoch 2, window 7
@@ -319,11 +318,9 @@ def test_a_run_saved_before_per_cell_defaults_resumes_as_it_started(tmp_path: Pa
     options = {"cell": "rnn", "activation": "relu", "layers": 1, "emb": 8, "hidden": 8}
     options |= {"batch_size": 4, "bptt": 6, "epochs": 2, "lr": 20.0, "max_recurrent_norm": 0.0}
     windows: list[int] = []
-    real = model.training.trainer.train_step
+    real = model.training.tasks.train_step
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            model.training.trainer, "train_step", lambda *a: windows.append(1) or real(*a)
-        )
+        patch.setattr(model.training.tasks, "train_step", lambda *a: windows.append(1) or real(*a))
         with pytest.raises(StoppedError):
             cfg = merge({"train": str(corpus), "out": str(tmp_path / "run"), **options})
             train(cfg, stop=StopWhen(lambda: len(windows) >= 7))

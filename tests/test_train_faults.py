@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import model.training.tasks
 import model.training.trainer
 from model.cli import main
 from model.inference.checkpoint import load_checkpoint, save_checkpoint
@@ -219,7 +220,7 @@ def poison_once(monkeypatch: pytest.MonkeyPatch, lr: float, when: str) -> list[f
     window (the loss turns NaN) or after the last window of epoch 1 (the validation does), while
     the learning rate is still ``lr``; a halved rate trains on unharmed. Returns the learning
     rate seen by every window."""
-    real, rates = model.training.trainer.train_step, []
+    real, rates = model.training.tasks.train_step, []
 
     def step(net: Any, optimizer: Any, *args: Any) -> Any:
         rates.append(optimizer.lr)
@@ -230,7 +231,7 @@ def poison_once(monkeypatch: pytest.MonkeyPatch, lr: float, when: str) -> list[f
             net.params["output.b"][:] = np.nan
         return result
 
-    monkeypatch.setattr(model.training.trainer, "train_step", step)
+    monkeypatch.setattr(model.training.tasks, "train_step", step)
     return rates
 
 
@@ -281,7 +282,7 @@ def test_out_of_recoveries_the_run_stops_with_exit_1_and_a_sound_model(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpus = write_corpus(tmp_path / "train.txt", 200)
-    real, rates = model.training.trainer.train_step, []
+    real, rates = model.training.tasks.train_step, []
 
     def step(net: Any, optimizer: Any, *args: Any) -> Any:  # every rate diverges in epoch 2
         rates.append(optimizer.lr)
@@ -289,7 +290,7 @@ def test_out_of_recoveries_the_run_stops_with_exit_1_and_a_sound_model(
             net.params["output.b"][:] = np.inf
         return real(net, optimizer, *args)
 
-    monkeypatch.setattr(model.training.trainer, "train_step", step)
+    monkeypatch.setattr(model.training.tasks, "train_step", step)
     out = tmp_path / "m"
     args = ["train", "--train", str(corpus), "--out", str(out), *TINY, "--epochs", "3"]
     assert main([*args, "--optimizer", "adam", "--lr", "0.01", "--checkpoint-every", "3"]) == 1
@@ -309,10 +310,10 @@ def poison_validation(monkeypatch: pytest.MonkeyPatch, lr: float) -> None:
     spared."""
     real = model.training.trainer.validate
 
-    def validate(state: Any, corpus: Any) -> float:
+    def validate(state: Any, corpus: Any, task: Any) -> float:
         if state.optimizer.lr == lr and state.epoch == 0:
             state.net.params["output.b"][corpus.vocab.unk_id] = 50.0
-        return real(state, corpus)
+        return real(state, corpus, task)
 
     monkeypatch.setattr(model.training.trainer, "validate", validate)
 
@@ -381,7 +382,7 @@ def test_huge_perplexities_read_as_numbers_and_metrics_stay_json(
     float: the log shows 3.664e+194 and inf, metrics.jsonl null (JSON has no Infinity), and a run
     with such a history resumes."""
     corpus = write_corpus(tmp_path / "train.txt", 200)
-    real, windows = model.training.trainer.train_step, []
+    real, windows = model.training.tasks.train_step, []
 
     def step(*args: Any) -> Any:
         windows.append(1)
@@ -389,7 +390,7 @@ def test_huge_perplexities_read_as_numbers_and_metrics_stay_json(
         fake = {1: 800.0, 2: 448.0}.get(math.ceil(len(windows) / WINDOWS))
         return (result if fake is None else dataclasses.replace(result, loss=fake)), carry
 
-    monkeypatch.setattr(model.training.trainer, "train_step", step)
+    monkeypatch.setattr(model.training.tasks, "train_step", step)
     options = {"layers": 1, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 3}
     options |= {"progress_every": 1e-9}
     out = tmp_path / "m"
@@ -537,8 +538,8 @@ def test_progress_lines_appear_every_so_often_when_stderr_is_no_terminal(
     # the interval may change on resume: stopped after 5 windows, resumed with lines from window 6
     options = {"layers": 1, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 1}
     done: list[int] = []
-    real = model.training.trainer.train_step
-    monkeypatch.setattr(model.training.trainer, "train_step", lambda *a: done.append(1) or real(*a))
+    real = model.training.tasks.train_step
+    monkeypatch.setattr(model.training.tasks, "train_step", lambda *a: done.append(1) or real(*a))
     with pytest.raises(StoppedError):
         train(
             merge({"train": str(corpus), "out": str(tmp_path / "s"), **options}),

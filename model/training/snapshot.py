@@ -36,7 +36,7 @@ from model.inference.checkpoint import (
 )
 from model.inference.gap_filling_lm import GapFillingLM
 from model.inference.recurrent_lm import RecurrentLM
-from model.network.bidirectional import BiRNNLM, sentence_batches
+from model.network.bidirectional import BiRNNLM
 from model.network.recurrent import RNNLM, NetworkState
 from model.text.batches import batchify, sentence_stream, target_mask
 from model.text.corpus import CorpusError, file_sha256, load_sentences
@@ -44,6 +44,7 @@ from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
 from model.training.config import RESUMABLE_CHANGES, TrainConfig
 from model.training.optim import SGD, Adam, NormCap, make_optimizer
+from model.training.tasks import task_for
 from model.values import is_int, is_number, show
 
 RESUME_DIR = "resume"
@@ -162,7 +163,7 @@ class RunState:
 
 def new_state(cfg: TrainConfig, corpus: Corpus) -> RunState:
     config = cfg.model_config(len(corpus.vocab))
-    net = (BiRNNLM if cfg.bidirectional else RNNLM)(config, seed=cfg.seed)
+    net = task_for(cfg).new_network(config, cfg.seed)
     return RunState(
         net,
         make_optimizer(cfg.optimizer, cfg.learning_rate),
@@ -179,14 +180,8 @@ def norm_cap(cfg: TrainConfig, net: RNNLM | BiRNNLM) -> NormCap | None:
 
 
 def windows_in_epoch(cfg: TrainConfig, corpus: Corpus) -> int:
-    """Updates per epoch: BPTT windows, or sentence batches for a bidirectional model."""
-    if cfg.bidirectional:
-        bos, eos = corpus.vocab.bos_id, corpus.vocab.eos_id
-        order = np.random.default_rng(0)  # the count does not depend on the order
-        return sum(
-            1 for _ in sentence_batches(corpus.train_sentences, cfg.batch_size, order, bos, eos)
-        )
-    return math.ceil((len(corpus.train) - 1) / cfg.bptt)
+    """Updates per epoch: BPTT windows, or sentence batches for a gap-filling model."""
+    return task_for(cfg).updates_per_epoch(cfg, corpus)
 
 
 def save_state(
@@ -464,7 +459,8 @@ def check_tokens(resume: dict[str, Any], cfg: TrainConfig, corpus: Corpus, where
     """``tokens`` counts the targets of the windows done: at most batch_size × bptt each, and
     never more than the training text has (for a gap-filling model, the only bound)."""
     limit, why = corpus.info["train_tokens"], "the training tokens"
-    if not cfg.bidirectional and resume["step"] * cfg.batch_size * cfg.bptt < limit:
+    windowed = task_for(cfg).carries_state  # updates are BPTT windows
+    if windowed and resume["step"] * cfg.batch_size * cfg.bptt < limit:
         limit, why = resume["step"] * cfg.batch_size * cfg.bptt, "resume.step × batch_size × bptt"
     if resume["tokens"] > limit:
         raise ResumeError(
@@ -513,10 +509,10 @@ def restore_carry(
     Only a left-to-right run in the middle of an epoch has one; at an epoch's start it is zero.
     """
     carry = load_tensors(directory, "carry")
-    if cfg.bidirectional or step == 0:
+    if not task_for(cfg).carries_state or step == 0:
         if carry:
             raise ResumeError(
-                f"{where}: the carry tensors must be empty at window 0 or for a bidirectional "
+                f"{where}: the carry tensors must be empty at window 0 or for a gap-filling "
                 f"model, found {sorted(carry)[:4]}; cannot resume"
             )
         return None

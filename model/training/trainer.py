@@ -36,8 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +53,9 @@ from model.inference.checkpoint import (
 )
 from model.inference.evaluation import (
     evaluate_file,
-    gap_cross_entropy,
     perplexity,
-    stream_cross_entropy,
 )
-from model.network.bidirectional import BiRNNLM, SentenceBatch, sentence_batches
 from model.network.layers import NonFiniteError
-from model.text.batches import bptt_windows, target_mask
 from model.training.config import TrainConfig
 from model.training.plot import plot_history
 from model.training.snapshot import (
@@ -77,11 +72,9 @@ from model.training.snapshot import (
 )
 from model.training.steps import (
     Progress,
-    StepResult,
     format_perplexity,
-    gap_train_step,
-    train_step,
 )
+from model.training.tasks import TrainingTask, task_for
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "training.png"
@@ -190,7 +183,7 @@ class StopRequest:
 def run_epoch(run: Run, stop: StopRequest) -> float:
     """Train over the rest of the current epoch; returns its training tokens per second."""
     state, cfg = run.state, run.cfg
-    steps = epoch_steps(state, cfg, run.corpus)
+    steps = task_for(cfg).epoch_steps(state, cfg, run.corpus)
     start, tokens = time.perf_counter(), 0
     desc = f"epoch {state.epoch + 1}/{cfg.epochs}"
     progress = Progress(cfg.progress_every, desc, len(steps), state.step)
@@ -220,49 +213,9 @@ def run_epoch(run: Run, stop: StopRequest) -> float:
     return tokens / max(time.perf_counter() - start, 1e-9)
 
 
-def epoch_steps(
-    state: RunState, cfg: TrainConfig, corpus: Corpus
-) -> list[Callable[[], StepResult]]:
-    """The epoch's updates, in order; the same list every time, so a resumed run skips to its step.
-
-    Left-to-right: truncated-BPTT windows over the stream, carrying the hidden state. Gap-filling:
-    batches of whole sentences, shuffled by a generator seeded with (seed, epoch).
-    """
-    rng = state.rng if cfg.dropout > 0 else None
-    net, optimizer, cap = state.net, state.optimizer, state.cap
-    if isinstance(net, BiRNNLM):
-        order = np.random.default_rng([cfg.seed, state.epoch])
-        bos, eos = corpus.vocab.bos_id, corpus.vocab.eos_id
-        batches = sentence_batches(corpus.train_sentences, cfg.batch_size, order, bos, eos)
-
-        def gap_batch(batch: SentenceBatch) -> StepResult:
-            result = gap_train_step(net, optimizer, batch, cfg.clip, rng)
-            if cap is not None:
-                cap.apply(net.params)
-            return result
-
-        return [partial(gap_batch, b) for b in batches]
-    if state.carry is None:
-        state.carry = net.init_state(corpus.train.shape[1])
-
-    def window(inputs: np.ndarray, targets: np.ndarray) -> StepResult:
-        mask = target_mask(targets, corpus.vocab)
-        assert state.carry is not None  # set above; each window replaces it
-        result, state.carry = train_step(
-            net, optimizer, inputs, targets, mask, state.carry, cfg.clip, rng
-        )
-        if cap is not None:
-            cap.apply(net.params)
-        return result
-
-    return [partial(window, x, y) for x, y in bptt_windows(corpus.train, cfg.bptt)]
-
-
-def validate(state: RunState, corpus: Corpus) -> float:
-    """Validation cross-entropy: next-word, or gap-filling for a bidirectional model."""
-    if isinstance(state.net, BiRNNLM):
-        return gap_cross_entropy(state.net, corpus.valid_sentences)[0]
-    return stream_cross_entropy(state.net, corpus.valid, corpus.vocab)[0]
+def validate(state: RunState, corpus: Corpus, task: TrainingTask) -> float:
+    """Validation cross-entropy, by the task's convention."""
+    return task.validate(state, corpus)
 
 
 def end_epoch(run: Run, speed: float) -> None:
@@ -275,7 +228,8 @@ def end_epoch(run: Run, speed: float) -> None:
     state, cfg, corpus, out = run.state, run.cfg, run.corpus, run.out
     if state.cap is not None:
         state.cap.apply_exactly(state.net.params)  # the saved model meets the bound exactly
-    valid_ce = validate(state, corpus)
+    task = task_for(cfg)
+    valid_ce = validate(state, corpus, task)
     limit = diverged_cross_entropy(len(corpus.vocab))
     if not math.isfinite(valid_ce):
         raise NonFiniteError(f"validation cross-entropy is {valid_ce:.6g}")
@@ -307,7 +261,7 @@ def end_epoch(run: Run, speed: float) -> None:
             "train_perplexity": record["train_ppl"],
             "valid_perplexity": record["valid_ppl"],
             "valid_cross_entropy": valid_ce,
-            "task": "gap-filling" if cfg.bidirectional else "next-word",
+            "task": task.name,
             "nextword_version": model.__version__,
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -329,9 +283,9 @@ def end_epoch(run: Run, speed: float) -> None:
     )
     state.recoveries = []
     mark = "  *best" if improved else f"  (no improvement; lr → {state.optimizer.lr:g})"
-    kind = "gap-filling " if cfg.bidirectional else ""
+    label = task.perplexity_label
     train_ppl, valid_ppl = (format_perplexity(record[k]) for k in ("train_ppl", "valid_ppl"))
-    ppl = f"train {kind}ppl {train_ppl}, valid {kind}ppl {valid_ppl}"
+    ppl = f"train {label} {train_ppl}, valid {label} {valid_ppl}"
     log(f"epoch {record['epoch']}: {ppl}, {speed:,.0f} tok/s{mark}")
 
 
@@ -467,7 +421,7 @@ def log_start(cfg: TrainConfig, corpus: Corpus, state: RunState, resume: bool) -
     log(f"{size}, {data}{where}")
     if state.cap is not None:
         log(f"recurrent weights kept at spectral norm ≤ {state.cap.limit:g} (--max-recurrent-norm)")
-    if cfg.bidirectional:
+    if task_for(cfg).name == "gap-filling":
         note = "perplexities are of the gap-filling task, P(w | both sides)"
         log(f"bidirectional: {note}; they are not comparable with left-to-right perplexity")
 

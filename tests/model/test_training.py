@@ -8,14 +8,18 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from model.inference.checkpoint import language_model
 from model.inference.evaluation import perplexity
 from model.inference.evaluation import stream_cross_entropy as evaluate
 from model.network.layers import NonFiniteError
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.batches import batchify, sentence_stream, target_mask
+from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
+from model.training.config import TrainConfig
 from model.training.optim import SGD, Adam
 from model.training.steps import train_step, train_windows
+from model.training.tasks import task_for
 
 CORPUS = [
     s.split()
@@ -99,3 +103,15 @@ def test_a_non_finite_gradient_is_reported_before_any_weight_changes(
 def test_perplexity_is_exp_of_cross_entropy() -> None:
     assert perplexity(math.log(141.2)) == pytest.approx(141.2)
     assert perplexity(1e6) == math.inf
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_each_training_task_builds_a_network_that_serves_as_its_task(
+    tiny_vocab: Vocabulary, bidirectional: bool
+) -> None:
+    cfg = TrainConfig(bidirectional=bidirectional, layers=1, emb=4, hidden=4)
+    task = task_for(cfg)
+    net = task.new_network(cfg.model_config(len(tiny_vocab)), seed=0)
+    lm = language_model(net, tiny_vocab, Tokenizer("whitespace"))
+    assert lm.task == task.name == ("gap-filling" if bidirectional else "next-word")
+    assert task.carries_state is not bidirectional  # only BPTT windows carry a state
