@@ -60,7 +60,7 @@ class LoadedModel:
             task=lm.task,
             architecture=lm.architecture(),
             parameters=lm.num_parameters(),
-            bidirectional=lm.task == "gap-filling",
+            bidirectional=bool(lm.architecture().get("bidirectional", False)),
             endpoints=endpoints(lm.calls),
             vocab_size=len(lm.vocab),
             tokenizer=lm.tokenizer.to_dict(),

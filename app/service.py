@@ -126,8 +126,7 @@ def candidates(
         lm.require(Call.CANDIDATES)
         check_count("candidates", len(req.candidates), settings.max_candidates)
         context = tokens_of(lm, "context", req.context, settings.max_tokens)
-        token_lists = lm.tokenize_all("candidates", req.candidates)
-        check_lengths("candidates", token_lists, settings.max_tokens)
+        token_lists = lm.tokenize_all("candidates", req.candidates, settings.max_tokens)
         fields = [("context", context)] + [
             (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
         ]
@@ -178,6 +177,7 @@ def score_texts(
         check_count(field, len(texts), settings.max_sentences)
         token_lists = [lm.tokenize(t) for t in texts]
         check_lengths(field, token_lists, settings.max_tokens)
+        lm.check_scorable(token_lists, req.bos, req.eos)  # refused before its words are looked up
         apply_oov_policy(lm, req, [(f"{field}[{i}]", t) for i, t in enumerate(token_lists)])
         # one padded batch per call: max_sentences bounds it (and its memory, with max_tokens)
         scores = lm.score_sentences(
@@ -245,8 +245,7 @@ def fill(
         check_count("candidates", len(req.candidates), settings.max_candidates)
         left = tokens_of(lm, "left", req.left, settings.max_tokens)
         right = tokens_of(lm, "right", req.right, settings.max_tokens)
-        token_lists = lm.tokenize_all("candidates", req.candidates)
-        check_lengths("candidates", token_lists, settings.max_tokens)
+        token_lists = lm.tokenize_all("candidates", req.candidates, settings.max_tokens)
         fields = [("left", left), ("right", right)] + [
             (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
         ]

@@ -13,10 +13,15 @@ def is_int(value: Any) -> bool:
 
 
 def is_number(value: Any, finite: bool = False) -> bool:
-    """An int or float, not a bool and not NaN; with ``finite``, not infinite either."""
+    """An int or float, not a bool and not NaN; with ``finite``, not infinite either. An integer
+    too large for a float (JSON allows 1e400 written out) is no number either: nothing could
+    compute with it."""
     if not isinstance(value, int | float) or isinstance(value, bool):
         return False
-    return math.isfinite(value) if finite else not math.isnan(value)
+    try:
+        return math.isfinite(value) if finite else not math.isnan(value)
+    except OverflowError:
+        return False
 
 
 def show(value: Any, limit: int = 60) -> str:

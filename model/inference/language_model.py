@@ -27,7 +27,7 @@ import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -55,7 +55,7 @@ class CandidateScore:
     log_prob: float  # log P(candidate | context): the sum of token_log_probs
     token_log_probs: list[float]  # one per scored target (see the call for which they are)
     oov: bool  # any of the candidate's tokens is outside the vocabulary (scored as <unk>)
-    oov_targets: list[int] = field(default_factory=list)  # indices into token_log_probs
+    oov_targets: list[int]  # indices into token_log_probs whose target is outside it
 
 
 @dataclass
@@ -65,8 +65,8 @@ class SentenceScore:
     token_log_probs: list[float]  # one per target
     log_prob: float  # sum of token_log_probs
     perplexity: float  # exp(-log_prob / len(targets))
-    oov_positions: list[int] = field(default_factory=list)  # indices into tokens
-    oov_targets: list[int] = field(default_factory=list)  # indices into targets
+    oov_positions: list[int]  # indices into tokens
+    oov_targets: list[int]  # indices into targets
 
 
 class GapScores(NamedTuple):
@@ -165,12 +165,19 @@ class LanguageModel(ABC):
     def oov_indices(self, tokens: Sequence[str]) -> list[int]:
         return [i for i, token in enumerate(tokens) if token not in self.vocab]
 
-    def tokenize_all(self, argument: str, texts: Sequence[Text]) -> list[list[str]]:
-        """Each text's tokens; InputError naming ``argument[i]`` when one has none."""
-        token_lists = [self.tokenize(t) for t in texts]
-        for i, tokens in enumerate(token_lists):
+    def tokenize_all(
+        self, argument: str, texts: Sequence[Text], max_tokens: int | None = None
+    ) -> list[list[str]]:
+        """Each text's tokens; InputError naming ``argument[i]`` for the first one that has
+        more than ``max_tokens`` tokens (when given) or none."""
+        token_lists = []
+        for i, text in enumerate(texts):
+            tokens = self.tokenize(text)
+            if max_tokens is not None and len(tokens) > max_tokens:
+                raise InputError(argument, i, f"{len(tokens)} tokens, the limit is {max_tokens}")
             if not tokens:
                 raise InputError(argument, i, "has no tokens after tokenisation")
+            token_lists.append(tokens)
         return token_lists
 
     def _count_steps(self, steps: int) -> None:

@@ -92,5 +92,5 @@ class NetworkLM(LanguageModel, Generic[N]):
         for start in range(0, len(hidden), OUTPUT_CHUNK_ROWS):
             logits = self.output_rows(hidden[start : start + OUTPUT_CHUNK_ROWS])  # (m, V)
             mine = (rows >= start) & (rows < start + len(logits))
-            out[mine] = log_softmax_at(logits, rows[mine] - start, tokens[mine])[0]
+            out[mine] = log_softmax_at(logits, rows[mine] - start, tokens[mine], blas_sum=True)[0]
         return out

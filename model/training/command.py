@@ -71,7 +71,7 @@ def option_help(f: Field[Any]) -> str:
     """The field's help, with its default where one is worth showing."""
     text = str(f.metadata["help"]).replace("%", "%%")  # argparse formats help with %
     if f.metadata["show_default"] and f.default is not None and not isinstance(f.default, bool):
-        text += f" ({f.default:g})" if isinstance(f.default, float) else f" ({f.default})"
+        text += f" ({f.default})"
     return text
 
 

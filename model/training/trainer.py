@@ -440,7 +440,7 @@ def finish(run: Run) -> None:
                 save_checkpoint(
                     out,
                     lm,
-                    lm.metadata | {f"test_{k}": v for k, v in result.items() if k != "task"},
+                    lm.metadata | {f"test_{k}": v for k, v in result.items()},
                 )
             tokens = f"{result['tokens']:,} tokens"
             log(f"test: perplexity {result['perplexity']:.2f}, {tokens} ({cfg.test})")

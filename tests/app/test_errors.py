@@ -96,6 +96,23 @@ async def test_non_finite_numbers_are_refused(client: httpx.AsyncClient, raw: by
             "hypotheses[1]",
             "nothing to score",
         ),
+        # a request wrong in two ways: the first problem found is the one the service checks
+        # first, as it always did (nothing to score before OOV words, per item: length then
+        # emptiness)
+        (
+            "/v1/score",
+            {"sentences": ["the", "zebra cat"], "bos": False, "eos": False, "oov": "reject"},
+            "sentences[0]",
+            "nothing to score",
+        ),
+        (
+            "/v1/rerank",
+            {"hypotheses": [{"text": "the"}], "bos": False, "eos": False, "oov": "penalty"},
+            "hypotheses[0]",
+            "nothing to score",
+        ),
+        ("/v1/candidates", {"candidates": ["b " * 13, "\x1c"]}, "candidates[0]", "13 tokens"),
+        ("/v1/fill", {"candidates": ["\x1c", "b " * 13]}, "candidates[0]", "no tokens"),
     ],
 )
 async def test_limits_are_422_naming_the_field(

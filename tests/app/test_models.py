@@ -221,3 +221,17 @@ async def test_openapi_types_the_model_descriptions(client: httpx.AsyncClient) -
     assert {"task", "endpoints", "architecture", "prefix_cache", "checksum"} <= set(described)
     listed = (await client.get("/v1/models")).json()["models"][0]
     assert set(listed) == set(described)  # the answer is exactly the documented object
+
+
+async def test_a_number_too_large_for_a_float_in_metadata_is_left_out(
+    tmp_path: Path, tiny_lm: RecurrentLM
+) -> None:
+    save_checkpoint(tmp_path / "m", tiny_lm, metadata={"epoch": 10**400, "valid_perplexity": 3})
+    registry = ModelRegistry([("m", tmp_path / "m")])
+    registry.start_loading().join(timeout=30)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(Settings(), registry)), base_url="http://t"
+    ) as client:
+        r = await client.get("/v1/models/m")
+    assert r.status_code == 200, r.text  # was a 500: math.isfinite(10**400) overflows
+    assert r.json()["epoch"] is None and r.json()["valid_perplexity"] == 3

@@ -106,3 +106,13 @@ def test_the_shift_keeps_huge_logits_finite() -> None:
         softmax(logits)[0], [1 / (1 + np.e**-1), 1 / (1 + np.e), 0], atol=1e-12
     )
     np.testing.assert_allclose(np.exp(log_softmax(logits)), softmax(logits), atol=1e-12)
+
+
+def test_whole_row_softmaxes_keep_numpys_pairwise_sums_and_the_input_type() -> None:
+    x = np.random.default_rng(1).normal(0, 4, (5, 1000)).astype(np.float32)
+    shifted = x - x.max(axis=-1, keepdims=True)
+    exps = np.exp(shifted)
+    assert np.array_equal(log_softmax(x), shifted - np.log(exps.sum(axis=-1, keepdims=True)))
+    assert np.array_equal(softmax(x), exps / exps.sum(axis=-1, keepdims=True))
+    assert softmax(x.astype(np.float16)).dtype == np.float16
+    assert log_softmax(np.array([1, 2, 3])).dtype == np.float64
