@@ -1,6 +1,7 @@
 """The ``nextword`` command line.
 
 nextword train --train FILE --out DIR [options]     train a model (see nextword train --help)
+nextword ngram --train FILE --order N --out DIR     a Kneser-Ney n-gram model (or --import ARPA)
 nextword eval --model DIR --data FILE               perplexity of a model on a file, as JSON
 nextword info DIR                                   what a checkpoint holds, as JSON
 """
@@ -18,6 +19,7 @@ from model.inference.evaluation import evaluate_file
 from model.network.layers import NonFiniteError
 from model.text.corpus import SPLITS, CorpusError
 from model.training.command import add_train_arguments, run_train
+from model.training.ngram import add_ngram_arguments, run_ngram
 
 
 def info(args: argparse.Namespace) -> int:
@@ -70,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser = commands.add_parser("train", help="train a model on a text corpus")
     add_train_arguments(train_parser)
     train_parser.set_defaults(run=run_train)
+
+    ngram_parser = commands.add_parser(
+        "ngram", help="a Kneser-Ney n-gram model from a corpus, or imported from an ARPA file"
+    )
+    add_ngram_arguments(ngram_parser)
+    ngram_parser.set_defaults(run=run_ngram)
 
     eval_parser = commands.add_parser("eval", help="perplexity of a model on a text file")
     eval_parser.add_argument("--model", required=True, help="checkpoint directory")

@@ -49,17 +49,20 @@ from model.inference.checkpoint_checks import (
 )
 from model.inference.gap_filling_lm import GapFillingLM
 from model.inference.network_lm import NetworkLM
+from model.inference.ngram_lm import NgramLM
 from model.inference.recurrent_lm import RecurrentLM
 from model.network.bidirectional import BiRNNLM
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
+from model.values import is_int
 
 __all__ = [
     "CONFIG_FILE",
     "CheckpointError",
     "language_model",
     "load_checkpoint",
+    "load_network_checkpoint",
     "load_tensors",
     "read_config",
     "save_checkpoint",
@@ -67,6 +70,7 @@ __all__ = [
 ]
 
 FILE_MODE = 0o644
+MAX_NGRAM_ORDER = 10
 T = TypeVar("T")
 
 
@@ -112,7 +116,7 @@ def _data_file(directory: Path, stem: str, suffix: str, data: bytes) -> tuple[st
 
 def save_checkpoint(
     directory: str | Path,
-    lm: NetworkLM[Any],
+    lm: NetworkLM[Any] | NgramLM,
     metadata: Mapping[str, Any] | None = None,
     extra_tensors: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> Path:
@@ -127,7 +131,8 @@ def save_checkpoint(
     files: dict[str, dict[str, Any]] = {}
     roles: dict[str, str] = {}
     vocab_bytes = json.dumps(lm.vocab.to_dict(), ensure_ascii=False).encode("utf-8")
-    groups = {"weights": lm.net.params, **(extra_tensors or {})}
+    weights = lm.tensors() if isinstance(lm, NgramLM) else lm.net.params
+    groups = {"weights": weights, **(extra_tensors or {})}
     blobs = [("vocab", "json", vocab_bytes)] + [
         (
             role,
@@ -142,9 +147,9 @@ def save_checkpoint(
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": lm.net.config.to_dict(),
+        "model": lm.architecture(),
         "tokenizer": lm.tokenizer.to_dict(),
-        "dtype": str(lm.net.dtype),
+        "dtype": "float32" if isinstance(lm, NgramLM) else str(lm.net.dtype),
         "files": files,
         "roles": roles,
         "metadata": dict(metadata or {}),
@@ -262,7 +267,7 @@ def _parse_safetensors(path: Path, data: bytes) -> dict[str, np.ndarray]:
 
 def load_checkpoint(
     directory: str | Path, dtype: type | np.dtype[Any] = np.float32
-) -> RecurrentLM | GapFillingLM:
+) -> RecurrentLM | GapFillingLM | NgramLM:
     """Rebuild the model saved in ``directory``; every file is verified before use.
 
     This is the one place that reads which kind of model a checkpoint holds: the rest of the
@@ -281,6 +286,14 @@ def load_checkpoint(
     return _load(directory, dtype)
 
 
+def load_network_checkpoint(directory: str | Path) -> RecurrentLM | GapFillingLM:
+    """``load_checkpoint`` for a caller that needs a network (training, resuming)."""
+    lm = load_checkpoint(directory)
+    if isinstance(lm, NgramLM):
+        raise CheckpointError(f"{directory}: holds an n-gram model, not a network")
+    return lm
+
+
 def _config_stamp(directory: Path) -> tuple[int, int, int] | None:
     try:
         st = (directory / CONFIG_FILE).stat()
@@ -289,13 +302,15 @@ def _config_stamp(directory: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _load(directory: Path, dtype: type | np.dtype[Any]) -> RecurrentLM | GapFillingLM:
+def _load(directory: Path, dtype: type | np.dtype[Any]) -> RecurrentLM | GapFillingLM | NgramLM:
     with as_checkpoint_error(directory):
         config = read_config(directory)
         where = directory / CONFIG_FILE
+        if config["model"].get("kind") == "ngram":
+            return _load_ngram(directory, config)
         model_config = _section(where, "model", ModelConfig.from_dict, config)
         tokenizer = _section(where, "tokenizer", Tokenizer.from_dict, config)
-        vocab = _load_vocab(directory, config, model_config)
+        vocab = _load_vocab(directory, config, model_config.vocab_size)
         params = _load_params(directory, config)
         checksum = config["files"][config["roles"]["weights"]]["sha256"]
         metadata = dict(config.get("metadata", {}))
@@ -325,15 +340,50 @@ def _section(where: Path, key: str, from_dict: Callable[[Any], T], config: dict[
         raise CheckpointError(f"{where}: {key}: {e}") from None
 
 
-def _load_vocab(directory: Path, config: dict[str, Any], model_config: ModelConfig) -> Vocabulary:
+def _load_ngram(directory: Path, config: dict[str, Any]) -> NgramLM:
+    """An n-gram model: its tables are int32 ids and float32 log10 values, sorted as written."""
+    where = directory / CONFIG_FILE
+    section = config["model"]
+    order, size = section.get("order"), section.get("vocab_size")
+    if set(section) != {"kind", "order", "vocab_size"}:
+        raise CheckpointError(f"{where}: model: an n-gram section has kind, order and vocab_size")
+    if not (is_int(order) and 1 <= order <= MAX_NGRAM_ORDER):
+        raise CheckpointError(
+            f"{where}: model: order must be 1 to {MAX_NGRAM_ORDER}, got {order!r}"
+        )
+    if not (is_int(size) and size >= 4):
+        raise CheckpointError(f"{where}: model: vocab_size must be an integer ≥ 4, got {size!r}")
+    tokenizer = _section(where, "tokenizer", Tokenizer.from_dict, config)
+    vocab = _load_vocab(directory, config, size)
+    path = directory / config["roles"]["weights"]
+    tensors = load_tensors(directory, "weights", config)
+    expected = {f"{k}.{part}" for k in range(1, order + 1)
+                for part in ("ids", "log10_prob", "log10_backoff")}  # fmt: skip
+    if set(tensors) != expected:
+        raise CheckpointError(f"{path}: expected the tensors {sorted(expected)}")
+    for name, tensor in tensors.items():
+        want = "int32" if name.endswith(".ids") else "float32"
+        if tensor.dtype.name != want:
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {tensor.dtype}, not {want}")
+        if name.endswith(".ids") and tensor.size and not 0 <= tensor.min() <= tensor.max() < size:
+            raise CheckpointError(f"{path}: tensor {name!r} holds ids outside 0..{size - 1}")
+    try:
+        tables = NgramLM.tables_from(tensors, order)
+        checksum = config["files"][config["roles"]["weights"]]["sha256"]
+        return NgramLM(tables, vocab, tokenizer, dict(config.get("metadata", {})), checksum)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _load_vocab(directory: Path, config: dict[str, Any], vocab_size: int) -> Vocabulary:
     path = directory / config["roles"]["vocab"]
     data = parse_json(path, _read_verified(directory, config, "vocab"))
     try:
         vocab = Vocabulary.from_dict(data)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid vocabulary: {e}") from None
-    if len(vocab) != model_config.vocab_size:
-        expected = model_config.vocab_size
+    if len(vocab) != vocab_size:
+        expected = vocab_size
         raise CheckpointError(
             f"{path}: {len(vocab)} tokens, but {directory / CONFIG_FILE} says vocab_size {expected}"
         )

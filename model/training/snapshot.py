@@ -29,7 +29,7 @@ import numpy as np
 from model.inference.checkpoint import (
     CONFIG_FILE,
     language_model,
-    load_checkpoint,
+    load_network_checkpoint,
     load_tensors,
     read_config,
     save_checkpoint,
@@ -278,7 +278,7 @@ def section(metadata: Any, name: str, where: Path) -> dict[str, Any]:
 def load_state(out: Path, cfg: TrainConfig, corpus: Corpus) -> RunState:
     """The run saved in ``out/resume``, checked field by field and against the data of this call."""
     directory, where = out / RESUME_DIR, out / RESUME_DIR / CONFIG_FILE
-    lm = load_checkpoint(directory)  # every file's size and hash, the weights against the config
+    lm = load_network_checkpoint(directory)  # sizes, hashes, the weights against the config
     check_digest(lm.metadata, where)
     check_origin(lm, cfg, corpus, where)
     resume = section(lm.metadata, "resume", where)

@@ -1,0 +1,183 @@
+"""A back-off n-gram model (Kneser-Ney estimated, or read from an ARPA file) as a servable kind.
+
+Every call is answered from the tables with vectorised lookups (``kneser_ney.log10_probs``):
+each scored token is one row, its history the previous N−1 tokens (``<s>`` included, nothing
+before it). Probabilities are normalised over the vocabulary, so scores compare with the RNN's;
+they are natural logs like every other kind's (the tables hold log10, as ARPA does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from model.inference.language_model import (
+    Call,
+    CandidateScore,
+    Evaluation,
+    LanguageModel,
+    SentenceScore,
+    Text,
+)
+from model.ngram.kneser_ney import Order, as_keys, log10_probs
+from model.text.tokenize import Tokenizer
+from model.text.vocab import SPECIALS, Vocabulary
+
+LN10 = math.log(10.0)
+
+
+class NgramLM(LanguageModel):
+    """Left to right, from the last N−1 tokens: every call, the state being the history itself."""
+
+    task = "next-word"
+    calls = frozenset(Call)
+
+    def __init__(
+        self,
+        tables: list[Order],
+        vocab: Vocabulary,
+        tokenizer: Tokenizer,
+        metadata: dict[str, Any] | None = None,
+        checksum: str | None = None,
+    ) -> None:
+        super().__init__(vocab, tokenizer, metadata, checksum)
+        if not tables or len(tables[0].keys) != len(vocab):
+            raise ValueError(f"the unigrams must be the vocabulary's {len(vocab)} tokens")
+        self.tables = tables
+        self.order = len(tables)
+        self._special_ids = np.array([vocab.id(t) for t in SPECIALS])
+
+    # ------------------------------------------------------------ what it is
+    def architecture(self) -> dict[str, Any]:
+        return {"kind": "ngram", "order": self.order, "vocab_size": len(self.vocab)}
+
+    def num_parameters(self) -> int:
+        return sum(2 * len(t.keys) for t in self.tables)
+
+    def self_check(self) -> None:
+        for t in self.tables:
+            if not (np.isfinite(t.log10_prob).all() and np.isfinite(t.log10_backoff).all()):
+                raise FloatingPointError(f"the {t.order}-gram table holds non-finite values")
+        method, (score,) = self.fill([], [], [[self.vocab.tokens[-1]]])
+        if not math.isfinite(score.log_prob):
+            raise FloatingPointError(f"the model answers {score.log_prob} ({method})")
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The tables as named arrays (what a checkpoint stores)."""
+        out = {}
+        for t in self.tables:
+            out[f"{t.order}.ids"] = t.ids().astype(np.int32)
+            out[f"{t.order}.log10_prob"] = t.log10_prob.astype(np.float32)
+            out[f"{t.order}.log10_backoff"] = t.log10_backoff.astype(np.float32)
+        return out
+
+    @classmethod
+    def tables_from(cls, tensors: dict[str, np.ndarray], order: int) -> list[Order]:
+        """The inverse of ``tensors``, checked: shapes, lengths, no n-gram twice."""
+        tables = []
+        for k in range(1, order + 1):
+            ids = tensors[f"{k}.ids"]
+            if ids.ndim != 2 or ids.shape[1] != k:
+                raise ValueError(f"tensor '{k}.ids' has shape {ids.shape}, expected (n, {k})")
+            keys = as_keys(ids)
+            prob = tensors[f"{k}.log10_prob"].astype(np.float64)
+            backoff = tensors[f"{k}.log10_backoff"].astype(np.float64)
+            if prob.shape != (len(keys),) or backoff.shape != (len(keys),):
+                raise ValueError(f"the {k}-gram tensors differ in length")
+            by_key = np.argsort(keys, kind="stable")  # as written already, unless edited
+            keys, prob, backoff = keys[by_key], prob[by_key], backoff[by_key]
+            if len(keys) > 1 and not bool(np.all(keys[1:] != keys[:-1])):
+                raise ValueError(f"tensor '{k}.ids' lists an n-gram twice")
+            tables.append(Order(keys, prob, backoff))
+        return tables
+
+    # ------------------------------------------------------------ lookups
+    def _log_probs(self, sequences: Sequence[np.ndarray], first: Sequence[int]) -> list[np.ndarray]:
+        """Natural-log probabilities of ``seq[first:]`` of each id sequence (``<s>`` first)."""
+        h = self.order - 1
+        rows, words = [], []
+        for seq, start in zip(sequences, first, strict=True):
+            padded = np.concatenate([np.full(h, -1), seq]).astype(np.int64)
+            positions = np.arange(start, len(seq))
+            if h:
+                rows.append(padded[positions[:, None] + np.arange(h)])
+            words.append(seq[positions])
+        contexts = np.concatenate(rows) if h else np.zeros((sum(map(len, words)), 0), np.int64)
+        flat = log10_probs(self.tables, contexts, np.concatenate(words)) * LN10
+        return np.split(flat, np.cumsum([len(w) for w in words])[:-1])
+
+    def _ids(self, tokens: Sequence[str]) -> np.ndarray:
+        return np.concatenate([[self.vocab.bos_id], self.vocab.encode(tokens)]).astype(np.int64)
+
+    # ------------------------------------------------------------ the calls
+    def score_sentences(
+        self, sentences: Sequence[Text], bos: bool = True, eos: bool = True, batch_size: int = 64
+    ) -> list[SentenceScore]:
+        token_lists = [self.tokenize(s) for s in sentences]
+        self.check_scorable(token_lists, bos, eos)
+        # without bos the first token is the given context, read without <s> (as the RNN does)
+        seqs = [
+            np.concatenate(
+                [self._ids(t) if bos else self.vocab.encode(t), [self.vocab.eos_id] if eos else []]
+            ).astype(np.int64)
+            for t in token_lists
+        ]
+        per = self._log_probs(seqs, [1] * len(seqs))
+        return [
+            self.sentence_score(t, lps.tolist(), bos, eos)
+            for t, lps in zip(token_lists, per, strict=True)
+        ]
+
+    def score_candidates_batch(
+        self, requests: Sequence[tuple[Text, Sequence[Text]]]
+    ) -> list[list[CandidateScore]]:
+        seqs, first, owners = [], [], []
+        for r, (context, texts) in enumerate(requests):
+            ctx = self._ids(self.tokenize(context))
+            for tokens in self.tokenize_all("candidates", texts):
+                seqs.append(np.concatenate([ctx, self.vocab.encode(tokens)]).astype(np.int64))
+                first.append(len(ctx))
+                owners.append((r, tokens))
+        scores: list[list[CandidateScore]] = [[] for _ in requests]
+        if not seqs:
+            return scores
+        for (r, tokens), lps in zip(owners, self._log_probs(seqs, first), strict=True):
+            oov = self.oov_indices(tokens)
+            values = lps.tolist()
+            scores[r].append(CandidateScore(tokens, math.fsum(values), values, bool(oov), oov))
+        return scores
+
+    def next_log_probs(self, context: Text) -> np.ndarray:
+        """log P(w | <s> context) for every vocabulary id, shape (V,); <s> gets -inf."""
+        h = self.order - 1
+        history = np.full(h, -1, dtype=np.int64)
+        if h:
+            ctx = self._ids(self.tokenize(context))[-h:]
+            history[h - len(ctx) :] = ctx
+        V = len(self.vocab)
+        lp = log10_probs(self.tables, np.repeat(history[None], V, axis=0), np.arange(V)) * LN10
+        lp[self.vocab.bos_id] = -np.inf
+        return lp
+
+    def top_k(
+        self, context: Text, k: int = 10, include_special: bool = False
+    ) -> list[tuple[str, float]]:
+        lp = self.next_log_probs(context)
+        if not include_special:
+            lp[self._special_ids] = -np.inf
+        k = max(0, min(k, int(np.isfinite(lp).sum())))
+        best = np.argpartition(-lp, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
+        best = best[np.argsort(-lp[best], kind="stable")]
+        return [(self.vocab.tokens[i], float(lp[i])) for i in best]
+
+    def evaluate(self, sentences: list[list[str]], batch_size: int = 1) -> Evaluation:
+        """Every word and each ``</s>``, each sentence from ``<s>`` (an n-gram keeps no state
+        across sentences, so the stream and isolated-sentence conventions agree)."""
+        scores = self.score_sentences(sentences) if sentences else []
+        tokens = sum(len(s.targets) for s in scores)
+        total = -math.fsum(s.log_prob for s in scores)
+        oov = sum(token not in self.vocab for s in sentences for token in s)
+        return Evaluation(self.task, tokens, total / max(tokens, 1), oov / max(tokens, 1))

@@ -1,0 +1,114 @@
+"""ARPA files: the text format of back-off n-gram models that KenLM, SRILM and pocketsphinx
+read and write. log10 probabilities; a backoff (log10) after the n-gram where it is not 0.
+
+    \\data\\
+    ngram 1=3
+    ngram 2=2
+
+    \\1-grams:
+    -1.0    <s>    -0.3
+    ...
+    \\end\\
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from model.ngram.kneser_ney import Order, as_keys
+from model.text.vocab import SPECIALS, Vocabulary
+
+_COUNT_RE = re.compile(r"ngram (\d+)=(\d+)$")
+_SECTION_RE = re.compile(r"\\(\d+)-grams:$")
+
+
+class ArpaError(ValueError):
+    """A file that is not a readable ARPA model; the message names the line."""
+
+
+def write_arpa(path: str | Path, tables: list[Order], vocab: Vocabulary) -> None:
+    """Write ``tables`` as an ARPA file (probabilities and backoffs to 7 significant digits)."""
+    tokens = np.array(vocab.tokens, dtype=object)
+    lines = ["\\data\\"] + [f"ngram {t.order}={len(t.keys)}" for t in tables] + [""]
+    for t in tables:
+        lines.append(f"\\{t.order}-grams:")
+        words = tokens[t.ids()]
+        grams = [" ".join(row) for row in words]
+        last = t.order == len(tables)
+        for gram, p, b in zip(grams, t.log10_prob.tolist(), t.log10_backoff.tolist(), strict=True):
+            lines.append(f"{p:.7g}\t{gram}" if last or b == 0 else f"{p:.7g}\t{gram}\t{b:.7g}")
+        lines.append("")
+    lines.append("\\end\\\n")
+    Path(path).write_text("\n".join(lines), encoding="utf-8")
+
+
+def read_arpa(path: str | Path) -> tuple[list[Order], Vocabulary]:
+    """An ARPA file's tables and vocabulary (its unigrams: the specials first, then in order)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ArpaError(f"{path}: cannot be read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ArpaError(f"{path}: not UTF-8 text ({e})") from None
+    lines = text.splitlines()
+    counts: dict[int, int] = {}
+    i = 0
+    while i < len(lines) and lines[i].strip() != "\\data\\":
+        i += 1
+    if i == len(lines):
+        raise ArpaError(f"{path}: no \\data\\ section: not an ARPA file")
+    i += 1
+    while i < len(lines) and (m := _COUNT_RE.match(lines[i].strip())):
+        counts[int(m.group(1))] = int(m.group(2))
+        i += 1
+    if not counts or sorted(counts) != list(range(1, len(counts) + 1)):
+        raise ArpaError(f"{path}: line {i + 1}: expected 'ngram N=count' lines for orders 1..N")
+    sections: dict[int, list[tuple[int, list[str]]]] = {}
+    order = 0
+    for n in range(i, len(lines)):
+        line = lines[n].strip()
+        if not line:
+            continue
+        if line == "\\end\\":
+            break
+        if m := _SECTION_RE.match(line):
+            order = int(m.group(1))
+            sections[order] = []
+            continue
+        if order == 0:
+            raise ArpaError(f"{path}: line {n + 1}: an n-gram before any \\N-grams: section")
+        sections[order].append((n + 1, line.split()))
+    for k, expected in counts.items():
+        if len(sections.get(k, [])) != expected:
+            found = len(sections.get(k, []))
+            raise ArpaError(f"{path}: \\{k}-grams: has {found} entries, \\data\\ says {expected}")
+    unigrams = [fields[1] if len(fields) > 1 else "" for _, fields in sections[1]]
+    missing = [t for t in SPECIALS if t not in unigrams]
+    if missing:
+        raise ArpaError(f"{path}: the unigrams lack {missing}")
+    vocab = Vocabulary([*SPECIALS, *(t for t in unigrams if t not in SPECIALS)])
+    tables = []
+    top = len(counts)
+    for k in range(1, top + 1):
+        ids = np.zeros((counts[k], k), dtype=np.int64)
+        prob, backoff = np.zeros(counts[k]), np.zeros(counts[k])
+        for row, (n, fields) in enumerate(sections[k]):
+            if len(fields) not in (k + 1, k + 2) or (k == top and len(fields) != k + 1):
+                raise ArpaError(f"{path}: line {n}: expected a {k}-gram with its probability")
+            try:
+                prob[row] = float(fields[0])
+                backoff[row] = float(fields[k + 1]) if len(fields) == k + 2 else 0.0
+            except ValueError:
+                raise ArpaError(f"{path}: line {n}: not a number: {fields[0]!r}") from None
+            words = fields[1 : k + 1]
+            if any(w not in vocab for w in words):
+                raise ArpaError(f"{path}: line {n}: a word that is no unigram: {words}")
+            ids[row] = [vocab.id(w) for w in words]
+        keys = as_keys(ids)
+        order_by = np.argsort(keys, kind="stable")
+        tables.append(Order(keys[order_by], prob[order_by], backoff[order_by]))
+    return tables, vocab
