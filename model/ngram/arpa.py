@@ -91,24 +91,47 @@ def read_arpa(path: str | Path) -> tuple[list[Order], Vocabulary]:
     if missing:
         raise ArpaError(f"{path}: the unigrams lack {missing}")
     vocab = Vocabulary([*SPECIALS, *(t for t in unigrams if t not in SPECIALS)])
+    index = {token: i for i, token in enumerate(vocab.tokens)}
     tables = []
     top = len(counts)
     for k in range(1, top + 1):
-        ids = np.zeros((counts[k], k), dtype=np.int64)
-        prob, backoff = np.zeros(counts[k]), np.zeros(counts[k])
-        for row, (n, fields) in enumerate(sections[k]):
-            if len(fields) not in (k + 1, k + 2) or (k == top and len(fields) != k + 1):
-                raise ArpaError(f"{path}: line {n}: expected a {k}-gram with its probability")
-            try:
-                prob[row] = float(fields[0])
-                backoff[row] = float(fields[k + 1]) if len(fields) == k + 2 else 0.0
-            except ValueError:
-                raise ArpaError(f"{path}: line {n}: not a number: {fields[0]!r}") from None
-            words = fields[1 : k + 1]
-            if any(w not in vocab for w in words):
-                raise ArpaError(f"{path}: line {n}: a word that is no unigram: {words}")
-            ids[row] = [vocab.id(w) for w in words]
+        entries = sections[k]
+        widths = {len(fields) for _, fields in entries}
+        allowed = {k + 1} if k == top else {k + 1, k + 2}
+        if not widths <= allowed:
+            n = next(n for n, fields in entries if len(fields) not in allowed)
+            raise ArpaError(f"{path}: line {n}: expected a {k}-gram with its probability")
+        try:
+            prob = np.array([fields[0] for _, fields in entries], dtype=np.float64)
+            backoff = np.array(
+                [fields[k + 1] if len(fields) == k + 2 else "0" for _, fields in entries],
+                dtype=np.float64,
+            )
+        except ValueError:
+            n, fields = next((n, f) for n, f in entries if not _is_number_pair(f, k))
+            raise ArpaError(f"{path}: line {n}: not a number: {fields[0]!r}") from None
+        try:
+            ids = np.array([[index[w] for w in fields[1 : k + 1]] for _, fields in entries],
+                           dtype=np.int64).reshape(len(entries), k)  # fmt: skip
+        except KeyError:
+            n, fields = next(
+                (n, f) for n, f in entries if any(w not in index for w in f[1 : k + 1])
+            )
+            raise ArpaError(
+                f"{path}: line {n}: a word that is no unigram: {fields[1 : k + 1]}"
+            ) from None
         keys = as_keys(ids)
         order_by = np.argsort(keys, kind="stable")
         tables.append(Order(keys[order_by], prob[order_by], backoff[order_by]))
     return tables, vocab
+
+
+def _is_number_pair(fields: list[str], k: int) -> bool:
+    """The probability (and backoff, when there is one) of an entry parse as numbers."""
+    try:
+        float(fields[0])
+        if len(fields) == k + 2:
+            float(fields[k + 1])
+    except ValueError:
+        return False
+    return True

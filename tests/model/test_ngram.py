@@ -183,3 +183,17 @@ def test_nextword_ngram_builds_imports_and_evaluates(
     empty.write_text("\n\n", encoding="utf-8")
     assert main(["ngram", "--train", str(empty), "--out", str(tmp_path / "e")]) == 2
     assert "nextword ngram: error:" in capsys.readouterr().err
+
+
+def test_an_arpa_file_with_a_word_outside_its_unigrams_is_refused(
+    tmp_path: Path, kn3: NgramLM
+) -> None:
+    path = tmp_path / "kn3.arpa"
+    write_arpa(path, kn3.tables, kn3.vocab)
+    lines = path.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("\\3-grams:")) + 1
+    prob, gram = lines[at].split("\t")[:2]
+    lines[at] = f"{prob}\t{gram.rsplit(' ', 1)[0]} zebra"
+    path.write_text("\n".join(lines))
+    with pytest.raises(ArpaError, match=f"line {at + 1}: a word that is no unigram"):
+        read_arpa(path)
