@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, NamedTuple
 
+import numpy as np
+
 from model.inference.prefix_cache import CacheObserver
 from model.text.tokenize import Tokenizer
-from model.text.vocab import Vocabulary
+from model.text.vocab import SPECIALS, Vocabulary
 
 Text = str | Sequence[str]  # a string to tokenise, or tokens already split
 # how fill() scored: "bidirectional" (a gap-filling model), "sentence" (whole sentences)
@@ -195,11 +197,22 @@ class LanguageModel(ABC):
         """log P(candidate | <s> context) for each candidate in order; chain rule over tokens."""
         return self.score_candidates_batch([(context, candidates)])[0]
 
+    def next_log_probs(self, context: Text) -> np.ndarray:
+        """log P(w | <s> context) for every vocabulary id, shape (V,)."""
+        raise UnsupportedCallError(Call.PREDICT, self.task, self.calls)
+
     def top_k(
         self, context: Text, k: int = 10, include_special: bool = False
     ) -> list[tuple[str, float]]:
-        """The k most probable next tokens with their log-probabilities, most probable first."""
-        raise UnsupportedCallError(Call.PREDICT, self.task, self.calls)
+        """The k most probable next tokens with their log-probabilities, most probable first
+        (from ``next_log_probs``; ``<unk>``, ``<s>`` and ``</s>`` only with ``include_special``)."""
+        lp = self.next_log_probs(context).astype(np.float64)
+        if not include_special:
+            lp[[self.vocab.id(t) for t in SPECIALS]] = -np.inf
+        k = max(0, min(k, int(np.isfinite(lp).sum())))
+        best = np.argpartition(-lp, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
+        best = best[np.argsort(-lp[best], kind="stable")]
+        return [(self.vocab.tokens[i], float(lp[i])) for i in best]
 
     def score_sentences(
         self, sentences: Sequence[Text], bos: bool = True, eos: bool = True, batch_size: int = 64

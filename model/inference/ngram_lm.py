@@ -24,7 +24,7 @@ from model.inference.language_model import (
 )
 from model.ngram.kneser_ney import Order, as_keys, log10_probs
 from model.text.tokenize import Tokenizer
-from model.text.vocab import SPECIALS, Vocabulary
+from model.text.vocab import Vocabulary
 
 LN10 = math.log(10.0)
 
@@ -48,7 +48,6 @@ class NgramLM(LanguageModel):
             raise ValueError(f"the unigrams must be the vocabulary's {len(vocab)} tokens")
         self.tables = tables
         self.order = len(tables)
-        self._special_ids = np.array([vocab.id(t) for t in SPECIALS])
 
     # ------------------------------------------------------------ what it is
     def architecture(self) -> dict[str, Any]:
@@ -161,17 +160,6 @@ class NgramLM(LanguageModel):
         lp = log10_probs(self.tables, np.repeat(history[None], V, axis=0), np.arange(V)) * LN10
         lp[self.vocab.bos_id] = -np.inf
         return lp
-
-    def top_k(
-        self, context: Text, k: int = 10, include_special: bool = False
-    ) -> list[tuple[str, float]]:
-        lp = self.next_log_probs(context)
-        if not include_special:
-            lp[self._special_ids] = -np.inf
-        k = max(0, min(k, int(np.isfinite(lp).sum())))
-        best = np.argpartition(-lp, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
-        best = best[np.argsort(-lp[best], kind="stable")]
-        return [(self.vocab.tokens[i], float(lp[i])) for i in best]
 
     def evaluate(self, sentences: list[list[str]], batch_size: int = 1) -> Evaluation:
         """Every word and each ``</s>``, each sentence from ``<s>`` (an n-gram keeps no state

@@ -29,7 +29,7 @@ from model.network.layers import log_softmax
 from model.network.recurrent import RNNLM, NetworkState
 from model.text.batches import sentence_stream, target_mask
 from model.text.tokenize import Tokenizer
-from model.text.vocab import SPECIALS, Vocabulary
+from model.text.vocab import Vocabulary
 
 CONTINUATION_BATCH = 64  # multi-token candidates continued in one batch (bounds memory)
 
@@ -76,7 +76,6 @@ class RecurrentLM(NetworkLM[RNNLM]):
         checksum: str | None = None,
     ) -> None:
         super().__init__(net, vocab, tokenizer, metadata, checksum)
-        self._special_ids = np.array([self.vocab.id(t) for t in SPECIALS])
         self.cache: PrefixCache | None = None  # states after recent context prefixes, when set
 
     def use_prefix_cache(
@@ -104,17 +103,6 @@ class RecurrentLM(NetworkLM[RNNLM]):
     def next_distribution(self, context: Text) -> np.ndarray:
         """P(w | <s> context) for every vocabulary id, shape (V,); sums to 1."""
         return np.exp(self.next_log_probs(context).astype(np.float64))
-
-    def top_k(
-        self, context: Text, k: int = 10, include_special: bool = False
-    ) -> list[tuple[str, float]]:
-        lp = self.next_log_probs(context).astype(np.float64)
-        if not include_special:
-            lp[self._special_ids] = -np.inf
-        k = max(0, min(k, int(np.isfinite(lp).sum())))
-        best = np.argpartition(-lp, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
-        best = best[np.argsort(-lp[best], kind="stable")]
-        return [(self.vocab.tokens[i], float(lp[i])) for i in best]
 
     def score_candidates_batch(
         self, requests: Sequence[tuple[Text, Sequence[Text]]]
