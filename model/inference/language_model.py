@@ -137,10 +137,17 @@ class LanguageModel(ABC):
     @abstractmethod
     def num_parameters(self) -> int: ...
 
-    @abstractmethod
     def self_check(self) -> None:
-        """Raise FloatingPointError unless the model answers with finite numbers; also warms
-        it up, so the first request does not pay for first-call costs."""
+        """Raise FloatingPointError unless the parameters are finite and the model answers one
+        gap-filling call (every kind serves fill) with a finite number; this also warms it up,
+        so the first request does not pay for first-call costs."""
+        self.check_parameters()
+        method, (score,) = self.fill([], [], [[self.vocab.tokens[-1]]])
+        if not math.isfinite(score.log_prob):
+            raise FloatingPointError(f"the model answers {score.log_prob} ({method})")
+
+    def check_parameters(self) -> None:  # noqa: B027 (a hook: a kind may have nothing to check)
+        """Raise FloatingPointError naming a parameter that holds NaN or infinity."""
 
     def use_prefix_cache(  # noqa: B027 (an optional hook: a kind without states keeps none)
         self, entries: int, max_bytes: int, observer: CacheObserver | None

@@ -56,12 +56,11 @@ def add_ngram_arguments(parser: argparse.ArgumentParser) -> None:
 def run_ngram(args: argparse.Namespace) -> int:
     """Exit codes: 0 done, 2 bad input or an output that cannot be written."""
     try:
-        lm = build(args)
+        build(args)
     except (ValueError, CorpusError, ArpaError, CheckpointError, TrainingError, OSError) as e:
         sys.stderr.write(f"nextword ngram: error: {e}\n")
         return 2
     sys.stderr.write(f"model: {args.out} ({ARPA_FILE} beside it)\n")
-    del lm
     return 0
 
 
