@@ -237,7 +237,8 @@ def test_eval_reports_penn_treebank_style_perplexity(
     data.write_text("the cat sat on the mat\nthe zebra saw a unicorn\n", encoding="utf-8")
     assert main(["eval", "--model", str(out), "--data", str(data)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"tokens", "cross_entropy", "perplexity", "oov_rate", "task"}
+    assert set(result) == {"tokens", "cross_entropy", "perplexity", "oov_rate", "task",
+                           "isolated_cross_entropy", "isolated_perplexity"}  # fmt: skip
     assert result["task"] == "next-word"  # a gap-filling model says "gap-filling"
     assert result["tokens"] == 6 + 5 + 2  # words plus one </s> per line
     assert result["oov_rate"] == pytest.approx(2 / 13, abs=1e-6)  # zebra, unicorn
@@ -245,6 +246,8 @@ def test_eval_reports_penn_treebank_style_perplexity(
     lm = load_checkpoint(out)
     by_sentence = lm.score_sentences(["the cat sat on the mat"])[0].log_prob
     assert by_sentence < 0
+    alone = sum(s.log_prob for s in lm.score_sentences(data.read_text().splitlines()))
+    assert result["isolated_perplexity"] == pytest.approx(math.exp(-alone / 13), rel=1e-4)
 
 
 def test_python_dash_m_model_train_is_the_same_command() -> None:

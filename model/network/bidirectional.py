@@ -24,6 +24,7 @@ import numpy as np
 from model.network.init import init_embedding
 from model.network.layers import Grad, log_softmax_at, softmax_output_loss
 from model.network.recurrent import ModelConfig, NetworkState, RecurrentStack, check_params
+from model.text.batches import length_grouped
 from model.text.vocab import Vocabulary
 
 
@@ -62,14 +63,8 @@ def sentence_batches(
     sentences: Sequence[np.ndarray], batch_size: int, rng: np.random.Generator, bos: int, eos: int
 ) -> Iterator[SentenceBatch]:
     """Shuffled batches of sentences of similar length (little padding), reproducible."""
-    order = rng.permutation(len(sentences))
-    pool = 50 * batch_size  # sort by length within pools of shuffled sentences
-    batches = []
-    for start in range(0, len(order), pool):
-        chunk = sorted(order[start : start + pool], key=lambda i: len(sentences[i]))
-        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
-    for b in rng.permutation(len(batches)):
-        yield SentenceBatch.from_sentences([sentences[i] for i in batches[b]], bos, eos)
+    for group in length_grouped([len(s) for s in sentences], batch_size, rng):
+        yield SentenceBatch.from_sentences([sentences[i] for i in group], bos, eos)
 
 
 class BiRNNLM:

@@ -10,6 +10,7 @@ convention.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,3 +56,79 @@ def bptt_windows(data: np.ndarray, bptt: int) -> Iterator[tuple[np.ndarray, np.n
     for start in range(0, len(data) - 1, bptt):
         t = min(bptt, len(data) - 1 - start)
         yield data[start : start + t], data[start + 1 : start + 1 + t]
+
+
+def length_grouped(
+    lengths: Sequence[int], batch_size: int, rng: np.random.Generator
+) -> list[list[int]]:
+    """Shuffled batches of indices of similar length (little padding), reproducible from rng."""
+    order = rng.permutation(len(lengths))
+    pool = 50 * batch_size  # sort by length within pools of shuffled items
+    batches: list[list[int]] = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool].tolist(), key=lambda i: lengths[i])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    return [batches[b] for b in rng.permutation(len(batches))]
+
+
+@dataclass
+class PaddedSentences:
+    """N sequences read from a zero state, as the service scores a sentence: each sequence is
+    one or more consecutive sentences ``<s> w… </s> <s> w… </s>``; inputs are all its ids but the
+    last, targets all but the first, both (T, N) with padding after the end, and mask (T, N) 1.0
+    on the targets that are predicted (not padding, not a given ``<s>``). A left-to-right
+    network never sees the padding before a real target."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    mask: np.ndarray
+
+    @classmethod
+    def from_sentences(cls, sentences: Sequence[np.ndarray], vocab: Vocabulary) -> PaddedSentences:
+        """One sentence per sequence."""
+        return cls.from_segments([[s] for s in sentences], vocab)
+
+    @classmethod
+    def from_segments(
+        cls, segments: Sequence[Sequence[np.ndarray]], vocab: Vocabulary
+    ) -> PaddedSentences:
+        """One segment of consecutive sentences per sequence, its state running across them."""
+        bos, eos = [vocab.bos_id], [vocab.eos_id]
+        streams = [np.concatenate([x for s in segment for x in (bos, s, eos)]).astype(np.int64)
+                   for segment in segments]  # fmt: skip
+        N, T = len(streams), max(len(s) for s in streams) - 1
+        inputs, targets = np.zeros((T, N), dtype=np.int64), np.zeros((T, N), dtype=np.int64)
+        mask = np.zeros((T, N), dtype=np.float32)
+        for j, ids in enumerate(streams):
+            n = len(ids) - 1
+            inputs[:n, j], targets[:n, j] = ids[:-1], ids[1:]
+            mask[:n, j] = target_mask(ids[1:], vocab)
+        return cls(inputs, targets, mask)
+
+
+def segments(
+    sentences: Sequence[np.ndarray], reset_prob: float, rng: np.random.Generator
+) -> list[list[np.ndarray]]:
+    """Consecutive sentences grouped into segments: each sentence starts a new one (a zero
+    state) with probability ``reset_prob``, else continues the one before (1: every sentence
+    alone)."""
+    out: list[list[np.ndarray]] = []
+    starts = rng.random(len(sentences)) < reset_prob
+    for sentence, start in zip(sentences, starts, strict=True):
+        if start or not out:
+            out.append([sentence])
+        else:
+            out[-1].append(sentence)
+    return out
+
+
+def padded_segment_batches(
+    units: Sequence[Sequence[np.ndarray]],
+    batch_size: int,
+    rng: np.random.Generator,
+    vocab: Vocabulary,
+) -> list[PaddedSentences]:
+    """An epoch of segments (see ``segments``) in shuffled batches of similar length."""
+    lengths = [sum(len(s) + 1 for s in unit) for unit in units]
+    groups = length_grouped(lengths, batch_size, rng)
+    return [PaddedSentences.from_segments([units[i] for i in g], vocab) for g in groups]

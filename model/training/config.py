@@ -42,6 +42,7 @@ POSITIVE_INTS = ("min_count", "layers", "emb", "hidden", "batch_size", "bptt", "
 
 T = TypeVar("T")
 OPTIMIZERS = ("sgd", "adam")
+CONTEXTS = ("stream", "sentence")
 
 
 def option(
@@ -98,6 +99,22 @@ class TrainConfig:
         "architecture",
     )
     # optimisation
+    context: str = option(
+        "stream",
+        "what a left-to-right model reads per update: stream = truncated-BPTT windows of the "
+        "running text, the state carried across sentences (the Penn Treebank convention); "
+        "sentence = whole sentences in shuffled batches, each from a zero state, as /v1/score and "
+        "/v1/rerank read them (the best model is then chosen on that isolated-sentence figure)",
+        "optimisation",
+        CONTEXTS,
+    )
+    reset_prob: float = option(
+        1.0,
+        "with --context sentence: the chance that a sentence starts from a zero state; "
+        "otherwise it continues the sentence before it, the state carried (0.5: half of the "
+        "sentences start afresh, half use their context)",
+        "optimisation",
+    )
     optimizer: str = option("sgd", "optimiser", "optimisation", OPTIMIZERS)
     lr: float | None = option(
         None,
@@ -154,6 +171,8 @@ class TrainConfig:
         for name in ("max_recurrent_norm", "max_recoveries", "progress_every"):
             if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)!r}")
+        if not 0 < self.reset_prob <= 1:
+            raise ValueError(f"reset_prob must be in (0, 1], got {self.reset_prob}")
         if not 0 < self.valid_fraction < 1:
             raise ValueError(f"valid_fraction must be between 0 and 1, got {self.valid_fraction}")
         if self.lr is not None and self.lr <= 0:

@@ -16,10 +16,20 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from model.inference.evaluation import gap_cross_entropy, stream_cross_entropy
+from model.inference.evaluation import (
+    gap_cross_entropy,
+    isolated_cross_entropy,
+    stream_cross_entropy,
+)
 from model.network.bidirectional import BiRNNLM, SentenceBatch, sentence_batches
 from model.network.recurrent import RNNLM, ModelConfig
-from model.text.batches import bptt_windows, target_mask
+from model.text.batches import (
+    PaddedSentences,
+    bptt_windows,
+    padded_segment_batches,
+    segments,
+    target_mask,
+)
 from model.training.config import TrainConfig
 from model.training.steps import StepResult, gap_train_step, train_step
 
@@ -46,8 +56,10 @@ class TrainingTask(ABC):
     def updates_per_epoch(self, cfg: TrainConfig, corpus: Corpus) -> int: ...
 
     @abstractmethod
-    def validate(self, state: RunState, corpus: Corpus) -> float:
-        """Validation cross-entropy, nats per predicted token."""
+    def validate(self, state: RunState, corpus: Corpus) -> dict[str, float]:
+        """Validation cross-entropies, nats per predicted token, by name; the first is the one
+        the best model is chosen on. A next-word model has "stream" and "isolated" (each
+        sentence from a zero state, as the service reads text)."""
 
 
 class NextWord(TrainingTask):
@@ -80,9 +92,54 @@ class NextWord(TrainingTask):
     def updates_per_epoch(self, cfg: TrainConfig, corpus: Corpus) -> int:
         return math.ceil((len(corpus.train) - 1) / cfg.bptt)
 
-    def validate(self, state: RunState, corpus: Corpus) -> float:
+    def validate(self, state: RunState, corpus: Corpus) -> dict[str, float]:
         assert isinstance(state.net, RNNLM)
-        return stream_cross_entropy(state.net, corpus.valid, corpus.vocab)[0]
+        return {
+            "stream": stream_cross_entropy(state.net, corpus.valid, corpus.vocab)[0],
+            "isolated": isolated_cross_entropy(state.net, corpus.valid_sentences, corpus.vocab)[0],
+        }
+
+
+class NextWordSentences(NextWord):
+    """Whole sentences in shuffled batches (seeded with (seed, epoch)), each from a zero state:
+    training sees text as the service scores it, and the best model is chosen on that figure.
+
+    With ``reset_prob`` below 1 a sentence continues the one before it in the same sequence
+    (state carried) with probability 1 − reset_prob: the model learns both to start from
+    nothing and to use the previous sentence. The grouping is drawn once per run (seeded with
+    the run's seed), so every epoch has the same number of updates.
+    """
+
+    carries_state = False
+
+    def epoch_steps(self, state: RunState, cfg: TrainConfig, corpus: Corpus) -> list[Step]:
+        net, optimizer, cap = state.net, state.optimizer, state.cap
+        assert isinstance(net, RNNLM)  # new_network built it
+        rng = state.rng if cfg.dropout > 0 else None
+        order = np.random.default_rng([cfg.seed, state.epoch])
+
+        def batch_step(batch: PaddedSentences) -> StepResult:
+            zero = net.init_state(batch.inputs.shape[1])
+            result, _ = train_step(
+                net, optimizer, batch.inputs, batch.targets, batch.mask, zero, cfg.clip, rng
+            )
+            if cap is not None:
+                cap.apply(net.params)
+            return result
+
+        units = self.units(cfg, corpus)
+        batches = padded_segment_batches(units, cfg.batch_size, order, corpus.vocab)
+        return [partial(batch_step, b) for b in batches]
+
+    def units(self, cfg: TrainConfig, corpus: Corpus) -> list[list[np.ndarray]]:
+        return segments(corpus.train_sentences, cfg.reset_prob, np.random.default_rng(cfg.seed))
+
+    def updates_per_epoch(self, cfg: TrainConfig, corpus: Corpus) -> int:
+        return math.ceil(len(self.units(cfg, corpus)) / cfg.batch_size)
+
+    def validate(self, state: RunState, corpus: Corpus) -> dict[str, float]:
+        figures = super().validate(state, corpus)
+        return {"isolated": figures["isolated"], "stream": figures["stream"]}
 
 
 class GapFilling(TrainingTask):
@@ -116,11 +173,14 @@ class GapFilling(TrainingTask):
             1 for _ in sentence_batches(corpus.train_sentences, cfg.batch_size, order, bos, eos)
         )
 
-    def validate(self, state: RunState, corpus: Corpus) -> float:
+    def validate(self, state: RunState, corpus: Corpus) -> dict[str, float]:
         assert isinstance(state.net, BiRNNLM)
-        return gap_cross_entropy(state.net, corpus.valid_sentences)[0]
+        return {"gap": gap_cross_entropy(state.net, corpus.valid_sentences)[0]}
 
 
 def task_for(cfg: TrainConfig) -> TrainingTask:
-    """The task ``cfg`` trains: gap filling with ``bidirectional``, else the next word."""
-    return GapFilling() if cfg.bidirectional else NextWord()
+    """The task ``cfg`` trains: gap filling with ``bidirectional``, else the next word, from
+    the running stream or from whole sentences (``context``)."""
+    if cfg.bidirectional:
+        return GapFilling()
+    return NextWordSentences() if cfg.context == "sentence" else NextWord()

@@ -213,8 +213,8 @@ def run_epoch(run: Run, stop: StopRequest) -> float:
     return tokens / max(time.perf_counter() - start, 1e-9)
 
 
-def validate(state: RunState, corpus: Corpus, task: TrainingTask) -> float:
-    """Validation cross-entropy, by the task's convention."""
+def validate(state: RunState, corpus: Corpus, task: TrainingTask) -> dict[str, float]:
+    """Validation cross-entropies by the task's conventions; the first one selects the model."""
     return task.validate(state, corpus)
 
 
@@ -229,7 +229,8 @@ def end_epoch(run: Run, speed: float) -> None:
     if state.cap is not None:
         state.cap.apply_exactly(state.net.params)  # the saved model meets the bound exactly
     task = task_for(cfg)
-    valid_ce = validate(state, corpus, task)
+    figures = validate(state, corpus, task)
+    valid_ce = next(iter(figures.values()))
     limit = diverged_cross_entropy(len(corpus.vocab))
     if not math.isfinite(valid_ce):
         raise NonFiniteError(f"validation cross-entropy is {valid_ce:.6g}")
@@ -246,6 +247,7 @@ def end_epoch(run: Run, speed: float) -> None:
         "train_ppl": json_perplexity(train_ce),
         "valid_loss": round(valid_ce, 5),
         "valid_ppl": json_perplexity(valid_ce),
+        **named_perplexities(figures, "valid_{}_ppl"),
         "lr": state.optimizer.lr,
         "tokens_per_s": round(speed),
         "elapsed_s": round(state.elapsed, 1),
@@ -261,6 +263,7 @@ def end_epoch(run: Run, speed: float) -> None:
             "train_perplexity": record["train_ppl"],
             "valid_perplexity": record["valid_ppl"],
             "valid_cross_entropy": valid_ce,
+            **named_perplexities(figures, "valid_{}_perplexity"),
             "task": task.name,
             "nextword_version": model.__version__,
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -286,7 +289,18 @@ def end_epoch(run: Run, speed: float) -> None:
     label = task.perplexity_label
     train_ppl, valid_ppl = (format_perplexity(record[k]) for k in ("train_ppl", "valid_ppl"))
     ppl = f"train {label} {train_ppl}, valid {label} {valid_ppl}"
+    if len(figures) > 1:  # "(stream 91.20, isolated 97.85)": the first one chose the model
+        named = (f"{name} {format_perplexity(perplexity(ce))}" for name, ce in figures.items())
+        ppl += f" ({', '.join(named)})"
     log(f"epoch {record['epoch']}: {ppl}, {speed:,.0f} tok/s{mark}")
+
+
+def named_perplexities(figures: dict[str, float], key: str) -> dict[str, float | None]:
+    """Each validation figure's perplexity under its own key, where a task has several (a
+    next-word model's "stream" and "isolated"); nothing for a task with one."""
+    if len(figures) < 2:
+        return {}
+    return {key.format(name): json_perplexity(ce) for name, ce in figures.items()}
 
 
 def json_perplexity(cross_entropy: float) -> float | None:
@@ -443,7 +457,9 @@ def finish(run: Run) -> None:
                     lm.metadata | {f"test_{k}": v for k, v in result.items()},
                 )
             tokens = f"{result['tokens']:,} tokens"
-            log(f"test: perplexity {result['perplexity']:.2f}, {tokens} ({cfg.test})")
+            isolated = result.get("isolated_perplexity")
+            also = "" if isolated is None else f" (each sentence alone: {isolated:.2f})"
+            log(f"test: perplexity {result['perplexity']:.2f}{also}, {tokens} ({cfg.test})")
     try:
         plotted = plot_history(run.state.history, out / PLOT_FILE)
     except OSError as e:

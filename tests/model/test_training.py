@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from model.inference.checkpoint import language_model
+from model.inference.checkpoint import language_model, load_checkpoint
 from model.inference.evaluation import perplexity
 from model.inference.evaluation import stream_cross_entropy as evaluate
 from model.network.layers import NonFiniteError
 from model.network.recurrent import RNNLM, ModelConfig
-from model.text.batches import batchify, sentence_stream, target_mask
+from model.text.batches import (
+    PaddedSentences,
+    batchify,
+    segments,
+    sentence_stream,
+    target_mask,
+)
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
 from model.training.config import TrainConfig
 from model.training.optim import SGD, Adam
 from model.training.steps import train_step, train_windows
 from model.training.tasks import task_for
+from model.training.trainer import train
 
 CORPUS = [
     s.split()
@@ -115,3 +124,62 @@ def test_each_training_task_builds_a_network_that_serves_as_its_task(
     lm = language_model(net, tiny_vocab, Tokenizer("whitespace"))
     assert lm.task == task.name == ("gap-filling" if bidirectional else "next-word")
     assert task.carries_state is not bidirectional  # only BPTT windows carry a state
+
+
+def test_a_sentence_batch_is_scored_as_the_service_scores_each_sentence_alone(
+    tiny_vocab: Vocabulary,
+) -> None:
+    """--context sentence trains on exactly what /v1/score computes: the loss of a padded batch,
+    before its update, is the mean of the sentences' own token log-probabilities."""
+    sentences = [s.split() for s in ["the cat sat", "a dog", "the cat sat on the mat", "dog"]]
+    net = RNNLM(ModelConfig(len(tiny_vocab), "lstm", num_layers=2, embed_size=6, hidden_size=5),
+                seed=2, dtype=np.float64)  # fmt: skip
+    lm = language_model(net, tiny_vocab, Tokenizer("whitespace"))
+    alone = [lp for s in lm.score_sentences(sentences) for lp in s.token_log_probs]
+    batch = PaddedSentences.from_sentences([tiny_vocab.encode(s) for s in sentences], tiny_vocab)
+    result, _ = train_step(net, SGD(lr=0.1), batch.inputs, batch.targets, batch.mask,
+                           net.init_state(4), clip=None, rng=None)  # fmt: skip
+    assert result.tokens == len(alone) == sum(len(s) + 1 for s in sentences)
+    assert result.loss == pytest.approx(-np.mean(alone), abs=1e-10)
+    assert lm.evaluate(sentences).isolated_cross_entropy != pytest.approx(
+        -np.mean(alone)
+    )  # trained
+
+
+def test_training_on_sentences_chooses_the_model_on_the_isolated_figure(tmp_path: Path) -> None:
+    text = tmp_path / "train.txt"
+    text.write_text("\n".join(" ".join(s) for s in CORPUS) + "\n")
+    out = tmp_path / "m"
+    cfg = TrainConfig(train=str(text), out=str(out), context="sentence", layers=1, emb=8,
+                      hidden=8, epochs=2, batch_size=4, valid_fraction=0.2)  # fmt: skip
+    train(cfg)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["valid_isolated_ppl"] == r["valid_ppl"] for r in records)
+    assert all(r["valid_stream_ppl"] != r["valid_ppl"] for r in records)
+    lm = load_checkpoint(out)
+    assert lm.metadata["training"]["context"] == "sentence"
+    assert lm.metadata["valid_isolated_perplexity"] == lm.metadata["valid_perplexity"]
+    with pytest.raises(ValueError, match="context must be one of"):
+        TrainConfig(context="paragraph")
+
+
+def test_a_segment_carries_the_state_from_one_sentence_into_the_next(
+    tiny_vocab: Vocabulary,
+) -> None:
+    """--reset-prob below 1: a segment is scored as the stream reads those sentences."""
+    sentences = [s.split() for s in ["the cat sat", "a dog", "the mat"]]
+    ids = [tiny_vocab.encode(s) for s in sentences]
+    net = RNNLM(ModelConfig(len(tiny_vocab), "gru", num_layers=1, embed_size=6, hidden_size=5),
+                seed=2, dtype=np.float64)  # fmt: skip
+    lm = language_model(net, tiny_vocab, Tokenizer("whitespace"))
+    stream = lm.text_log_probs(sentences, stream=True)
+    batch = PaddedSentences.from_segments([ids, ids[:1]], tiny_vocab)
+    result, _ = train_step(net, SGD(lr=1e-9), batch.inputs, batch.targets, batch.mask,
+                           net.init_state(2), clip=None, rng=None)  # fmt: skip
+    alone = lm.text_log_probs(sentences[:1])
+    assert result.tokens == len(stream) + len(alone)  # the given <s> are not predicted
+    assert result.loss == pytest.approx(-np.concatenate([stream, alone]).mean(), abs=1e-10)
+    rng = np.random.default_rng(0)
+    assert [len(g) for g in segments(ids, 1.0, rng)] == [1, 1, 1]
+    grouped = segments(ids * 100, 0.5, rng)
+    assert sum(len(g) for g in grouped) == 300 and 100 < len(grouped) < 200
