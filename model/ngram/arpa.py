@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.ngram.kneser_ney import Order, as_keys
+from model.ngram.kneser_ney import Order, as_keys, from_keys
 from model.text.vocab import SPECIALS, Vocabulary
 
+ARPA_BLOCK = 100_000  # n-grams formatted at a time
 _COUNT_RE = re.compile(r"ngram (\d+)=(\d+)$")
 _SECTION_RE = re.compile(r"\\(\d+)-grams:$")
 
@@ -30,19 +31,28 @@ class ArpaError(ValueError):
 
 
 def write_arpa(path: str | Path, tables: list[Order], vocab: Vocabulary) -> None:
-    """Write ``tables`` as an ARPA file (probabilities and backoffs to 7 significant digits)."""
+    """Write ``tables`` as an ARPA file (probabilities and backoffs to 7 significant digits),
+    streamed a block of n-grams at a time: the text of a large model is never all in memory."""
     tokens = np.array(vocab.tokens, dtype=object)
-    lines = ["\\data\\"] + [f"ngram {t.order}={len(t.keys)}" for t in tables] + [""]
-    for t in tables:
-        lines.append(f"\\{t.order}-grams:")
-        words = tokens[t.ids()]
-        grams = [" ".join(row) for row in words]
-        last = t.order == len(tables)
-        for gram, p, b in zip(grams, t.log10_prob.tolist(), t.log10_backoff.tolist(), strict=True):
-            lines.append(f"{p:.7g}\t{gram}" if last or b == 0 else f"{p:.7g}\t{gram}\t{b:.7g}")
-        lines.append("")
-    lines.append("\\end\\\n")
-    Path(path).write_text("\n".join(lines), encoding="utf-8")
+    with Path(path).open("w", encoding="utf-8") as f:
+        f.write("\n".join(["\\data\\"] + [f"ngram {t.order}={len(t.keys)}" for t in tables]))
+        f.write("\n\n")
+        for t in tables:
+            f.write(f"\\{t.order}-grams:\n")
+            last = t.order == len(tables)
+            for start in range(0, len(t.keys), ARPA_BLOCK):
+                block = slice(start, start + ARPA_BLOCK)
+                words = tokens[from_keys(t.keys[block], t.order)]
+                rows = zip(words, t.log10_prob[block].tolist(), t.log10_backoff[block].tolist(),
+                           strict=True)  # fmt: skip
+                f.writelines(
+                    f"{p:.7g}\t{' '.join(w)}\n"
+                    if last or b == 0
+                    else f"{p:.7g}\t{' '.join(w)}\t{b:.7g}\n"
+                    for w, p, b in rows
+                )
+            f.write("\n")
+        f.write("\\end\\\n")
 
 
 def read_arpa(path: str | Path) -> tuple[list[Order], Vocabulary]:

@@ -201,3 +201,28 @@ def log10_probs(tables: list[Order], contexts: np.ndarray, words: np.ndarray) ->
             use = ~done & valid & ctx_found
             backoff[use] += tables[k - 2].log10_backoff[ctx_at[use]]
     return result
+
+
+def log10_distribution(tables: list[Order], history: np.ndarray) -> np.ndarray:
+    """log10 p(w | history) for every word id at once, shape (V,): the same numbers as
+    ``log10_probs`` row by row, from the back-off structure instead of V lookups.
+
+    Start from the unigram row; for each longer suffix of the history that is a stored context,
+    add its backoff to every word and write its own n-grams over it (the n-grams extending one
+    context are a contiguous range of the sorted table, found with two binary searches).
+    ``history``: the predecessors, nearest last, −1 where there is none (before ``<s>``).
+    """
+    missing = np.flatnonzero(np.asarray(history) < 0)
+    suffix = np.asarray(history[missing[-1] + 1 if len(missing) else 0 :], dtype=np.int64)
+    result = tables[0].log10_prob.astype(np.float64)  # the unigrams are every id, in id order
+    for k in range(2, min(len(tables), len(suffix) + 1) + 1):
+        context = suffix[len(suffix) - (k - 1) :]
+        found, at = tables[k - 2].find(as_keys(context[None]))
+        if found[0]:  # a context never stored backs off for free (γ = 1)
+            result += tables[k - 2].log10_backoff[at[0]]
+        table = tables[k - 1]
+        lo = np.searchsorted(table.keys, as_keys(np.append(context, 0)[None]))[0]
+        hi = np.searchsorted(table.keys, as_keys(np.append(context, 0xFFFFFFFF)[None]))[0]
+        if hi > lo:
+            result[from_keys(table.keys[lo:hi], k)[:, -1]] = table.log10_prob[lo:hi]
+    return result

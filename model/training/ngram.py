@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import model
-from model.inference.checkpoint import CheckpointError, save_checkpoint
+from model.inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.inference.evaluation import evaluate_file
 from model.inference.ngram_lm import NgramLM
 from model.network.layers import NonFiniteError
@@ -50,6 +50,12 @@ def add_ngram_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--min-count", type=int, default=1, help="rarer words become <unk> (1)")
     parser.add_argument("--max-vocab", type=int, help="at most this many ids, specials included")
+    parser.add_argument(
+        "--vocab-from",
+        metavar="MODEL_DIR",
+        help="use this checkpoint's vocabulary and tokenizer exactly (for nextword combine); "
+        "replaces --tokenizer, --lowercase, --min-count and --max-vocab",
+    )
     parser.add_argument("--force", action="store_true", help="replace a model already in --out")
 
 
@@ -70,6 +76,9 @@ def build(args: argparse.Namespace) -> NgramLM:
     tokenizer = Tokenizer(args.tokenizer, args.lowercase)
     started = time.perf_counter()
     metadata: dict[str, Any]
+    if args.vocab_from and args.arpa:
+        raise ValueError("--vocab-from builds a model from --train; an imported ARPA file keeps "
+                         "its own vocabulary")  # fmt: skip
     if args.arpa:
         tables, vocab = read_arpa(args.arpa)
         metadata = {"imported": Path(args.arpa).name, "arpa_sha256": file_sha256(args.arpa)}
@@ -80,8 +89,16 @@ def build(args: argparse.Namespace) -> NgramLM:
             raise ValueError(f"--order must be 1 to {MAX_ORDER}, got {args.order}")
         if args.min_count < 1:
             raise ValueError(f"--min-count must be a positive integer, got {args.min_count}")
+        if args.vocab_from:
+            source = load_checkpoint(args.vocab_from)
+            vocab, tokenizer = source.vocab, source.tokenizer
+            log(f"vocabulary and tokenizer of {args.vocab_from}: {len(vocab):,} ids, "
+                f"{tokenizer.to_dict()}")  # fmt: skip
         sentences = load_sentences(args.train, tokenizer, args.split)
-        vocab = Vocabulary.from_corpus(sentences, min_count=args.min_count, max_size=args.max_vocab)
+        if not args.vocab_from:
+            vocab = Vocabulary.from_corpus(
+                sentences, min_count=args.min_count, max_size=args.max_vocab
+            )
         ids = [vocab.encode(s) for s in sentences]
         log(f"{len(sentences):,} sentences, vocabulary {len(vocab):,}; counting {args.order}-grams")
         tables = estimate(ids, len(vocab), args.order, vocab.bos_id, vocab.eos_id)
@@ -89,9 +106,9 @@ def build(args: argparse.Namespace) -> NgramLM:
             "corpus": {"train": args.train, "train_sha256": file_sha256(args.train),
                        "train_sentences": len(sentences)},
             "training": {"estimator": "interpolated modified Kneser-Ney", "order": args.order,
-                         "tokenizer": args.tokenizer, "lowercase": args.lowercase,
+                         "tokenizer": tokenizer.name, "lowercase": tokenizer.lowercase,
                          "split": args.split, "min_count": args.min_count,
-                         "max_vocab": args.max_vocab},
+                         "max_vocab": args.max_vocab, "vocab_from": args.vocab_from},
         }  # fmt: skip
         counts = ", ".join(f"{len(t.keys):,}" for t in tables)
         log(f"estimated in {time.perf_counter() - started:.1f} s: {counts} n-grams by order")
