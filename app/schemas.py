@@ -40,7 +40,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class OovOptions(Strict):
+WEIGHTS_DESCRIPTION = (
+    "an interpolated model's component weights for this request, one per component in the "
+    "order /v1/models lists them, each ≥ 0 (normalised to sum to 1); default: the fitted ones. "
+    "A 422 for a single model."
+)
+
+
+class Weighted(Strict):
+    weights: list[FiniteFloat] | None = Field(
+        None, min_length=1, max_length=16, description=WEIGHTS_DESCRIPTION
+    )
+
+
+class OovOptions(Weighted):
     model: str | None = Field(
         None, description="a loaded model's name; default: the server's default model"
     )
@@ -97,7 +110,7 @@ class CandidatesResponse(ScoreMeta):
 
 
 # ---------------------------------------------------------------- /v1/predict
-class PredictRequest(Strict):
+class PredictRequest(Weighted):
     model: str | None = None
     context: Text = ""
     k: int = Field(

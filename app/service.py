@@ -86,6 +86,12 @@ def model_errors(name: str, fields: dict[str, str] | None = None) -> Iterator[No
         raise RequestError(field if e.index is None else f"{field}[{e.index}]", e.problem) from None
 
 
+def weighted(lm: LanguageModel, request: schemas.Weighted) -> LanguageModel:
+    """The model with the request's interpolation weights, if it gives any (InputError naming
+    ``weights`` when they do not fit the model)."""
+    return lm if request.weights is None else lm.with_weights(request.weights)
+
+
 def apply_oov_policy(
     lm: LanguageModel, request: schemas.OovOptions, fields: Sequence[tuple[str, list[str]]]
 ) -> None:
@@ -121,9 +127,12 @@ def candidates(
     settings: Settings,
     score: Callable[[list[str], list[list[str]]], list[CandidateScore]] | None = None,
 ) -> schemas.CandidatesResponse:
-    """``score`` computes the candidates: the model by default; the app passes its batcher."""
+    """``score`` computes the candidates: the model by default; the app passes its batcher
+    (which batches with the model's own weights: a request giving others is scored alone)."""
     with model_errors(name):
         lm.require(Call.CANDIDATES)
+        if req.weights is not None:
+            lm, score = weighted(lm, req), None
         check_count("candidates", len(req.candidates), settings.max_candidates)
         context = tokens_of(lm, "context", req.context, settings.max_tokens)
         token_lists = lm.tokenize_all("candidates", req.candidates, settings.max_tokens)
@@ -150,6 +159,7 @@ def predict(
 ) -> schemas.PredictResponse:
     with model_errors(name):
         lm.require(Call.PREDICT)
+        lm = weighted(lm, req)
         if req.k > settings.max_k:
             raise RequestError("k", f"{req.k} is above the limit of {settings.max_k}")
         context = tokens_of(lm, "context", req.context, settings.max_tokens)
@@ -174,6 +184,7 @@ def score_texts(
     """Score sentences as one padded batch; the shared core of /v1/score and /v1/rerank."""
     with model_errors(name, {"sentences": field}):
         lm.require(Call.SCORE)
+        lm = weighted(lm, req)
         check_count(field, len(texts), settings.max_sentences)
         token_lists = [lm.tokenize(t) for t in texts]
         check_lengths(field, token_lists, settings.max_tokens)
@@ -242,6 +253,7 @@ def fill(
     """Candidates for a gap with words on both sides (``LanguageModel.fill`` has the methods)."""
     with model_errors(name):
         lm.require(Call.FILL)
+        lm = weighted(lm, req)
         check_count("candidates", len(req.candidates), settings.max_candidates)
         left = tokens_of(lm, "left", req.left, settings.max_tokens)
         right = tokens_of(lm, "right", req.right, settings.max_tokens)

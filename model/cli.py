@@ -2,6 +2,7 @@
 
 nextword train --train FILE --out DIR [options]     train a model (see nextword train --help)
 nextword ngram --train FILE --order N --out DIR     a Kneser-Ney n-gram model (or --import ARPA)
+nextword combine --model DIR --model DIR --out DIR  several models mixed per token (EM weights)
 nextword eval --model DIR --data FILE               perplexity of a model on a file, as JSON
 nextword info DIR                                   what a checkpoint holds, as JSON
 """
@@ -18,6 +19,7 @@ from model.inference.checkpoint import CheckpointError, load_checkpoint
 from model.inference.evaluation import evaluate_file
 from model.network.layers import NonFiniteError
 from model.text.corpus import SPLITS, CorpusError
+from model.training.combine import add_combine_arguments, run_combine
 from model.training.command import add_train_arguments, run_train
 from model.training.ngram import add_ngram_arguments, run_ngram
 
@@ -78,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_ngram_arguments(ngram_parser)
     ngram_parser.set_defaults(run=run_ngram)
+
+    combine_parser = commands.add_parser(
+        "combine", help="mix left-to-right models per token, weights fitted on held-out text"
+    )
+    add_combine_arguments(combine_parser)
+    combine_parser.set_defaults(run=run_combine)
 
     eval_parser = commands.add_parser("eval", help="perplexity of a model on a text file")
     eval_parser.add_argument("--model", required=True, help="checkpoint directory")

@@ -48,6 +48,7 @@ from model.inference.checkpoint_checks import (
     parse_json,
 )
 from model.inference.gap_filling_lm import GapFillingLM
+from model.inference.interpolated_lm import InterpolatedLM, normalised_weights
 from model.inference.network_lm import NetworkLM
 from model.inference.ngram_lm import NgramLM
 from model.inference.recurrent_lm import RecurrentLM
@@ -71,6 +72,8 @@ __all__ = [
 
 FILE_MODE = 0o644
 MAX_NGRAM_ORDER = 10
+MAX_COMPONENTS = 16
+COMPONENTS_DIR = "components"  # an interpolation's copies of its models: components/0, ...
 T = TypeVar("T")
 
 
@@ -116,7 +119,7 @@ def _data_file(directory: Path, stem: str, suffix: str, data: bytes) -> tuple[st
 
 def save_checkpoint(
     directory: str | Path,
-    lm: NetworkLM[Any] | NgramLM,
+    lm: NetworkLM[Any] | NgramLM | InterpolatedLM,
     metadata: Mapping[str, Any] | None = None,
     extra_tensors: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> Path:
@@ -125,13 +128,20 @@ def save_checkpoint(
     - metadata: JSON-serialisable training metadata and metrics, stored in config.json.
     - extra_tensors: more named tensor groups to keep with the model, e.g. optimiser state for
       resuming (``{"optimizer": {...}}``); read back with ``load_tensors``.
+
+    An interpolation's components are copied (verified) into ``components/0``, ``components/1``
+    … first, so the directory is whole by itself and can be moved; its config.json records the
+    sha256 of each component's config.json, which commits to the component's files in turn.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    architecture = lm.architecture()
+    if isinstance(lm, InterpolatedLM):
+        architecture = _save_components(directory, lm)
     files: dict[str, dict[str, Any]] = {}
     roles: dict[str, str] = {}
     vocab_bytes = json.dumps(lm.vocab.to_dict(), ensure_ascii=False).encode("utf-8")
-    weights = lm.tensors() if isinstance(lm, NgramLM) else lm.net.params
+    weights = lm.tensors() if isinstance(lm, NgramLM | InterpolatedLM) else lm.net.params
     groups = {"weights": weights, **(extra_tensors or {})}
     blobs = [("vocab", "json", vocab_bytes)] + [
         (
@@ -147,9 +157,9 @@ def save_checkpoint(
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": lm.architecture(),
+        "model": architecture,
         "tokenizer": lm.tokenizer.to_dict(),
-        "dtype": "float32" if isinstance(lm, NgramLM) else str(lm.net.dtype),
+        "dtype": str(lm.net.dtype) if isinstance(lm, NetworkLM) else "float32",
         "files": files,
         "roles": roles,
         "metadata": dict(metadata or {}),
@@ -160,6 +170,38 @@ def save_checkpoint(
         if DATA_FILE_RE.match(stale.name) and stale.name not in files:
             stale.unlink(missing_ok=True)
     return directory
+
+
+def _save_components(directory: Path, lm: InterpolatedLM) -> dict[str, Any]:
+    """Copy each component's checkpoint into ``components/<i>``; the model section naming them."""
+    if lm.sources is None:
+        raise ValueError("an interpolation is saved from the checkpoints of its components")
+    entries = []
+    for i, (name, source) in enumerate(zip(lm.names, lm.sources, strict=True)):
+        target = directory / COMPONENTS_DIR / str(i)
+        if source.resolve() != target.resolve():
+            copy_checkpoint(source, target)
+        digest = hashlib.sha256(_read_regular(target / CONFIG_FILE)).hexdigest()
+        entries.append({"name": name, "path": f"{COMPONENTS_DIR}/{i}", "config_sha256": digest})
+    return {"kind": "interpolation", "components": entries}
+
+
+def copy_checkpoint(source: Path, target: Path) -> None:
+    """Copy the checkpoint in ``source`` to ``target``, every file verified on the way, the
+    config.json last (the same commit point as a save); other files are not copied."""
+    with as_checkpoint_error(source):
+        config = read_config(source)
+        data = {
+            name: _read_verified(source, config, role) for role, name in config["roles"].items()
+        }
+        raw = _read_regular(source / CONFIG_FILE)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, blob in data.items():
+        write_atomic(target / name, blob)
+    write_atomic(target / CONFIG_FILE, raw)
+    for stale in target.iterdir():
+        if DATA_FILE_RE.match(stale.name) and stale.name not in config["files"]:
+            stale.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------ reading
@@ -267,7 +309,7 @@ def _parse_safetensors(path: Path, data: bytes) -> dict[str, np.ndarray]:
 
 def load_checkpoint(
     directory: str | Path, dtype: type | np.dtype[Any] = np.float32
-) -> RecurrentLM | GapFillingLM | NgramLM:
+) -> RecurrentLM | GapFillingLM | NgramLM | InterpolatedLM:
     """Rebuild the model saved in ``directory``; every file is verified before use.
 
     This is the one place that reads which kind of model a checkpoint holds: the rest of the
@@ -289,8 +331,10 @@ def load_checkpoint(
 def load_network_checkpoint(directory: str | Path) -> RecurrentLM | GapFillingLM:
     """``load_checkpoint`` for a caller that needs a network (training, resuming)."""
     lm = load_checkpoint(directory)
-    if isinstance(lm, NgramLM):
-        raise CheckpointError(f"{directory}: holds an n-gram model, not a network")
+    if isinstance(lm, NgramLM | InterpolatedLM):
+        raise CheckpointError(
+            f"{directory}: holds an {lm.architecture()['kind']} model, not a network"
+        )
     return lm
 
 
@@ -302,12 +346,16 @@ def _config_stamp(directory: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _load(directory: Path, dtype: type | np.dtype[Any]) -> RecurrentLM | GapFillingLM | NgramLM:
+def _load(
+    directory: Path, dtype: type | np.dtype[Any]
+) -> RecurrentLM | GapFillingLM | NgramLM | InterpolatedLM:
     with as_checkpoint_error(directory):
         config = read_config(directory)
         where = directory / CONFIG_FILE
         if config["model"].get("kind") == "ngram":
             return _load_ngram(directory, config)
+        if config["model"].get("kind") == "interpolation":
+            return _load_interpolation(directory, config, dtype)
         model_config = _section(where, "model", ModelConfig.from_dict, config)
         tokenizer = _section(where, "tokenizer", Tokenizer.from_dict, config)
         vocab = _load_vocab(directory, config, model_config.vocab_size)
@@ -373,6 +421,58 @@ def _load_ngram(directory: Path, config: dict[str, Any]) -> NgramLM:
         return NgramLM(tables, vocab, tokenizer, dict(config.get("metadata", {})), checksum)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
+
+
+def _load_interpolation(
+    directory: Path, config: dict[str, Any], dtype: type | np.dtype[Any]
+) -> InterpolatedLM:
+    """The components from ``components/<i>``, each matching the sha256 recorded for its
+    config.json, and the weights (a float64 vector summing to 1)."""
+    where = directory / CONFIG_FILE
+    section, entries = config["model"], config["model"].get("components")
+    if set(section) != {"kind", "components"} or not isinstance(entries, list):
+        raise CheckpointError(f"{where}: model: an interpolation section has kind and components")
+    if not 2 <= len(entries) <= MAX_COMPONENTS:
+        raise CheckpointError(
+            f"{where}: model.components: 2 to {MAX_COMPONENTS} models, got {len(entries)}"
+        )
+    components, names, sources = [], [], []
+    for i, entry in enumerate(entries):
+        field = f"{where}: model.components[{i}]"
+        expected_path = f"{COMPONENTS_DIR}/{i}"
+        if not isinstance(entry, dict) or set(entry) != {"name", "path", "config_sha256"}:
+            raise CheckpointError(f"{field}: must be an object of name, path and config_sha256")
+        if entry["path"] != expected_path or not isinstance(entry["name"], str):
+            raise CheckpointError(f"{field}: path must be {expected_path!r}, name a string")
+        source = directory / expected_path
+        try:
+            raw = _read_regular(source / CONFIG_FILE)
+        except OSError as e:
+            raise CheckpointError(
+                f"{source / CONFIG_FILE}: cannot be read ({e.strerror})"
+            ) from None
+        if hashlib.sha256(raw).hexdigest() != entry["config_sha256"]:
+            raise CheckpointError(
+                f"{source / CONFIG_FILE}: does not match the config_sha256 that {where} records "
+                "for it (the component was changed or replaced)"
+            )
+        components.append(_load(source, dtype))
+        names.append(entry["name"])
+        sources.append(source)
+    path = directory / config["roles"]["weights"]
+    tensors = load_tensors(directory, "weights", config)
+    if set(tensors) != {"weights"} or tensors["weights"].dtype != np.float64:
+        raise CheckpointError(f"{path}: expected one float64 tensor 'weights'")
+    vocab = _load_vocab(directory, config, len(components[0].vocab))
+    if vocab.tokens != components[0].vocab.tokens:
+        raise CheckpointError(f"{path}: the vocabulary is not the components' vocabulary")
+    try:
+        weights, _ = normalised_weights(tensors["weights"], len(components))
+        checksum = config["files"][config["roles"]["weights"]]["sha256"]
+        metadata = dict(config.get("metadata", {}))
+        return InterpolatedLM(components, weights, names, metadata, checksum, sources)
+    except ValueError as e:
+        raise CheckpointError(f"{where}: {e}") from None
 
 
 def _load_vocab(directory: Path, config: dict[str, Any], vocab_size: int) -> Vocabulary:

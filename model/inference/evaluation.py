@@ -18,7 +18,7 @@ from model.inference.language_model import LanguageModel
 from model.network.bidirectional import BiRNNLM, SentenceBatch
 from model.network.layers import NonFiniteError
 from model.network.recurrent import RNNLM
-from model.text.batches import bptt_windows, target_mask
+from model.text.batches import PaddedSentences, bptt_windows, target_mask
 from model.text.corpus import load_sentences
 from model.text.vocab import Vocabulary
 
@@ -26,7 +26,9 @@ from model.text.vocab import Vocabulary
 def evaluate_file(
     lm: LanguageModel, path: str | Path, split: str = "lines", batch_size: int = 1
 ) -> dict[str, Any]:
-    """{"tokens", "cross_entropy", "perplexity", "oov_rate", "task"} of ``lm`` on the file.
+    """{"tokens", "cross_entropy", "perplexity", "oov_rate", "task"} of ``lm`` on the file, and
+    for a next-word model "isolated_cross_entropy" and "isolated_perplexity": each sentence
+    read from a fresh state, as the service scores text.
 
     With ``batch_size`` 1 (the default) a left-to-right model reads the whole file as one
     sequence, exactly as published Penn Treebank figures are computed. Raises NonFiniteError
@@ -34,13 +36,17 @@ def evaluate_file(
     cross-entropy is so high (above ~709.78 nats) that its exponential overflows.
     """
     result = lm.evaluate(load_sentences(path, lm.tokenizer, split), batch_size)
-    return {
+    figures: dict[str, Any] = {
         "tokens": result.tokens,
         "cross_entropy": round(result.cross_entropy, 6),
         "perplexity": finite_perplexity(result.cross_entropy),
         "oov_rate": round(result.oov_rate, 6),
         "task": result.task,
     }
+    if result.isolated_cross_entropy is not None:
+        figures["isolated_cross_entropy"] = round(result.isolated_cross_entropy, 6)
+        figures["isolated_perplexity"] = finite_perplexity(result.isolated_cross_entropy)
+    return figures
 
 
 def stream_cross_entropy(
@@ -61,6 +67,41 @@ def stream_cross_entropy(
         total -= float(np.dot(picked.ravel().astype(np.float64), mask.ravel()))
         check_finite(total, count, int(mask.sum()))
         count += int(mask.sum())
+    return total / max(count, 1), count
+
+
+def stream_token_log_probs(
+    net: RNNLM, stream: np.ndarray, vocab: Vocabulary, bptt: int = 64
+) -> np.ndarray:
+    """log P of each counted target of one id stream (T_total,), read as one sequence with the
+    state running on (``<s>`` targets, given and not predicted, left out), float64."""
+    state, parts = net.init_state(1), []
+    for inputs, targets in bptt_windows(stream[:, None], bptt):
+        with np.errstate(over="ignore", invalid="ignore"):
+            log_probs, state = net.log_probs(inputs, state)  # (t, 1, V)
+        picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[:, 0, 0]
+        parts.append(picked[targets[:, 0] != vocab.bos_id].astype(np.float64))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def isolated_cross_entropy(
+    net: RNNLM, sentences: list[np.ndarray], vocab: Vocabulary, batch_size: int = 64
+) -> tuple[float, int]:
+    """Cross-entropy of each sentence read from a zero state, ``<s> w_1 … w_n </s>``: how
+    /v1/score and /v1/rerank see text (the stream figure carries the state across sentences)."""
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    total, count = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        batch = PaddedSentences.from_sentences(
+            [sentences[i] for i in order[start : start + batch_size]], vocab
+        )
+        with np.errstate(over="ignore", invalid="ignore"):  # check_finite reports it instead
+            log_probs, _ = net.log_probs(batch.inputs, net.init_state(batch.inputs.shape[1]))
+        picked = np.take_along_axis(log_probs, batch.targets[..., None], axis=-1)[..., 0]
+        total -= float(np.dot(picked.ravel().astype(np.float64), batch.mask.ravel()))
+        tokens = int(batch.mask.sum())
+        check_finite(total, count, tokens)
+        count += tokens
     return total / max(count, 1), count
 
 

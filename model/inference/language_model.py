@@ -86,6 +86,9 @@ class Evaluation:
     tokens: int  # scored tokens
     cross_entropy: float  # nats per scored token
     oov_rate: float  # share of scored tokens outside the vocabulary
+    # each sentence from a fresh state, as /v1/score and /v1/rerank read text: for a next-word
+    # model whose state runs on across sentences this is another figure; None for gap filling
+    isolated_cross_entropy: float | None = None
 
 
 class InputError(ValueError):
@@ -251,6 +254,22 @@ class LanguageModel(ABC):
     @abstractmethod
     def evaluate(self, sentences: list[list[str]], batch_size: int = 1) -> Evaluation:
         """Cross-entropy on tokenised sentences, by the convention of the model's task."""
+
+    def text_log_probs(self, sentences: list[list[str]], stream: bool = False) -> np.ndarray:
+        """log P of every target of each ``<s> sentence </s>`` (its words, then ``</s>``), all
+        sentences concatenated, float64: each sentence alone, as the service scores text, or with
+        ``stream`` as the kind's evaluation reads it (a recurrent state running on across
+        sentences; the same thing for a kind that keeps none). Interpolation weights are fitted
+        on these."""
+        scores = self.score_sentences(sentences) if sentences else []
+        return np.array([lp for s in scores for lp in s.token_log_probs], dtype=np.float64)
+
+    def with_weights(self, weights: Sequence[float] | np.ndarray) -> LanguageModel:
+        """This model with other interpolation weights, for one request; only an interpolated
+        model has any (InputError naming ``weights`` otherwise)."""
+        raise InputError(
+            "weights", None, "apply to an interpolated model only; this is a single model"
+        )
 
     # ------------------------------------------------------------ helpers for the kinds
     def sentence_score(

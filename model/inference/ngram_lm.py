@@ -22,7 +22,7 @@ from model.inference.language_model import (
     SentenceScore,
     Text,
 )
-from model.ngram.kneser_ney import Order, as_keys, log10_probs
+from model.ngram.kneser_ney import Order, as_keys, log10_distribution, log10_probs
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
 
@@ -147,14 +147,13 @@ class NgramLM(LanguageModel):
         return scores
 
     def next_log_probs(self, context: Text) -> np.ndarray:
-        """log P(w | <s> context) for every vocabulary id, shape (V,); <s> gets -inf."""
+        """log P(w | <s> context) for every vocabulary id, shape (V,); <s> gets -inf. From the
+        back-off structure (``log10_distribution``): the unigram row plus the few n-grams that
+        extend the history, not V lookups."""
         h = self.order - 1
-        history = np.full(h, -1, dtype=np.int64)
-        if h:
-            ctx = self._ids(self.tokenize(context))[-h:]
-            history[h - len(ctx) :] = ctx
-        V = len(self.vocab)
-        lp = log10_probs(self.tables, np.repeat(history[None], V, axis=0), np.arange(V)) * LN10
+        history = self._ids(self.tokenize(context))  # <s> context
+        lp = log10_distribution(self.tables, history[len(history) - h :] if h else history[:0])
+        lp *= LN10
         lp[self.vocab.bos_id] = -np.inf
         return lp
 
@@ -165,4 +164,5 @@ class NgramLM(LanguageModel):
         tokens = sum(len(s.targets) for s in scores)
         total = -math.fsum(s.log_prob for s in scores)
         oov = sum(token not in self.vocab for s in sentences for token in s)
-        return Evaluation(self.task, tokens, total / max(tokens, 1), oov / max(tokens, 1))
+        cross_entropy = total / max(tokens, 1)
+        return Evaluation(self.task, tokens, cross_entropy, oov / max(tokens, 1), cross_entropy)

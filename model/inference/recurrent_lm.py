@@ -15,7 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from model.inference.evaluation import stream_cross_entropy
+from model.inference.evaluation import (
+    isolated_cross_entropy,
+    stream_cross_entropy,
+    stream_token_log_probs,
+)
 from model.inference.language_model import (
     Call,
     CandidateScore,
@@ -227,9 +231,16 @@ class RecurrentLM(NetworkLM[RNNLM]):
                 results[i] = self.sentence_score(token_lists[i], lps.tolist(), bos, eos)
         return [r for r in results if r is not None]
 
+    def text_log_probs(self, sentences: list[list[str]], stream: bool = False) -> np.ndarray:
+        if not stream:
+            return super().text_log_probs(sentences)
+        ids = sentence_stream(sentences, self.vocab)
+        return stream_token_log_probs(self.net, ids, self.vocab) if len(ids) else np.zeros(0)
+
     def evaluate(self, sentences: list[list[str]], batch_size: int = 1) -> Evaluation:
         """The Penn Treebank convention: one stream ``<s> w_1 … w_n </s>`` per sentence with the
-        state running on across sentences; every word and each ``</s>`` is scored.
+        state running on across sentences; every word and each ``</s>`` is scored. Beside it, the
+        same tokens with each sentence read from a zero state (``isolated_cross_entropy``).
 
         With ``batch_size`` 1 the stream is one sequence, as published figures are computed;
         larger batches are faster and cut it into columns.
@@ -241,7 +252,9 @@ class RecurrentLM(NetworkLM[RNNLM]):
         cross_entropy, tokens = stream_cross_entropy(self.net, data, self.vocab)
         oov = sum(token not in self.vocab for s in sentences for token in s)  # </s> never is
         counted = int(target_mask(stream[1:], self.vocab).sum())
-        return Evaluation(self.task, tokens, cross_entropy, oov / max(counted, 1))
+        isolated, _ = isolated_cross_entropy(self.net, [self.vocab.encode(s) for s in sentences],
+                                             self.vocab)  # fmt: skip
+        return Evaluation(self.task, tokens, cross_entropy, oov / max(counted, 1), isolated)
 
 
 def concat_states(states: Sequence[NetworkState]) -> NetworkState:
