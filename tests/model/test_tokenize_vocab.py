@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from model.cli import main
+from model.inference.checkpoint import load_checkpoint
 from model.text.batches import batchify, bptt_windows, sentence_stream, target_mask
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
@@ -108,3 +113,40 @@ def test_batchify_and_windows_carry_contiguous_text_per_column() -> None:
         np.testing.assert_array_equal(y, x + 1)  # targets are the next token in each column
     with pytest.raises(ValueError, match="too small for batch size 20"):
         batchify(np.arange(30), batch_size=20)
+
+
+def test_the_jieba_tokenizer_cuts_chinese_into_words() -> None:
+    pytest.importorskip("jieba")
+    tokenizer = Tokenizer("jieba")
+    assert tokenizer("我昨天上学迟到了") == ["我", "昨天", "上学", "迟到", "了"]
+    assert tokenizer("我 昨天\u3000上学") == ["我", "昨天", "上学"]  # spaces are no words
+    assert tokenizer.detokenize(["我", "昨天"]) == "我昨天"
+    assert Tokenizer.from_dict(tokenizer.to_dict()) == tokenizer
+
+
+def test_the_jieba_tokenizer_without_jieba_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from model.text import tokenize
+
+    monkeypatch.setitem(sys.modules, "jieba", None)  # import jieba now fails
+    tokenize.jieba_segmenter.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"pip install 'nextword\[zh\]'"):
+            Tokenizer("jieba")("我")
+    finally:
+        tokenize.jieba_segmenter.cache_clear()
+
+
+def test_a_word_level_chinese_model_trains_and_scores_words(tmp_path: Path) -> None:
+    pytest.importorskip("jieba")
+    text = tmp_path / "zh.txt"
+    text.write_text("\n".join(["我昨天上学迟到了", "他昨天上班迟到了", "我今天上学没有迟到"] * 30))
+    out = tmp_path / "m"
+    options = ["--layers", "1", "--emb", "8", "--hidden", "8", "--epochs", "1", "--bptt", "5"]
+    assert main(["train", "--train", str(text), "--tokenizer", "jieba", *options,
+                 "--out", str(out)]) == 0  # fmt: skip
+    lm = load_checkpoint(out)
+    assert "昨天" in lm.vocab and "迟到" in lm.vocab
+    (score,) = lm.score_candidates("我昨天上学", ["迟到"])
+    assert score.tokens == ["迟到"] and not score.oov
