@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import stat
 import tempfile
 import time
@@ -73,7 +75,8 @@ __all__ = [
 FILE_MODE = 0o644
 MAX_NGRAM_ORDER = 10
 MAX_COMPONENTS = 16
-COMPONENTS_DIR = "components"  # an interpolation's copies of its models: components/0, ...
+COMPONENTS_DIR = "components"  # an interpolation's copies of its models: components/<sha12>
+COMPONENT_RE = re.compile(r"[0-9a-f]{12}")
 T = TypeVar("T")
 
 
@@ -129,9 +132,9 @@ def save_checkpoint(
     - extra_tensors: more named tensor groups to keep with the model, e.g. optimiser state for
       resuming (``{"optimizer": {...}}``); read back with ``load_tensors``.
 
-    An interpolation's components are copied (verified) into ``components/0``, ``components/1``
-    … first, so the directory is whole by itself and can be moved; its config.json records the
-    sha256 of each component's config.json, which commits to the component's files in turn.
+    An interpolation's components are copied (verified) into ``components/<sha12>`` first, so
+    the directory is whole by itself and can be moved; its config.json records the sha256 of
+    each component's config.json, which commits to the component's files in turn.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -169,39 +172,71 @@ def save_checkpoint(
     for stale in directory.iterdir():  # data files of the replaced checkpoint, or of a crashed save
         if DATA_FILE_RE.match(stale.name) and stale.name not in files:
             stale.unlink(missing_ok=True)
+    if isinstance(lm, InterpolatedLM):
+        _drop_stale_components(directory, architecture)
     return directory
 
 
 def _save_components(directory: Path, lm: InterpolatedLM) -> dict[str, Any]:
-    """Copy each component's checkpoint into ``components/<i>``; the model section naming them."""
+    """Copy each component's checkpoint into ``components/<sha12>`` (named by the sha256 of its
+    config.json); the model section naming them.
+
+    Every source is read and verified before anything is written (a source may even be a
+    component of the checkpoint being replaced), and each must still hold the weights the
+    component was loaded from (a training run saving a new best model meanwhile is refused).
+    The directories are new names, so until config.json is replaced the old checkpoint is whole;
+    the ones it no longer lists are removed after.
+    """
     if lm.sources is None:
         raise ValueError("an interpolation is saved from the checkpoints of its components")
+    copies = []
+    for name, source, component in zip(lm.names, lm.sources, lm.components, strict=True):
+        raw, config, data = read_checkpoint_files(source)
+        weights = config["files"][config["roles"]["weights"]]["sha256"]
+        if component.checksum is not None and weights != component.checksum:
+            raise CheckpointError(
+                f"{source}: its weights changed since the model was loaded (sha256 {weights[:12]} "
+                f"instead of {component.checksum[:12]}); combine again"
+            )
+        copies.append((name, hashlib.sha256(raw).hexdigest(), raw, data))
     entries = []
-    for i, (name, source) in enumerate(zip(lm.names, lm.sources, strict=True)):
-        target = directory / COMPONENTS_DIR / str(i)
-        if source.resolve() != target.resolve():
-            copy_checkpoint(source, target)
-        digest = hashlib.sha256(_read_regular(target / CONFIG_FILE)).hexdigest()
-        entries.append({"name": name, "path": f"{COMPONENTS_DIR}/{i}", "config_sha256": digest})
+    for name, digest, raw, data in copies:
+        target = directory / COMPONENTS_DIR / digest[:12]
+        if not (target / CONFIG_FILE).is_file() or _read_regular(target / CONFIG_FILE) != raw:
+            target.mkdir(parents=True, exist_ok=True)
+            for file_name, blob in data.items():
+                write_atomic(target / file_name, blob)
+            write_atomic(target / CONFIG_FILE, raw)
+        entries.append({"name": name, "path": f"{COMPONENTS_DIR}/{digest[:12]}",
+                        "config_sha256": digest})  # fmt: skip
     return {"kind": "interpolation", "components": entries}
 
 
-def copy_checkpoint(source: Path, target: Path) -> None:
-    """Copy the checkpoint in ``source`` to ``target``, every file verified on the way, the
-    config.json last (the same commit point as a save); other files are not copied."""
+def _drop_stale_components(directory: Path, architecture: dict[str, Any]) -> None:
+    """After the commit: remove component copies the new config.json does not list."""
+    listed = {entry["path"] for entry in architecture.get("components", [])}
+    parent = directory / COMPONENTS_DIR
+    for child in parent.iterdir() if parent.is_dir() else []:
+        if f"{COMPONENTS_DIR}/{child.name}" not in listed and COMPONENT_RE.fullmatch(child.name):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def read_checkpoint_files(source: Path) -> tuple[bytes, dict[str, Any], dict[str, bytes]]:
+    """A checkpoint's config.json bytes, parsed config and verified data files, read once."""
     with as_checkpoint_error(source):
-        config = read_config(source)
+        if not source.is_dir():
+            raise CheckpointError(f"{source}: not a directory")
+        path = source / CONFIG_FILE
+        try:
+            raw = _read_regular(path)
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
+        config = parse_json(path, raw)
+        check_config(path, config)
         data = {
             name: _read_verified(source, config, role) for role, name in config["roles"].items()
         }
-        raw = _read_regular(source / CONFIG_FILE)
-    target.mkdir(parents=True, exist_ok=True)
-    for name, blob in data.items():
-        write_atomic(target / name, blob)
-    write_atomic(target / CONFIG_FILE, raw)
-    for stale in target.iterdir():
-        if DATA_FILE_RE.match(stale.name) and stale.name not in config["files"]:
-            stale.unlink(missing_ok=True)
+        return raw, config, data
 
 
 # ------------------------------------------------------------------ reading
@@ -426,7 +461,7 @@ def _load_ngram(directory: Path, config: dict[str, Any]) -> NgramLM:
 def _load_interpolation(
     directory: Path, config: dict[str, Any], dtype: type | np.dtype[Any]
 ) -> InterpolatedLM:
-    """The components from ``components/<i>``, each matching the sha256 recorded for its
+    """The components from ``components/<sha12>``, each matching the sha256 recorded for its
     config.json, and the weights (a float64 vector summing to 1)."""
     where = directory / CONFIG_FILE
     section, entries = config["model"], config["model"].get("components")
@@ -439,9 +474,12 @@ def _load_interpolation(
     components, names, sources = [], [], []
     for i, entry in enumerate(entries):
         field = f"{where}: model.components[{i}]"
-        expected_path = f"{COMPONENTS_DIR}/{i}"
         if not isinstance(entry, dict) or set(entry) != {"name", "path", "config_sha256"}:
             raise CheckpointError(f"{field}: must be an object of name, path and config_sha256")
+        digest = entry["config_sha256"]
+        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise CheckpointError(f"{field}: config_sha256 must be 64 lowercase hex digits")
+        expected_path = f"{COMPONENTS_DIR}/{digest[:12]}"
         if entry["path"] != expected_path or not isinstance(entry["name"], str):
             raise CheckpointError(f"{field}: path must be {expected_path!r}, name a string")
         source = directory / expected_path

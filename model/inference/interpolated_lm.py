@@ -119,6 +119,9 @@ class InterpolatedLM(LanguageModel):
     # ------------------------------------------------------------ mixing
     def mix(self, per_component: Sequence[Sequence[float] | np.ndarray]) -> np.ndarray:
         """log Σ_i λ_i P_i for aligned log-probabilities (one sequence per component)."""
+        lengths = {len(p) for p in per_component}
+        if len(lengths) > 1:
+            raise ValueError(f"the components scored different numbers of tokens: {lengths}")
         stacked = np.asarray(per_component, dtype=np.float64) + self.log_weights[:, None]
         top = stacked.max(axis=0)
         safe = np.where(np.isfinite(top), top, 0.0)
@@ -213,8 +216,9 @@ def normalised_weights(
     values = np.asarray(list(weights), dtype=np.float64)
     if values.shape != (count,):
         raise ValueError(f"need {count} weights, one per model, got {len(values)}")
-    if not (np.isfinite(values).all() and (values >= 0).all() and values.sum() > 0):
+    if not (np.isfinite(values).all() and (values >= 0).all() and values.max() > 0):
         raise ValueError(f"must be finite numbers ≥ 0, not all 0; got {values.tolist()}")
+    values = values / values.max()  # first: a sum of huge weights would overflow
     values = values / values.sum()
     with np.errstate(divide="ignore"):
         return values, np.log(values)

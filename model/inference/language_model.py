@@ -262,7 +262,11 @@ class LanguageModel(ABC):
         sentences; the same thing for a kind that keeps none). Interpolation weights are fitted
         on these."""
         scores = self.score_sentences(sentences) if sentences else []
-        return np.array([lp for s in scores for lp in s.token_log_probs], dtype=np.float64)
+        return np.array(  # a literal <s> in the text is a given start, as the stream reads it
+            [lp for s in scores for t, lp in zip(s.targets, s.token_log_probs, strict=True)
+             if t != "<s>"],
+            dtype=np.float64,
+        )  # fmt: skip
 
     def with_weights(self, weights: Sequence[float] | np.ndarray) -> LanguageModel:
         """This model with other interpolation weights, for one request; only an interpolated

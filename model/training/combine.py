@@ -83,8 +83,8 @@ def build(args: argparse.Namespace) -> InterpolatedLM:
     dirs = [Path(d) for d in args.models]
     if len(dirs) < 2:
         raise ValueError("give two models or more (--model DIR --model DIR)")
-    if any(d.resolve() == out.resolve() for d in dirs):
-        raise ValueError(f"--out {out} is one of the --model directories")
+    if any(d.resolve() == out.resolve() or out.resolve() in d.resolve().parents for d in dirs):
+        raise ValueError(f"--out {out} is, or holds, one of the --model directories")
     check_output_dir(out, resume=False, force=args.force)
     components = [load_checkpoint(d) for d in dirs]
     names = unique_names(dirs)

@@ -173,6 +173,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)!r}")
         if not 0 < self.reset_prob <= 1:
             raise ValueError(f"reset_prob must be in (0, 1], got {self.reset_prob}")
+        if self.reset_prob != 1 and (self.context != "sentence" or self.bidirectional):
+            raise ValueError("reset_prob applies to --context sentence (left to right) only")
         if not 0 < self.valid_fraction < 1:
             raise ValueError(f"valid_fraction must be between 0 and 1, got {self.valid_fraction}")
         if self.lr is not None and self.lr <= 0:

@@ -188,7 +188,13 @@ def test_a_combined_checkpoint_holds_its_components_and_checks_them(
     assert loaded.score_sentences(["a dog saw the river"])[0].log_prob == pytest.approx(expected)
     save_checkpoint(out, loaded, {"note": 2})  # saving in place keeps its components
     assert load_checkpoint(out).metadata == {"note": 2}
-    component = out / "components" / "1" / "config.json"
+    paths = [
+        c["path"] for c in json.loads((out / "config.json").read_text())["model"]["components"]
+    ]
+    assert sorted(p.name for p in (out / "components").iterdir()) == sorted(
+        Path(x).name for x in paths
+    )
+    component = out / paths[1] / "config.json"
     component.write_text(component.read_text().replace('"note"', '"edited"') + " ")
     with pytest.raises(CheckpointError, match="config_sha256"):
         load_checkpoint(out)
@@ -202,8 +208,46 @@ def test_a_combined_config_pointing_outside_its_directory_is_refused(
     config = json.loads((out / "config.json").read_text())
     config["model"]["components"][0]["path"] = "../rnn"
     (out / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"components\[0\]: path must be 'components/0'"):
+    with pytest.raises(
+        CheckpointError, match=r"components\[0\]: path must be 'components/[0-9a-f]{12}'"
+    ):
         load_checkpoint(out)
+
+
+def test_a_combined_model_is_rebuilt_from_its_own_components_and_refuses_changed_sources(
+    tmp_path: Path, saved: tuple[Path, Path], rnn: RecurrentLM
+) -> None:
+    lm = InterpolatedLM([load_checkpoint(d) for d in saved], WEIGHTS, sources=list(saved))
+    out = save_checkpoint(tmp_path / "mix", lm)
+    loaded = load_checkpoint(out)
+    assert isinstance(loaded, InterpolatedLM) and loaded.sources is not None
+    swapped = InterpolatedLM(loaded.components[::-1], WEIGHTS, sources=loaded.sources[::-1])
+    save_checkpoint(out, swapped)  # every source is read before any copy is written
+    again = load_checkpoint(out)
+    assert isinstance(again, InterpolatedLM)
+    assert [type(c).__name__ for c in again.components] == ["NgramLM", "RecurrentLM"]
+    assert len(list((out / "components").iterdir())) == 2
+    stale = InterpolatedLM([load_checkpoint(d) for d in saved], WEIGHTS, sources=list(saved))
+    original = rnn.net.params["output.b"].copy()
+    rnn.net.params["output.b"] += 0.5  # a training run saves a new best model meanwhile
+    try:
+        save_checkpoint(saved[0], rnn)
+    finally:
+        rnn.net.params["output.b"][:] = original
+    with pytest.raises(CheckpointError, match="weights changed since the model was loaded"):
+        save_checkpoint(tmp_path / "other", stale)
+
+
+def test_huge_weights_are_normalised_not_overflowed(mix: InterpolatedLM) -> None:
+    assert mix.with_weights([1e308, 1e308]).weights.tolist() == [0.5, 0.5]
+
+
+def test_a_literal_sentence_start_in_the_text_is_read_alike_by_every_component(
+    mix: InterpolatedLM,
+) -> None:
+    sentences = [["the", "<s>", "cat", "sat"], ["a", "dog"]]
+    result = mix.evaluate(sentences)  # the stream and the sentences count the same targets
+    assert result.tokens == 4 + 3 and math.isfinite(result.isolated_cross_entropy or math.inf)
 
 
 def test_the_commands_build_a_shared_vocabulary_ngram_and_fit_the_weights(
@@ -254,6 +298,6 @@ def test_the_combine_command_refuses_what_it_cannot_mix(
     assert (
         main(["combine", "--model", str(rnn_dir), "--model", str(own), "--out", str(rnn_dir)]) == 2
     )
-    assert "is one of the --model directories" in capsys.readouterr().err
+    assert "is, or holds, one of the --model directories" in capsys.readouterr().err
     assert main([*args[:3], "--model", str(saved[1]), "--out", str(tmp_path / "y")]) == 2
     assert "no held-out text" in capsys.readouterr().err

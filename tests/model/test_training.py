@@ -161,6 +161,8 @@ def test_training_on_sentences_chooses_the_model_on_the_isolated_figure(tmp_path
     assert lm.metadata["valid_isolated_perplexity"] == lm.metadata["valid_perplexity"]
     with pytest.raises(ValueError, match="context must be one of"):
         TrainConfig(context="paragraph")
+    with pytest.raises(ValueError, match="reset_prob applies to --context sentence"):
+        TrainConfig(reset_prob=0.5)
 
 
 def test_a_segment_carries_the_state_from_one_sentence_into_the_next(
