@@ -102,19 +102,15 @@ class InterpolatedLM(LanguageModel):
         return {"weights": self.weights.astype(np.float64)}
 
     def with_weights(self, weights: Sequence[float] | np.ndarray) -> InterpolatedLM:
-        """The same components with other weights (normalised to sum to 1), for one request."""
-        self.check_weights(weights)
+        """The same components with other weights (normalised to sum to 1), for one request;
+        InputError naming ``weights`` unless there is one finite weight ≥ 0 per component, not
+        all 0."""
         other = copy.copy(self)
-        other.weights, other.log_weights = normalised_weights(weights, len(self.components))
-        return other
-
-    def check_weights(self, weights: Sequence[float] | np.ndarray) -> None:
-        """InputError naming ``weights`` unless there is one finite weight ≥ 0 per component,
-        not all 0."""
         try:
-            normalised_weights(weights, len(self.components))
+            other.weights, other.log_weights = normalised_weights(weights, len(self.components))
         except ValueError as e:
             raise InputError("weights", None, str(e)) from None
+        return other
 
     # ------------------------------------------------------------ mixing
     def mix(self, per_component: Sequence[Sequence[float] | np.ndarray]) -> np.ndarray:

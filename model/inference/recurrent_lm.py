@@ -31,7 +31,7 @@ from model.inference.network_lm import NetworkLM
 from model.inference.prefix_cache import CachedPrefix, CacheObserver, PrefixCache
 from model.network.layers import log_softmax
 from model.network.recurrent import RNNLM, NetworkState
-from model.text.batches import sentence_stream, target_mask
+from model.text.batches import pad_ids, sentence_stream, target_mask
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
 
@@ -263,28 +263,3 @@ def concat_states(states: Sequence[NetworkState]) -> NetworkState:
         tuple(np.concatenate(ts, axis=0) for ts in zip(*layers, strict=True))
         for layers in zip(*states, strict=True)
     ]
-
-
-def pad_ids(
-    seqs: Sequence[np.ndarray], bos: bool, eos_id: int | None, bos_id: int = 1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Time-major (inputs, targets, mask), each (T, N), from id sequences of different lengths.
-
-    Each sequence is framed as ``[<s>] ids [</s>]``; inputs are all but its last id, targets all
-    but its first. Padding sits after the end of each sequence, so it never influences the
-    positions before it (the network is causal), and the mask excludes it.
-    """
-    framed = [
-        np.concatenate([[bos_id] if bos else [], s, [eos_id] if eos_id is not None else []]).astype(
-            np.int64
-        )
-        for s in seqs
-    ]
-    T = max(len(f) for f in framed) - 1
-    inputs = np.zeros((T, len(framed)), dtype=np.int64)
-    targets = np.zeros((T, len(framed)), dtype=np.int64)
-    mask = np.zeros((T, len(framed)), dtype=bool)
-    for j, f in enumerate(framed):
-        n = len(f) - 1
-        inputs[:n, j], targets[:n, j], mask[:n, j] = f[:-1], f[1:], True
-    return inputs, targets, mask

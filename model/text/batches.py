@@ -58,6 +58,31 @@ def bptt_windows(data: np.ndarray, bptt: int) -> Iterator[tuple[np.ndarray, np.n
         yield data[start : start + t], data[start + 1 : start + 1 + t]
 
 
+def pad_ids(
+    seqs: Sequence[np.ndarray], bos: bool, eos_id: int | None, bos_id: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Time-major (inputs, targets, mask), each (T, N), from id sequences of different lengths.
+
+    Each sequence is framed as ``[<s>] ids [</s>]``; inputs are all but its last id, targets all
+    but its first. Padding sits after the end of each sequence, so it never influences the
+    positions before it (the network is causal), and the mask excludes it.
+    """
+    framed = [
+        np.concatenate([[bos_id] if bos else [], s, [eos_id] if eos_id is not None else []]).astype(
+            np.int64
+        )
+        for s in seqs
+    ]
+    T = max(len(f) for f in framed) - 1
+    inputs = np.zeros((T, len(framed)), dtype=np.int64)
+    targets = np.zeros((T, len(framed)), dtype=np.int64)
+    mask = np.zeros((T, len(framed)), dtype=bool)
+    for j, f in enumerate(framed):
+        n = len(f) - 1
+        inputs[:n, j], targets[:n, j], mask[:n, j] = f[:-1], f[1:], True
+    return inputs, targets, mask
+
+
 def length_grouped(
     lengths: Sequence[int], batch_size: int, rng: np.random.Generator
 ) -> list[list[int]]:
@@ -96,14 +121,8 @@ class PaddedSentences:
         bos, eos = [vocab.bos_id], [vocab.eos_id]
         streams = [np.concatenate([x for s in segment for x in (bos, s, eos)]).astype(np.int64)
                    for segment in segments]  # fmt: skip
-        N, T = len(streams), max(len(s) for s in streams) - 1
-        inputs, targets = np.zeros((T, N), dtype=np.int64), np.zeros((T, N), dtype=np.int64)
-        mask = np.zeros((T, N), dtype=np.float32)
-        for j, ids in enumerate(streams):
-            n = len(ids) - 1
-            inputs[:n, j], targets[:n, j] = ids[:-1], ids[1:]
-            mask[:n, j] = target_mask(ids[1:], vocab)
-        return cls(inputs, targets, mask)
+        inputs, targets, real = pad_ids(streams, bos=False, eos_id=None)
+        return cls(inputs, targets, real * target_mask(targets, vocab))
 
 
 def segments(
