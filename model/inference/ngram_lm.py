@@ -130,19 +130,31 @@ class NgramLM(LanguageModel):
     def score_candidates_batch(
         self, requests: Sequence[tuple[Text, Sequence[Text]]]
     ) -> list[list[CandidateScore]]:
-        seqs, first, owners = [], [], []
+        """Every candidate token of every request is one row of a single ``log10_probs`` call;
+        the rows are built in Python (a query holds a handful, where NumPy's per-call cost
+        would dominate)."""
+        h, encode = self.order - 1, self.vocab.encode
+        contexts: list[list[int]] = []
+        words: list[int] = []
+        owners: list[tuple[int, list[str], int]] = []  # request, tokens, number of rows
         for r, (context, texts) in enumerate(requests):
-            ctx = self._ids(self.tokenize(context))
+            history = ([-1] * h + self._ids(self.tokenize(context)).tolist())[-h:] if h else []
             for tokens in self.tokenize_all("candidates", texts):
-                seqs.append(np.concatenate([ctx, self.vocab.encode(tokens)]).astype(np.int64))
-                first.append(len(ctx))
-                owners.append((r, tokens))
+                ids = encode(tokens).tolist()
+                window = history + ids
+                contexts.extend(window[j : j + h] for j in range(len(ids)))
+                words.extend(ids)
+                owners.append((r, tokens, len(ids)))
         scores: list[list[CandidateScore]] = [[] for _ in requests]
-        if not seqs:
+        if not owners:
             return scores
-        for (r, tokens), lps in zip(owners, self._log_probs(seqs, first), strict=True):
+        rows = np.array(contexts, dtype=np.int64).reshape(len(words), h)
+        flat = (log10_probs(self.tables, rows, np.array(words, dtype=np.int64)) * LN10).tolist()
+        at = 0
+        for r, tokens, n in owners:
+            values = flat[at : at + n]
+            at += n
             oov = self.oov_indices(tokens)
-            values = lps.tolist()
             scores[r].append(CandidateScore(tokens, math.fsum(values), values, bool(oov), oov))
         return scores
 

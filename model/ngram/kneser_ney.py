@@ -183,23 +183,32 @@ def _lookup(table: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def log10_probs(tables: list[Order], contexts: np.ndarray, words: np.ndarray) -> np.ndarray:
     """log10 p(word | context) for each row, by backing off: contexts (M, N−1) ids, right-
     aligned (the word's predecessors, the nearest last), padded on the left with −1 where the
-    history is shorter (at a sentence start, after <s>)."""
+    history is shorter (at a sentence start, after <s>).
+
+    A word found first at order k scores its k-gram's probability plus the backoffs of the
+    longer contexts it passed (those that are stored; an unstored one costs nothing). Each
+    table is searched once, for its n-grams and contexts together: a query costs N binary
+    searches however many rows it has, which keeps a small one (a candidates call) cheap.
+    """
     M, N = len(words), len(tables)
-    result = np.full(M, np.nan)
-    backoff = np.zeros(M)
+    rows = np.concatenate([contexts[:, contexts.shape[1] - (N - 1) :], words[:, None]], axis=1)
+    depth = 1 + (rows[:, :-1] >= 0).sum(axis=1)  # the highest order each row can use
+    ids = np.where(rows < 0, 0, rows)
+    result = np.zeros(M)  # log10 p where found, and the backoffs passed before that
     done = np.zeros(M, dtype=bool)
     for k in range(N, 0, -1):  # longest match first
-        history = contexts[:, contexts.shape[1] - (k - 1) :] if k > 1 else contexts[:, :0]
-        valid = (history >= 0).all(axis=1)
-        rows = np.concatenate([history, words[:, None]], axis=1)
-        found, at = tables[k - 1].find(as_keys(np.where(rows < 0, 0, rows)))
-        hit = found & valid & ~done
-        result[hit] = tables[k - 1].log10_prob[at[hit]] + backoff[hit]
+        table = tables[k - 1]
+        # this order's n-grams, then (for the order above) the k words before each word
+        both = ids[:, N - k :]
+        if k < N:
+            both = np.concatenate([both, ids[:, N - 1 - k : -1]])
+        found, at = table.find(as_keys(both))
+        if k < N:  # the order above missed: add the backoff of its context, where stored
+            use = found[M:] & ~done & (depth > k)
+            result += np.where(use, table.log10_backoff[at[M:]], 0.0)
+        hit = found[:M] & ~done & (depth >= k)
+        result += np.where(hit, table.log10_prob[at[:M]], 0.0)
         done |= hit
-        if k > 1:  # not found at k: add the backoff of the (k−1)-word context, where it exists
-            ctx_found, ctx_at = tables[k - 2].find(as_keys(np.where(history < 0, 0, history)))
-            use = ~done & valid & ctx_found
-            backoff[use] += tables[k - 2].log10_backoff[ctx_at[use]]
     return result
 
 

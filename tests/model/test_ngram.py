@@ -14,7 +14,7 @@ from model.cli import main
 from model.inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.inference.ngram_lm import NgramLM
 from model.ngram.arpa import ArpaError, read_arpa, write_arpa
-from model.ngram.kneser_ney import estimate
+from model.ngram.kneser_ney import estimate, log10_distribution
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
 
@@ -100,6 +100,37 @@ def test_sentence_candidate_and_next_word_scores_agree(kn3: NgramLM) -> None:
     assert candidate.token_log_probs == pytest.approx(steps[2:4], abs=1e-12)
     (no_bos,) = kn3.score_sentences(["the cat sat"], bos=False, eos=False)
     assert len(no_bos.token_log_probs) == 2  # "the" is given
+
+
+def test_candidates_of_several_requests_in_one_batch_are_each_scored_alone(kn3: NgramLM) -> None:
+    """One lookup for every token of every request: each candidate still gets the scores of
+    its own context (an empty one, one shorter than the order, one with an unknown word)."""
+    requests = [
+        ("", ["the cat", "zebra"]),
+        ("the", ["cat sat on", "old"]),
+        ("my sister walked past the", ["mat", "zebra river"]),
+    ]
+    batch = kn3.score_candidates_batch(requests)
+    for (context, candidates), scores in zip(requests, batch, strict=True):
+        n = len(context.split())
+        for text, score in zip(candidates, scores, strict=True):
+            (whole,) = kn3.score_sentences([f"{context} {text}"], eos=False)
+            assert score.token_log_probs == pytest.approx(whole.token_log_probs[n:], abs=1e-12)
+            assert score.oov == ("zebra" in text)
+
+
+def test_a_short_history_is_not_read_as_unknown_words() -> None:
+    """Without <s> the history before the first token is empty, not <unk> (id 0, which pads
+    the lookup rows): on a corpus with literal <unk>s, as PTB has, the two must differ."""
+    text = [s.split() for s in ["<unk> <unk> cat sat", "<unk> cat ran", "a cat sat", "a dog ran"]]
+    vocab = Vocabulary.from_corpus(text * 5)
+    kn = NgramLM(estimate([vocab.encode(s) for s in text * 5], len(vocab), 3), vocab,
+                 Tokenizer("whitespace"))  # fmt: skip
+    (score,) = kn.score_sentences(["cat ran"], bos=False, eos=False)
+    alone = log10_distribution(kn.tables, np.array([-1, vocab.id("cat")]))[vocab.id("ran")]
+    after_unk = log10_distribution(kn.tables, vocab.encode(["<unk>", "cat"]))[vocab.id("ran")]
+    assert alone != pytest.approx(after_unk)
+    assert score.token_log_probs == pytest.approx([alone * math.log(10)], abs=1e-12)
 
 
 def test_arpa_round_trip_and_kenlm_reads_the_same_model(tmp_path: Path, kn3: NgramLM) -> None:
