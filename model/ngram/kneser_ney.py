@@ -22,7 +22,8 @@ with an extension. That is the ARPA convention, so the tables are the ARPA file'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,14 +102,27 @@ def discounts(adjusted: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def estimate(
-    sentences: Sequence[np.ndarray], vocab_size: int, order: int, bos: int = 1, eos: int = 2
+    sentences: Sequence[np.ndarray],
+    vocab_size: int,
+    order: int,
+    bos: int = 1,
+    eos: int = 2,
+    prune: Sequence[int] = (),
+    progress: Callable[[str], None] | None = None,
 ) -> list[Order]:
-    """The interpolated modified Kneser-Ney model of ``sentences`` (ids), orders 1..``order``."""
+    """The interpolated modified Kneser-Ney model of ``sentences`` (ids), orders 1..``order``;
+    with ``prune``, the n-grams seen rarely dropped afterwards (see ``prune_tables``).
+    ``progress`` hears a line after each stage (a big corpus takes a while)."""
+    report = progress or (lambda message: None)
     if order < 1:
         raise ValueError(f"order must be at least 1, got {order}")
+    thresholds = prune_thresholds(prune, order)
     if not any(len(s) for s in sentences):
         raise ValueError("no words to count: the corpus is empty")
-    raw = [count_unique(ngram_windows(sentences, k, bos, eos)) for k in range(1, order + 1)]
+    raw = []
+    for k in range(1, order + 1):
+        raw.append(count_unique(ngram_windows(sentences, k, bos, eos)))
+        report(f"counted {k}-grams: {len(raw[-1][0]):,} distinct ({k}/{order})")
     if len(raw[-1][0]) == 0:
         longest = max(len(s) for s in sentences) + 2
         raise ValueError(
@@ -171,7 +185,67 @@ def estimate(
             assert found.all()
             tables[-2].log10_backoff[at] = np.log10(gamma)
         lower_prob = np.where(keep, prob, 0.0)
+        report(f"estimated the {k}-gram probabilities ({k}/{order})")
+    if any(thresholds):
+        tables = prune_tables(tables, [counts for _, counts in raw], thresholds)
+        kept = ", ".join(f"{len(t.keys):,}" for t in tables)
+        report(f"pruned with thresholds {thresholds}: {kept} n-grams kept by order")
     return tables
+
+
+def prune_thresholds(prune: Sequence[int], order: int) -> list[int]:
+    """One count threshold per order from ``prune`` as lmplz takes it (``0 0 1``: drop the
+    trigrams and longer seen once; the last value holds for the orders after it); ValueError
+    unless they are integers ≥ 0, non-decreasing, the unigrams' 0."""
+    values = [int(t) for t in prune]
+    if not values:
+        return [0] * order
+    if any(t < 0 for t in values) or values[0] != 0:
+        raise ValueError(f"prune thresholds must be ≥ 0 and 0 for the unigrams, got {values}")
+    if any(b < a for a, b in itertools.pairwise(values)):
+        raise ValueError(f"prune thresholds must not decrease from order to order, got {values}")
+    if len(values) > order:
+        raise ValueError(f"{len(values)} prune thresholds for an order-{order} model")
+    return values + [values[-1]] * (order - len(values))
+
+
+def prune_tables(
+    tables: list[Order], counts: Sequence[np.ndarray], thresholds: Sequence[int]
+) -> list[Order]:
+    """Drop each n-gram of order k ≥ 2 seen at most ``thresholds[k-1]`` times (``counts``: the
+    raw counts, aligned with each table's keys), keep the others' probabilities, and give
+    every context the backoff that makes its distribution sum to 1 again:
+
+        γ(h) = (1 − Σ_kept p(w | h)) / (1 − Σ_kept p(w | h'))   over the w kept after h
+
+    (p(w | h') from the pruned lower orders; a context left with no extension gets γ = 1).
+    Thresholds that do not decrease keep the structure whole: a kept n-gram's prefix and
+    suffix were seen at least as often, so they are kept too.
+    """
+    pruned = [Order(tables[0].keys, tables[0].log10_prob, tables[0].log10_backoff.copy(),
+                    tables[0].discounts, tables[0].fallback)]  # fmt: skip
+    for t, c, threshold in zip(tables[1:], counts[1:], thresholds[1:], strict=True):
+        keep = c > threshold
+        pruned.append(Order(t.keys[keep], t.log10_prob[keep], t.log10_backoff[keep].copy(),
+                            t.discounts, t.fallback))  # fmt: skip
+    for k in range(2, len(pruned) + 1):  # bottom up: p(w | h') needs the lower backoffs final
+        table, lower = pruned[k - 1], pruned[k - 2]
+        lower.log10_backoff[:] = 0.0  # a context without kept extensions backs off for free
+        if len(table.keys) == 0:
+            continue
+        ids = table.ids()
+        context_keys = as_keys(ids[:, :-1])
+        new_context = np.r_[True, context_keys[1:] != context_keys[:-1]]
+        context_index = np.cumsum(new_context) - 1
+        here = np.bincount(context_index, weights=10.0**table.log10_prob)
+        below = 10.0 ** log10_probs(pruned[: k - 1], ids[:, 1:-1], ids[:, -1])
+        there = np.bincount(context_index, weights=below)
+        tiny = np.finfo(np.float64).tiny
+        gamma = np.maximum(1.0 - here, tiny) / np.maximum(1.0 - there, tiny)
+        found, at = lower.find(context_keys[new_context])
+        assert found.all()  # the thresholds do not decrease: every kept prefix is kept
+        lower.log10_backoff[at] = np.log10(gamma)
+    return pruned
 
 
 def _lookup(table: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from model.inference.evaluation import evaluate_file
 from model.inference.ngram_lm import NgramLM
 from model.network.layers import NonFiniteError
 from model.ngram.arpa import ArpaError, read_arpa, write_arpa
-from model.ngram.kneser_ney import FALLBACK_DISCOUNTS, estimate
+from model.ngram.kneser_ney import FALLBACK_DISCOUNTS, estimate, prune_thresholds
 from model.text.corpus import SPLITS, CorpusError, file_sha256, load_sentences
 from model.text.tokenize import TOKENIZERS, Tokenizer
 from model.text.vocab import Vocabulary
@@ -56,6 +56,16 @@ def add_ngram_arguments(parser: argparse.ArgumentParser) -> None:
         help="use this checkpoint's vocabulary and tokenizer exactly (for nextword combine); "
         "replaces --tokenizer, --lowercase, --min-count and --max-vocab",
     )
+    parser.add_argument(
+        "--prune",
+        type=int,
+        nargs="+",
+        metavar="COUNT",
+        default=[],
+        help="drop n-grams seen at most COUNT times, one threshold per order from the unigrams "
+        "(as lmplz: 0 0 1 drops trigrams and longer seen once; the last holds for the orders "
+        "after it); backoffs renormalised. Default: no pruning",
+    )
     parser.add_argument("--force", action="store_true", help="replace a model already in --out")
 
 
@@ -76,6 +86,8 @@ def build(args: argparse.Namespace) -> NgramLM:
     tokenizer = Tokenizer(args.tokenizer, args.lowercase)
     started = time.perf_counter()
     metadata: dict[str, Any]
+    if args.arpa and args.prune:
+        raise ValueError("--prune applies to a model estimated from --train, not an imported one")
     if args.vocab_from and args.arpa:
         raise ValueError("--vocab-from builds a model from --train; an imported ARPA file keeps "
                          "its own vocabulary")  # fmt: skip
@@ -87,6 +99,10 @@ def build(args: argparse.Namespace) -> NgramLM:
     else:
         if not 1 <= args.order <= MAX_ORDER:
             raise ValueError(f"--order must be 1 to {MAX_ORDER}, got {args.order}")
+        try:
+            prune_thresholds(args.prune, args.order)
+        except ValueError as e:
+            raise ValueError(f"--prune: {e}") from None
         if args.min_count < 1:
             raise ValueError(f"--min-count must be a positive integer, got {args.min_count}")
         if args.vocab_from:
@@ -101,14 +117,17 @@ def build(args: argparse.Namespace) -> NgramLM:
             )
         ids = [vocab.encode(s) for s in sentences]
         log(f"{len(sentences):,} sentences, vocabulary {len(vocab):,}; counting {args.order}-grams")
-        tables = estimate(ids, len(vocab), args.order, vocab.bos_id, vocab.eos_id)
+        tables = estimate(
+            ids, len(vocab), args.order, vocab.bos_id, vocab.eos_id, args.prune, progress=log
+        )
         metadata = {
             "corpus": {"train": args.train, "train_sha256": file_sha256(args.train),
                        "train_sentences": len(sentences)},
             "training": {"estimator": "interpolated modified Kneser-Ney", "order": args.order,
                          "tokenizer": tokenizer.name, "lowercase": tokenizer.lowercase,
                          "split": args.split, "min_count": args.min_count,
-                         "max_vocab": args.max_vocab, "vocab_from": args.vocab_from},
+                         "max_vocab": args.max_vocab, "vocab_from": args.vocab_from,
+                         "prune": prune_thresholds(args.prune, args.order)},
         }  # fmt: skip
         counts = ", ".join(f"{len(t.keys):,}" for t in tables)
         log(f"estimated in {time.perf_counter() - started:.1f} s: {counts} n-grams by order")
@@ -132,7 +151,9 @@ def build(args: argparse.Namespace) -> NgramLM:
             metadata[f"{name}_cross_entropy"] = result["cross_entropy"]
             log(f"{name}: perplexity {result['perplexity']:.2f}, {result['tokens']:,} tokens")
     out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     write_arpa(out / ARPA_FILE, tables, vocab)
+    log(f"wrote {out / ARPA_FILE} in {time.perf_counter() - started:.1f} s")
     save_checkpoint(out, lm, metadata)
     return lm
 

@@ -14,7 +14,7 @@ from model.cli import main
 from model.inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.inference.ngram_lm import NgramLM
 from model.ngram.arpa import ArpaError, read_arpa, write_arpa
-from model.ngram.kneser_ney import estimate, log10_distribution
+from model.ngram.kneser_ney import estimate, log10_distribution, prune_tables
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
 
@@ -228,3 +228,70 @@ def test_an_arpa_file_with_a_word_outside_its_unigrams_is_refused(
     path.write_text("\n".join(lines))
     with pytest.raises(ArpaError, match=f"line {at + 1}: a word that is no unigram"):
         read_arpa(path)
+
+
+def test_pruning_drops_rare_ngrams_keeps_the_rest_and_renormalises(tmp_path: Path) -> None:
+    """Thresholds 0 0 2 as lmplz takes them: trigrams seen twice or less go (some contexts lose
+    every extension), the others keep their probabilities, every context's distribution still
+    sums to 1, and KenLM reads the file the same."""
+    sentences = corpus(60, seed=5)
+    vocab = Vocabulary.from_corpus(sentences)
+    ids = [vocab.encode(s) for s in sentences]
+    full = estimate(ids, len(vocab), 3)
+    pruned = estimate(ids, len(vocab), 3, prune=[0, 0, 2])
+    trigrams = Counter(
+        tuple(w[i : i + 3]) for s in sentences for w in [["<s>", *s, "</s>"]]
+        for i in range(len(w) - 2)
+    )  # fmt: skip
+    kept = {tuple(vocab.decode(row)) for row in pruned[2].ids()}
+    assert kept == {t for t, c in trigrams.items() if c > 2} and len(kept) < len(trigrams)
+    assert {t[:2] for t in trigrams} - {t[:2] for t in kept}  # contexts left with none
+    assert len(pruned[1].keys) == len(full[1].keys)  # threshold 0: the bigrams all stay
+    found, at = full[2].find(pruned[2].keys)
+    assert found.all()
+    assert pruned[2].log10_prob == pytest.approx(full[2].log10_prob[at], abs=1e-12)
+    lm = NgramLM(pruned, vocab, Tokenizer("whitespace"))
+    for context in ["", "the", "the cat", "my sister walked", "zebra the"]:
+        assert np.exp(lm.next_log_probs(context)).sum() == pytest.approx(1.0, abs=1e-12)
+    sentence = "the old man ran to my sister"
+    (score,) = lm.score_sentences([sentence])
+    steps = [lm.next_log_probs(score.tokens[:i])[vocab.id(t)]
+             for i, t in enumerate([*score.tokens, "</s>"])]  # fmt: skip
+    assert score.token_log_probs == pytest.approx(steps, abs=1e-12)
+    path = tmp_path / "pruned.arpa"
+    write_arpa(path, pruned, vocab)
+    kenlm = pytest.importorskip("kenlm")
+    theirs = kenlm.Model(str(path)).score(sentence, bos=True, eos=True) * math.log(10)
+    assert theirs == pytest.approx(score.log_prob, abs=1e-4)
+
+
+def test_renormalising_an_unpruned_model_gives_back_its_own_backoffs() -> None:
+    """Kneser-Ney's backoff is the mass its seen words leave: the pruning's formula with
+    nothing pruned must reproduce it (a check of the formula, not of the pruning)."""
+    sentences = corpus(80, seed=2)
+    vocab = Vocabulary.from_corpus(sentences)
+    ids = [vocab.encode(s) for s in sentences]
+    full = estimate(ids, len(vocab), 4)
+    counts = [np.ones(len(t.keys), dtype=np.int64) for t in full]
+    again = prune_tables(full, counts, [0, 0, 0, 0])
+    for a, b in zip(again, full, strict=True):
+        assert a.log10_backoff == pytest.approx(b.log10_backoff, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("prune", "message"),
+    [(["1"], "0 for the unigrams"), (["0", "2", "1"], "must not decrease"),
+     (["0", "-1"], "≥ 0"), (["0", "0", "0", "1"], "4 prune thresholds for an order-3")],
+)  # fmt: skip
+def test_bad_prune_thresholds_are_refused_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], prune: list[str], message: str
+) -> None:
+    train = tmp_path / "train.txt"
+    train.write_text("\n".join(" ".join(s) for s in corpus(50)) + "\n", encoding="utf-8")
+    args = ["ngram", "--train", str(train), "--order", "3", "--out", str(tmp_path / "m")]
+    assert main([*args, "--prune", *prune]) == 2
+    err = capsys.readouterr().err
+    assert "--prune" in err and message in err
+    assert not (tmp_path / "m").exists()
+    assert main([*args, "--prune", "0", "1"]) == 0
+    assert load_checkpoint(tmp_path / "m").metadata["training"]["prune"] == [0, 1, 1]
