@@ -6,6 +6,8 @@ Layout of a checkpoint directory::
                                        the name, size and sha256 of every other file below
     vocab.<sha12>.json                 the vocabulary: {"tokens": [...], "counts": [...]}
     weights.<sha12>.safetensors        the parameters, by the names in RNNLM.params
+    start_state.<sha12>.safetensors    optional: the state a sentence read alone starts from
+                                       ("{layer}.{k}", (1, H) each; zero when absent)
 
 ``config.json`` is the commit point. A save writes the data files under new names (their content
 hash), then replaces ``config.json`` in one atomic rename, then deletes data files that no
@@ -55,7 +57,7 @@ from model.inference.network_lm import NetworkLM
 from model.inference.ngram_lm import NgramLM
 from model.inference.recurrent_lm import RecurrentLM
 from model.network.bidirectional import BiRNNLM
-from model.network.recurrent import RNNLM, ModelConfig
+from model.network.recurrent import RNNLM, ModelConfig, NetworkState
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
 from model.values import is_int
@@ -77,6 +79,7 @@ MAX_NGRAM_ORDER = 10
 MAX_COMPONENTS = 16
 COMPONENTS_DIR = "components"  # an interpolation's copies of its models: components/<sha12>
 COMPONENT_RE = re.compile(r"[0-9a-f]{12}")
+START_ROLE = "start_state"  # a stream-trained model's sentence start state (optional)
 T = TypeVar("T")
 
 
@@ -146,6 +149,10 @@ def save_checkpoint(
     vocab_bytes = json.dumps(lm.vocab.to_dict(), ensure_ascii=False).encode("utf-8")
     weights = lm.tensors() if isinstance(lm, NgramLM | InterpolatedLM) else lm.net.params
     groups = {"weights": weights, **(extra_tensors or {})}
+    if isinstance(lm, NetworkLM) and isinstance(lm.net, RNNLM) and lm.net.start is not None:
+        groups[START_ROLE] = {
+            f"{layer}.{k}": t for layer, ts in enumerate(lm.net.start) for k, t in enumerate(ts)
+        }
     blobs = [("vocab", "json", vocab_bytes)] + [
         (
             role,
@@ -399,6 +406,8 @@ def _load(
         metadata = dict(config.get("metadata", {}))
         network = BiRNNLM if model_config.bidirectional else RNNLM
         net = _build(network, model_config, params, dtype, directory, config)
+        if isinstance(net, RNNLM) and START_ROLE in config["roles"]:
+            net.start = _load_start_state(directory, config, net)
         return language_model(net, vocab, tokenizer, metadata, checksum)
 
 
@@ -533,6 +542,23 @@ def _load_params(directory: Path, config: dict[str, Any]) -> dict[str, np.ndarra
     params = load_tensors(directory, "weights", config)
     check_dtypes(directory / config["roles"]["weights"], params, config.get("dtype"))
     return params
+
+
+def _load_start_state(directory: Path, config: dict[str, Any], net: RNNLM) -> NetworkState:
+    """The saved start state (model/inference/start_state.py): one (1, H) tensor per cell
+    state of each layer, finite, in the network's dtype."""
+    tensors = load_tensors(directory, START_ROLE, config)
+    path = directory / config["roles"][START_ROLE]
+    check_dtypes(path, tensors, config.get("dtype"))
+    zero = net.init_state(1)
+    expected = {f"{layer}.{k}": t.shape for layer, ts in enumerate(zero) for k, t in enumerate(ts)}
+    got = {name: t.shape for name, t in tensors.items()}
+    if got != expected:
+        raise CheckpointError(f"{path}: expected the tensors {expected}, found {got}")
+    return [
+        tuple(tensors[f"{layer}.{k}"].astype(net.dtype) for k in range(len(ts)))
+        for layer, ts in enumerate(zero)
+    ]
 
 
 def _build(

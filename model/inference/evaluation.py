@@ -87,8 +87,9 @@ def stream_token_log_probs(
 def isolated_cross_entropy(
     net: RNNLM, sentences: list[np.ndarray], vocab: Vocabulary, batch_size: int = 64
 ) -> tuple[float, int]:
-    """Cross-entropy of each sentence read from a zero state, ``<s> w_1 … w_n </s>``: how
-    /v1/score and /v1/rerank see text (the stream figure carries the state across sentences)."""
+    """Cross-entropy of each sentence read on its own, ``<s> w_1 … w_n </s>`` from the
+    network's start state (zero unless set): how /v1/score and /v1/rerank see text (the stream
+    figure carries the state across sentences)."""
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     total, count = 0.0, 0
     for start in range(0, len(order), batch_size):
@@ -96,7 +97,7 @@ def isolated_cross_entropy(
             [sentences[i] for i in order[start : start + batch_size]], vocab
         )
         with np.errstate(over="ignore", invalid="ignore"):  # check_finite reports it instead
-            log_probs, _ = net.log_probs(batch.inputs, net.init_state(batch.inputs.shape[1]))
+            log_probs, _ = net.log_probs(batch.inputs, net.start_state(batch.inputs.shape[1]))
         picked = np.take_along_axis(log_probs, batch.targets[..., None], axis=-1)[..., 0]
         total -= float(np.dot(picked.ravel().astype(np.float64), batch.mask.ravel()))
         tokens = int(batch.mask.sum())

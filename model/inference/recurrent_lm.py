@@ -175,8 +175,8 @@ class RecurrentLM(NetworkLM[RNNLM]):
             else:
                 groups.setdefault(len(ids) - n, []).append((r, entry, ids[n:]))
         for length, items in groups.items():
-            zero = self.net.init_state(1)
-            state = concat_states([entry.state if entry else zero for _, entry, _ in items])
+            fresh = self.net.start_state(1)
+            state = concat_states([entry.state if entry else fresh for _, entry, _ in items])
             inputs = np.stack([suffix for _, _, suffix in items], axis=1)  # (length, N)
             hidden, final, _ = self.net.forward(inputs, state, keep_cache=False)
             self._count_steps(length * len(items))
@@ -221,7 +221,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
                 bos_id=self.vocab.bos_id,
             )
             hidden, _, _ = self.net.forward(
-                inputs, self.net.init_state(len(batch)), keep_cache=False
+                inputs, self.net.start_state(len(batch)), keep_cache=False
             )
             rows = np.nonzero(mask.T)  # sentence-major
             flat = hidden.transpose(1, 0, 2)[rows]  # (M, H), sentence-major

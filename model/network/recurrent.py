@@ -243,6 +243,9 @@ class RNNLM:
             params = self._initial_params(np.random.default_rng(seed))
         check_params(params, self.param_shapes())
         self.params = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
+        # the state a sentence starts from when read on its own (None: zero); not a parameter:
+        # set after training (model/inference/start_state.py), kept in the checkpoint
+        self.start: NetworkState | None = None
 
     # ------------------------------------------------------------ structure
     @property
@@ -277,6 +280,13 @@ class RNNLM:
     def init_state(self, batch_size: int) -> NetworkState:
         """Zero state for ``batch_size`` sequences: per layer a tuple of (N, H) arrays."""
         return self.stack.init_state(batch_size, self.dtype)
+
+    def start_state(self, batch_size: int) -> NetworkState:
+        """The state before ``<s>`` of a sentence read on its own, for ``batch_size`` sequences:
+        ``start`` repeated when set, else zero (what the service and isolated evaluation use)."""
+        if self.start is None:
+            return self.init_state(batch_size)
+        return [tuple(np.repeat(t, batch_size, axis=0) for t in layer) for layer in self.start]
 
     # ------------------------------------------------------------ forward / backward
     def forward(

@@ -21,6 +21,7 @@ from model.inference.evaluation import (
     isolated_cross_entropy,
     stream_cross_entropy,
 )
+from model.inference.start_state import mean_boundary_state
 from model.network.bidirectional import BiRNNLM, SentenceBatch, sentence_batches
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.batches import (
@@ -92,8 +93,16 @@ class NextWord(TrainingTask):
     def updates_per_epoch(self, cfg: TrainConfig, corpus: Corpus) -> int:
         return math.ceil((len(corpus.train) - 1) / cfg.bptt)
 
+    warm_start: ClassVar[bool] = True  # sentences alone start from the mean boundary state
+
     def validate(self, state: RunState, corpus: Corpus) -> dict[str, float]:
+        """Also sets the network's start state for this epoch's parameters (saved with it)."""
         assert isinstance(state.net, RNNLM)
+        state.net.start = (
+            mean_boundary_state(state.net, corpus.train_sentences, corpus.vocab)
+            if self.warm_start
+            else None
+        )
         return {
             "stream": stream_cross_entropy(state.net, corpus.valid, corpus.vocab)[0],
             "isolated": isolated_cross_entropy(state.net, corpus.valid_sentences, corpus.vocab)[0],
@@ -111,6 +120,7 @@ class NextWordSentences(NextWord):
     """
 
     carries_state = False
+    warm_start = False  # it learnt to start sentences from zero
 
     def epoch_steps(self, state: RunState, cfg: TrainConfig, corpus: Corpus) -> list[Step]:
         net, optimizer, cap = state.net, state.optimizer, state.cap
