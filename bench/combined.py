@@ -49,7 +49,7 @@ def queries(valid: Path, n: int, seed: int = 1) -> list[tuple[list[str], list[st
     rng = np.random.default_rng(seed)
     words = valid.read_text().split()
     common = [w for w, _ in sorted(((w, words.count(w)) for w in set(words[:20000])),
-                                   key=lambda x: -x[1])[:200]]  # fmt: skip
+                                   key=lambda x: (-x[1], x[0]))[:200]]  # fmt: skip
     out = []
     for start in rng.integers(0, len(words) - 25, n):
         context = words[start : start + 20]

@@ -93,7 +93,7 @@ def build_test_set(lm: RecurrentLM, valid: Path, n: int, seed: int = 0) -> list[
         truth = s[k]
         confusable = {w for w in by_sound.get(soundex(truth), []) if w != truth}
         confusable |= {w for w in words if w != truth and within_two_edits(w, truth)}
-        ranked = sorted(confusable, key=lambda w: -counts[w])[:4]
+        ranked = sorted(confusable, key=lambda w: (-counts[w], w))[:4]  # no hash order
         while len(ranked) < 4:
             w = str(rng.choice(words[:2000]))
             if w != truth and w not in ranked:
