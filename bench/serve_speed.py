@@ -107,11 +107,14 @@ def torch_peer(lm: RecurrentLM):
     out_w = p["embedding.W" if cfg.tie_weights else "output.W"]
     out_b = p["output.b"]
     bos, eos = lm.vocab.bos_id, lm.vocab.eos_id
+    start = lm.net.start_state(1)  # the checkpoint's start state, or zero: as nextword reads
+    h0 = torch.from_numpy(np.stack([s[0] for s in start]).astype(np.float32))  # (L, 1, H)
+    c0 = torch.from_numpy(np.stack([s[1] for s in start]).astype(np.float32))
 
     def candidates(context: list[str], cands: list[str]) -> list[float]:
         with torch.inference_mode():
             ids = torch.tensor([bos, *lm.vocab.encode(context)])
-            h, state = lstm(embedding[ids][:, None])
+            h, state = lstm(embedding[ids][:, None], (h0, c0))
             first = torch.log_softmax(h[-1] @ out_w.T + out_b, -1)[0]
             cand_ids = [lm.vocab.encode(lm.tokenize(c)) for c in cands]
             scores = [float(first[c[0]]) for c in cand_ids]
@@ -135,7 +138,9 @@ def torch_peer(lm: RecurrentLM):
                     torch.tensor(s[1:]),
                 )
                 mask[: len(s) - 1, j] = 1
-            h, _ = lstm(embedding[inputs])
+            n = len(seqs)
+            h, _ = lstm(embedding[inputs], (h0.expand(-1, n, -1).contiguous(),
+                                            c0.expand(-1, n, -1).contiguous()))  # fmt: skip
             lp = torch.log_softmax(h @ out_w.T + out_b, -1).gather(-1, targets[..., None])[..., 0]
             return (lp * mask).sum(0).tolist()
 

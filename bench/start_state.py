@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--rnn", type=Path, required=True)
     parser.add_argument("--ngram", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=DATA, help="ptb.{train,valid,test}.txt here")
-    parser.add_argument("--boundaries", type=int, default=1000, help="(1000, as training)")
+    parser.add_argument("--boundaries", type=int, default=8000, help="(8000, as training)")
     parser.add_argument("--save", type=Path, help="write the RNN with the mean start state here")
     args = parser.parse_args()
     rnn, ngram = load_checkpoint(args.rnn), load_checkpoint(args.ngram)

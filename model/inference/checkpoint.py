@@ -151,7 +151,9 @@ def save_checkpoint(
     groups = {"weights": weights, **(extra_tensors or {})}
     if isinstance(lm, NetworkLM) and isinstance(lm.net, RNNLM) and lm.net.start is not None:
         groups[START_ROLE] = {
-            f"{layer}.{k}": t for layer, ts in enumerate(lm.net.start) for k, t in enumerate(ts)
+            f"{layer}.{k}": t.astype(lm.net.dtype)
+            for layer, ts in enumerate(lm.net.start)
+            for k, t in enumerate(ts)
         }
     blobs = [("vocab", "json", vocab_bytes)] + [
         (
@@ -199,7 +201,7 @@ def _save_components(directory: Path, lm: InterpolatedLM) -> dict[str, Any]:
     copies = []
     for name, source, component in zip(lm.names, lm.sources, lm.components, strict=True):
         raw, config, data = read_checkpoint_files(source)
-        weights = config["files"][config["roles"]["weights"]]["sha256"]
+        weights = model_checksum(config)
         if component.checksum is not None and weights != component.checksum:
             raise CheckpointError(
                 f"{source}: its weights changed since the model was loaded (sha256 {weights[:12]} "
@@ -402,7 +404,7 @@ def _load(
         tokenizer = _section(where, "tokenizer", Tokenizer.from_dict, config)
         vocab = _load_vocab(directory, config, model_config.vocab_size)
         params = _load_params(directory, config)
-        checksum = config["files"][config["roles"]["weights"]]["sha256"]
+        checksum = model_checksum(config)
         metadata = dict(config.get("metadata", {}))
         network = BiRNNLM if model_config.bidirectional else RNNLM
         net = _build(network, model_config, params, dtype, directory, config)
@@ -542,6 +544,16 @@ def _load_params(directory: Path, config: dict[str, Any]) -> dict[str, np.ndarra
     params = load_tensors(directory, "weights", config)
     check_dtypes(directory / config["roles"]["weights"], params, config.get("dtype"))
     return params
+
+
+def model_checksum(config: dict[str, Any]) -> str:
+    """What identifies a model's numbers: the sha256 of its weights file, or, for a model with
+    a start state, the sha256 of both files' sha256s (a new start state is another model)."""
+    weights = str(config["files"][config["roles"]["weights"]]["sha256"])
+    if START_ROLE not in config["roles"]:
+        return weights
+    start = str(config["files"][config["roles"][START_ROLE]]["sha256"])
+    return hashlib.sha256(f"{weights}:{start}".encode()).hexdigest()
 
 
 def _load_start_state(directory: Path, config: dict[str, Any], net: RNNLM) -> NetworkState:

@@ -28,7 +28,7 @@ def evaluate_file(
 ) -> dict[str, Any]:
     """{"tokens", "cross_entropy", "perplexity", "oov_rate", "task"} of ``lm`` on the file, and
     for a next-word model "isolated_cross_entropy" and "isolated_perplexity": each sentence
-    read from a fresh state, as the service scores text.
+    read on its own (from the start state), as the service scores text.
 
     With ``batch_size`` 1 (the default) a left-to-right model reads the whole file as one
     sequence, exactly as published Penn Treebank figures are computed. Raises NonFiniteError

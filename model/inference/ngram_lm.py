@@ -164,7 +164,9 @@ class NgramLM(LanguageModel):
         extend the history, not V lookups."""
         h = self.order - 1
         history = self._ids(self.tokenize(context))  # <s> context
-        lp = log10_distribution(self.tables, history[len(history) - h :] if h else history[:0])
+        lp = log10_distribution(
+            self.tables, history[max(len(history) - h, 0) :] if h else history[:0]
+        )
         lp *= LN10
         lp[self.vocab.bos_id] = -np.inf
         return lp

@@ -240,7 +240,8 @@ class RecurrentLM(NetworkLM[RNNLM]):
     def evaluate(self, sentences: list[list[str]], batch_size: int = 1) -> Evaluation:
         """The Penn Treebank convention: one stream ``<s> w_1 … w_n </s>`` per sentence with the
         state running on across sentences; every word and each ``</s>`` is scored. Beside it, the
-        same tokens with each sentence read from a zero state (``isolated_cross_entropy``).
+        same tokens with each sentence read on its own, from the start state
+        (``isolated_cross_entropy``).
 
         With ``batch_size`` 1 the stream is one sequence, as published figures are computed;
         larger batches are faster and cut it into columns.

@@ -5,7 +5,7 @@ at a sentence start: after ``</s>`` its state still holds the sentence before. S
 (``/v1/score``, ``/v1/rerank``, candidates after a context) is read one sentence at a time, and
 from a zero state the model is weaker (PTB: test perplexity 86.77 on the stream, 104.22 on
 sentences alone). Starting instead from the mean of the states the model is in before each
-``<s>`` of its own training text gives 98.61 (``bench/start_state.py``). The probabilities stay
+``<s>`` of its own training text gives 98.63 (``bench/start_state.py``). The probabilities stay
 exact and normalised: only the starting point of the recurrence changes.
 """
 

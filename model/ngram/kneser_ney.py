@@ -272,6 +272,8 @@ def log10_probs(tables: list[Order], contexts: np.ndarray, words: np.ndarray) ->
     done = np.zeros(M, dtype=bool)
     for k in range(N, 0, -1):  # longest match first
         table = tables[k - 1]
+        if len(table.keys) == 0:  # nothing stored at this order (pruned away): γ = 1, no hits
+            continue
         # this order's n-grams, then (for the order above) the k words before each word
         both = ids[:, N - k :]
         if k < N:

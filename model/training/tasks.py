@@ -60,7 +60,7 @@ class TrainingTask(ABC):
     def validate(self, state: RunState, corpus: Corpus) -> dict[str, float]:
         """Validation cross-entropies, nats per predicted token, by name; the first is the one
         the best model is chosen on. A next-word model has "stream" and "isolated" (each
-        sentence from a zero state, as the service reads text)."""
+        sentence on its own from the start state, as the service reads text)."""
 
 
 class NextWord(TrainingTask):

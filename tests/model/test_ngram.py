@@ -295,3 +295,33 @@ def test_bad_prune_thresholds_are_refused_naming_the_option(
     assert not (tmp_path / "m").exists()
     assert main([*args, "--prune", "0", "1"]) == 0
     assert load_checkpoint(tmp_path / "m").metadata["training"]["prune"] == [0, 1, 1]
+
+
+def test_an_order_pruned_to_nothing_backs_off_through_it() -> None:
+    """Thresholds that empty the trigrams leave a model that still scores (γ = 1 there)."""
+    sentences = corpus(60, seed=5)
+    vocab = Vocabulary.from_corpus(sentences)
+    tables = estimate([vocab.encode(s) for s in sentences], len(vocab), 3, prune=[0, 0, 10**6])
+    assert len(tables[2].keys) == 0
+    lm = NgramLM(tables, vocab, Tokenizer("whitespace"))
+    (score,) = lm.score_sentences(["the cat sat on the mat"])
+    steps = [lm.next_log_probs(score.tokens[:i])[vocab.id(t)]
+             for i, t in enumerate([*score.tokens, "</s>"])]  # fmt: skip
+    assert score.token_log_probs == pytest.approx(steps, abs=1e-12)
+    assert np.exp(lm.next_log_probs("the cat")).sum() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_predict_reads_a_history_shorter_than_the_order_whole() -> None:
+    """Order 4 after "the": the history is <s> the (2 of the 3 words an order-4 model reads);
+    the whole distribution must agree with the candidates call word for word."""
+    sentences = corpus(200, seed=1)
+    vocab = Vocabulary.from_corpus(sentences)
+    kn4 = NgramLM(estimate([vocab.encode(s) for s in sentences], len(vocab), 4), vocab,
+                  Tokenizer("whitespace"))  # fmt: skip
+    for context in ["", "the", "the cat", "the cat sat"]:
+        words = ["cat", "old", "sat", "mat"]
+        scores = kn4.score_candidates(context, words)
+        whole = kn4.next_log_probs(context)
+        assert [whole[vocab.id(w)] for w in words] == pytest.approx(
+            [s.log_prob for s in scores], abs=1e-12
+        ), context

@@ -124,3 +124,21 @@ def test_training_on_the_stream_saves_a_start_state_and_on_sentences_none(
     logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     isolated = evaluate_file(lm, text, "lines")["isolated_perplexity"]
     assert logged["valid_isolated_ppl"] == pytest.approx(isolated, rel=1e-3)
+
+
+def test_a_new_start_state_is_another_model_for_a_combination(
+    tiny_lm: RecurrentLM, tmp_path: Path
+) -> None:
+    """The checksum covers the start state: re-saving a component with a new one after the
+    combination loaded it is refused like new weights (its weights were fitted on the old)."""
+    from model.inference.interpolated_lm import InterpolatedLM
+
+    lm = with_start(tiny_lm)
+    save_checkpoint(tmp_path / "a", lm)
+    save_checkpoint(tmp_path / "b", lm)
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    mix = InterpolatedLM([a, b], [0.5, 0.5], ["a", "b"], sources=[tmp_path / "a", tmp_path / "b"])
+    lm.net.start = [tuple(t + 0.5 for t in layer) for layer in lm.net.start or []]
+    save_checkpoint(tmp_path / "b", lm)  # same weights file, another start state
+    with pytest.raises(CheckpointError, match="changed since the model was loaded"):
+        save_checkpoint(tmp_path / "mix", mix)
