@@ -45,7 +45,9 @@ CANDIDATES = Histogram(
     buckets=(1, 2, 3, 5, 10, 20, 50, 100, 200),
 )  # fmt: skip
 MODEL_INFO = Gauge(
-    "nextword_model_info", "Loaded models (value 1)", ["model", "cell", "vocab_size", "checksum"],
+    "nextword_model_info",
+    "Loaded models (value 1); kind: recurrent, ngram or interpolation",
+    ["model", "kind", "cell", "vocab_size", "checksum"],
     multiprocess_mode="livemax",
 )  # fmt: skip
 MODEL_LOAD_SECONDS = Gauge(

@@ -13,8 +13,10 @@ def publish(registry: ModelRegistry) -> None:
     reloaded model's old checksum); ``clear()`` would do nothing with several workers."""
     served: set[tuple[str, ...]] = set()
     for m in registry.models.values():
-        cell = str(m.lm.architecture().get("cell", "-"))  # "-": a kind without cells
-        labels: tuple[str, ...] = (m.name, cell, str(len(m.lm.vocab)), m.lm.checksum or "")
+        architecture = m.lm.architecture()
+        cell = str(architecture.get("cell", "-"))  # "-": a kind without cells
+        kind = str(architecture.get("kind", "recurrent" if "cell" in architecture else "-"))
+        labels: tuple[str, ...] = (m.name, kind, cell, str(len(m.lm.vocab)), m.lm.checksum or "")
         MODEL_INFO.labels(*labels).set(1)
         served.add(labels)
         MODEL_LOAD_SECONDS.labels(m.name).set(m.load_seconds)

@@ -113,3 +113,14 @@ async def test_weights_that_do_not_fit_are_a_422_naming_the_field(
         r = await client.post(path, json=body | {"model": model, "weights": weights})
         assert r.status_code == 422, (path, r.text)
         assert "weights" in r.text and message in r.text, (path, r.text)
+
+
+def test_the_model_info_metric_names_each_kind(mix: InterpolatedLM, kn3: NgramLM) -> None:  # noqa: F811
+    from prometheus_client import generate_latest
+
+    from app.model_metrics import publish
+
+    publish(ModelRegistry.from_models({"mix": mix, "kn": kn3}))
+    metrics = generate_latest().decode()
+    assert 'cell="-",checksum="",kind="interpolation",model="mix"' in metrics
+    assert 'cell="-",checksum="",kind="ngram",model="kn"' in metrics

@@ -155,9 +155,8 @@ async def test_models_describe_a_new_kind_by_what_it_serves(client: httpx.AsyncC
 def test_metrics_publish_every_kind(unigram: UnigramLM, tiny_lm: RecurrentLM) -> None:
     publish(ModelRegistry.from_models({"uni": unigram, "rnn": tiny_lm}))
     metrics = generate_latest().decode()
-    assert 'nextword_model_info{cell="lstm",checksum="",model="rnn",vocab_size="12"} 1.0' in metrics
+    rnn = 'cell="lstm",checksum="",kind="recurrent",model="rnn",vocab_size="12"'
+    assert f"nextword_model_info{{{rnn}}} 1.0" in metrics
     size = len(unigram.vocab)
-    assert (
-        f'nextword_model_info{{cell="-",checksum="",model="uni",vocab_size="{size}"}} 1.0'
-        in metrics
-    )
+    uni = f'cell="-",checksum="",kind="-",model="uni",vocab_size="{size}"'
+    assert f"nextword_model_info{{{uni}}} 1.0" in metrics
