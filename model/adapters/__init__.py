@@ -1,0 +1,1 @@
+"""Adapters that plug nextword into other tools (decoders), each an optional dependency."""

@@ -1,0 +1,156 @@
+"""nextword as the language model of pyctcdecode's CTC beam search (shallow fusion).
+
+    from pyctcdecode import Alphabet, BeamSearchDecoderCTC
+    from model import load_checkpoint
+    from model.adapters.pyctcdecode_lm import NextwordCTCLM
+
+    lm = NextwordCTCLM.in_process(load_checkpoint("runs/ptb"), alpha=0.5, beta=1.0)
+    decoder = BeamSearchDecoderCTC(Alphabet.build_alphabet(labels), lm)
+    text = decoder.decode(log_probs)  # (frames, labels) log-softmax of an acoustic/OCR model
+
+pyctcdecode asks its language model for ``score(state, word, is_last_word)`` once per word a
+beam completes (it caches the answer by the text so far) and for ``score_partial_token`` for a
+word still being spelt. This class answers both the way pyctcdecode's own KenLM model does, with
+the same parameters: the score of a word is ``alpha · (log P(word | text so far) + oov) + beta``
+(natural log, ``<s>`` first, ``</s>`` added after the last word when ``score_boundary``), where
+``oov`` is ``unk_score_offset`` (log10 units, as pyctcdecode's: −10 by default) times ln 10 for a
+word outside the vocabulary; a partial word that no vocabulary word starts with gets
+``unk_score_offset`` (scaled up past 6 characters), as pyctcdecode does.
+
+The state is the tokens read so far. In process, the model's prefix cache (turned on here when
+it has none) holds the network state after each of them, so a ``score`` call reads one new word:
+one network step and one output row. ``NextwordCTCLM.http`` sends the same question to a running
+service (``/v1/candidates``) instead. pyctcdecode is not a dependency of nextword: install it with
+``pip install --no-deps pyctcdecode==0.5.0 pygtrie`` (its numpy<2 pin is stale; it runs on numpy 2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from model.inference.language_model import LanguageModel
+from model.text.vocab import SPECIALS
+
+LN10 = math.log(10.0)
+AVG_TOKEN_LEN = 6  # pyctcdecode's: a partial word longer than this is penalised more
+NO_HISTORY_LIMIT = 1_000_000  # ``order`` for pyctcdecode's history pruning: a recurrent model
+# reads the whole text, so beams that differ anywhere must not be merged
+CACHE_ENTRIES, CACHE_BYTES = 65_536, 256 << 20  # the prefix cache the in-process adapter turns on
+
+State = tuple[str, ...]  # the tokens read so far (after <s>)
+# (context tokens, candidate token lists) → per candidate: log P (natural), any token OOV
+Scorer = Callable[[list[str], list[list[str]]], list[tuple[float, bool]]]
+
+
+class NextwordCTCLM:
+    """A pyctcdecode ``AbstractLanguageModel`` (duck-typed: pyctcdecode need not be installed to
+    build one) backed by a nextword model, in process or over HTTP."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        tokenize: Callable[[str], list[str]],
+        unigrams: Iterable[str],
+        alpha: float = 0.5,
+        beta: float = 1.5,
+        unk_score_offset: float = -10.0,
+        score_boundary: bool = True,
+    ) -> None:
+        """``scorer`` answers candidates queries, ``tokenize`` splits a decoded word as the
+        model does, ``unigrams`` are the words a partial word may grow into."""
+        self._scorer, self._tokenize = scorer, tokenize
+        self._prefixes = {
+            w[:i] for w in unigrams if w not in SPECIALS for i in range(1, len(w) + 1)
+        }
+        self.alpha, self.beta = 0.0, 0.0
+        self.unk_score_offset, self.score_boundary = 0.0, True
+        self.reset_params(alpha=alpha, beta=beta, unk_score_offset=unk_score_offset,
+                          score_boundary=score_boundary)  # fmt: skip
+        self.calls = 0  # score calls answered (for measuring)
+
+    @classmethod
+    def in_process(cls, lm: LanguageModel, **params: Any) -> NextwordCTCLM:
+        """Backed by a loaded model (a recurrent one gets a prefix cache if it has none)."""
+        if lm.cache_stats() is None:
+            lm.use_prefix_cache(CACHE_ENTRIES, CACHE_BYTES, None)
+
+        def scorer(context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
+            return [(s.log_prob, s.oov) for s in lm.score_candidates(context, candidates)]
+
+        return cls(scorer, lm.tokenize, lm.vocab.tokens, **params)
+
+    @classmethod
+    def http(cls, client: Any, unigrams: Iterable[str], **params: Any) -> NextwordCTCLM:
+        """Backed by a running service through ``app.client.NextwordClient`` (or anything with
+        its ``candidates`` method; the client names the model). ``unigrams``: the model's words
+        (a service does not list its vocabulary), e.g. ``unigrams_of`` the same checkpoint.
+        Words are sent as single tokens, so the service's tokenizer must keep a word whole."""
+
+        def scorer(context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
+            answer = client.candidates(context, candidates)
+            return [(float(r.log_prob), bool(r.oov)) for r in answer.results]
+
+        return cls(scorer, lambda word: word.split(), unigrams, **params)
+
+    # ------------------------------------------------------------ pyctcdecode's interface
+    @property
+    def order(self) -> int:
+        return NO_HISTORY_LIMIT
+
+    def get_start_state(self) -> State:
+        return ()
+
+    def reset_params(self, **params: Any) -> None:
+        """alpha, beta, unk_score_offset (numbers) and score_boundary (a bool), as pyctcdecode
+        sets them (``decoder.reset_params``); ValueError naming a bad one."""
+        for name in ("alpha", "beta", "unk_score_offset"):
+            value = params.get(name)
+            if value is None:
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            setattr(self, name, float(value))
+        boundary = params.get("score_boundary")
+        if boundary is not None:
+            if not isinstance(boundary, bool):
+                raise ValueError(f"score_boundary must be a bool, got {boundary!r}")
+            self.score_boundary = boundary
+
+    def score_partial_token(self, partial_token: str) -> float:
+        """0 while some vocabulary word starts with ``partial_token``, else the OOV offset."""
+        if partial_token in self._prefixes:
+            return 0.0
+        penalty = self.unk_score_offset
+        if len(partial_token) > AVG_TOKEN_LEN:
+            penalty *= len(partial_token) / AVG_TOKEN_LEN
+        return penalty
+
+    def score(
+        self, prev_state: State, word: str, is_last_word: bool = False
+    ) -> tuple[float, State]:
+        """(fusion score of ``word`` after the text of ``prev_state``, the new state). An empty
+        word (the end of a beam with no partial word) scores ``</s>`` only, with no bonus."""
+        self.calls += 1
+        tokens = self._tokenize(word) if word else []
+        end = is_last_word and self.score_boundary
+        if not tokens and not end:
+            return 0.0, prev_state
+        ((log_prob, oov),) = self._scorer(list(prev_state), [tokens + (["</s>"] if end else [])])
+        raw = log_prob + (self.unk_score_offset * LN10 if oov else 0.0)
+        return self.alpha * raw + (self.beta if tokens else 0.0), prev_state + tuple(tokens)
+
+    def save_to_dir(self, filepath: str) -> None:
+        raise NotImplementedError(
+            "a nextword model is saved as a checkpoint directory; build the adapter again from it"
+        )
+
+
+def unigrams_of(lm: LanguageModel) -> Sequence[str]:
+    """The words of a loaded model, for ``NextwordCTCLM.http`` on the same checkpoint."""
+    return [t for t in lm.vocab.tokens if t not in SPECIALS]

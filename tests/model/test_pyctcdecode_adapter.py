@@ -1,0 +1,116 @@
+"""The pyctcdecode language-model adapter: its scores are the model's, combined as pyctcdecode's
+KenLM model combines them (alpha, beta, OOV offset, sentence end), one network step per word
+in process, the same numbers over HTTP, and pyctcdecode's beam search decodes with it."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.client import NextwordClient
+from app.core.config import Settings
+from app.main import create_app
+from app.registry import ModelRegistry
+from model.adapters.pyctcdecode_lm import AVG_TOKEN_LEN, NextwordCTCLM, unigrams_of
+from model.inference.recurrent_lm import RecurrentLM
+
+LN10 = math.log(10.0)
+
+
+def lp(lm: RecurrentLM, context: list[str], tokens: list[str]) -> float:
+    return lm.score_candidates(context, [tokens])[0].log_prob
+
+
+def test_word_scores_are_the_models_weighted_as_pyctcdecode_does(tiny_lm: RecurrentLM) -> None:
+    ctc = NextwordCTCLM.in_process(tiny_lm, alpha=0.7, beta=1.25, unk_score_offset=-4.0)
+    state = ctc.get_start_state()
+    score, state = ctc.score(state, "the")
+    assert score == pytest.approx(0.7 * lp(tiny_lm, [], ["the"]) + 1.25, abs=1e-12)
+    score, state = ctc.score(state, "cat")
+    assert score == pytest.approx(0.7 * lp(tiny_lm, ["the"], ["cat"]) + 1.25, abs=1e-12)
+    last, after = ctc.score(state, "sat", is_last_word=True)  # the word, then </s>
+    want = lp(tiny_lm, ["the", "cat"], ["sat", "</s>"])
+    assert last == pytest.approx(0.7 * want + 1.25, abs=1e-12)
+    assert after == ("the", "cat", "sat")
+    zebra, _ = ctc.score(state, "zebra")  # outside the vocabulary: <unk> plus the offset
+    assert zebra == pytest.approx(
+        0.7 * (lp(tiny_lm, ["the", "cat"], ["zebra"]) - 4.0 * LN10) + 1.25
+    )
+    end, same = ctc.score(state, "", is_last_word=True)  # nothing spelt: </s> alone, no bonus
+    assert end == pytest.approx(0.7 * lp(tiny_lm, ["the", "cat"], ["</s>"])) and same == state
+    ctc.reset_params(score_boundary=False)
+    plain, _ = ctc.score(state, "sat", is_last_word=True)
+    assert plain == pytest.approx(0.7 * lp(tiny_lm, ["the", "cat"], ["sat"]) + 1.25, abs=1e-12)
+
+
+def test_partial_words_and_parameters(tiny_lm: RecurrentLM) -> None:
+    ctc = NextwordCTCLM.in_process(tiny_lm, unk_score_offset=-3.0)
+    assert ctc.score_partial_token("yo") == 0.0 and ctc.score_partial_token("york") == 0.0
+    assert ctc.score_partial_token("yx") == -3.0
+    long = "x" * (AVG_TOKEN_LEN + 3)
+    assert ctc.score_partial_token(long) == pytest.approx(-3.0 * len(long) / AVG_TOKEN_LEN)
+    assert ctc.score_partial_token("</") == -3.0  # the specials are not words
+    assert ctc.order > 1000  # no history pruning: a recurrent model reads the whole text
+    for bad in ({"alpha": "1"}, {"beta": float("nan")}, {"unk_score_offset": True}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ctc.reset_params(**bad)
+    with pytest.raises(ValueError, match="score_boundary"):
+        ctc.reset_params(score_boundary=1)
+
+
+def test_each_word_costs_one_network_step_with_the_prefix_cache(tiny_lm: RecurrentLM) -> None:
+    ctc = NextwordCTCLM.in_process(tiny_lm)
+    assert tiny_lm.cache_stats() is not None  # turned on by the adapter
+    state = ctc.get_start_state()
+    steps = []
+    for word in ["the", "cat", "sat", "on", "the", "mat"]:
+        before = tiny_lm.steps_run
+        _, state = ctc.score(state, word)
+        steps.append(tiny_lm.steps_run - before)
+    assert steps[1:] == [1] * 5  # the context read one word further, from the cached prefix
+
+
+def test_over_http_the_scores_are_the_same(tiny_lm: RecurrentLM) -> None:
+    test_client = TestClient(create_app(Settings(), ModelRegistry.from_models({"m": tiny_lm})))
+
+    def forward(request: httpx.Request) -> httpx.Response:
+        r = test_client.request(request.method, request.url.path, content=request.content,
+                                headers=dict(request.headers))  # fmt: skip
+        return httpx.Response(r.status_code, content=r.content, headers=r.headers)
+
+    with NextwordClient("http://t", model="m", transport=httpx.MockTransport(forward)) as client:
+        remote = NextwordCTCLM.http(client, unigrams_of(tiny_lm), alpha=0.6, beta=0.5)
+        local = NextwordCTCLM.in_process(tiny_lm, alpha=0.6, beta=0.5)
+        a, b = remote.get_start_state(), local.get_start_state()
+        for i, word in enumerate(["the", "new", "york", "zebra", "ran"]):
+            (sa, a), (sb, b) = (m.score(s, word, is_last_word=i == 4)
+                                for m, s in ((remote, a), (local, b)))  # fmt: skip
+            assert sa == pytest.approx(sb, abs=1e-5) and a == b
+        assert remote.score_partial_token("ne") == local.score_partial_token("ne") == 0.0
+
+
+def test_pyctcdecode_decodes_with_it(tiny_lm: RecurrentLM) -> None:
+    """Two spellings the acoustics cannot tell apart ("cat" / "mat" after "the"): with the
+    adapter, pyctcdecode's beam search picks the one the model prefers."""
+    pyctcdecode = pytest.importorskip("pyctcdecode")
+    labels = ["", " ", *"acehmt"]
+    index = {c: i for i, c in enumerate(labels)}
+    frames = []
+    for ch in "the ?at":  # one frame per character, "?" = c or m with equal probability
+        row = np.full(len(labels), 1e-4)
+        if ch == "?":
+            row[index["c"]] = row[index["m"]] = 0.5
+        else:
+            row[index[ch]] = 1.0
+        frames.append(np.log(row / row.sum()))
+    logits = np.array(frames)
+    lm = NextwordCTCLM.in_process(tiny_lm, alpha=1.0, beta=0.0)
+    decoder = pyctcdecode.BeamSearchDecoderCTC(pyctcdecode.Alphabet.build_alphabet(labels), lm)
+    text = decoder.decode(logits)
+    preferred = max(["cat", "mat"], key=lambda w: lp(tiny_lm, ["the"], [w, "</s>"]))
+    assert text == f"the {preferred}"
+    assert lm.calls > 0
