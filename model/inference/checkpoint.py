@@ -396,9 +396,15 @@ def _load(
     with as_checkpoint_error(directory):
         config = read_config(directory)
         where = directory / CONFIG_FILE
-        if config["model"].get("kind") == "ngram":
+        kind = config["model"].get("kind")
+        if START_ROLE in config["roles"] and (kind or config["model"].get("bidirectional")):
+            raise CheckpointError(
+                f"{where}: roles lists a {START_ROLE} file, which only a left-to-right "
+                "recurrent model has"
+            )
+        if kind == "ngram":
             return _load_ngram(directory, config)
-        if config["model"].get("kind") == "interpolation":
+        if kind == "interpolation":
             return _load_interpolation(directory, config, dtype)
         model_config = _section(where, "model", ModelConfig.from_dict, config)
         tokenizer = _section(where, "tokenizer", Tokenizer.from_dict, config)

@@ -142,3 +142,15 @@ def test_a_new_start_state_is_another_model_for_a_combination(
     save_checkpoint(tmp_path / "b", lm)  # same weights file, another start state
     with pytest.raises(CheckpointError, match="changed since the model was loaded"):
         save_checkpoint(tmp_path / "mix", mix)
+
+
+def test_a_start_state_on_a_kind_that_has_none_is_refused(
+    tiny_lm: RecurrentLM, tmp_path: Path
+) -> None:
+    save_checkpoint(tmp_path / "m", with_start(tiny_lm))
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text())
+    config["model"]["bidirectional"] = True  # as if a gap-filling model's directory held one
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="only a left-to-right recurrent model has"):
+        load_checkpoint(tmp_path / "m")
