@@ -60,6 +60,16 @@ class Tokenizer:
             return [w for w in jieba_segmenter().lcut(text) if not w.isspace()]
         return list(_SPACE_RE.sub(SPACE_TOKEN, text.strip()))
 
+    def library_versions(self) -> dict[str, str]:
+        """The version of each library the tokenisation depends on (jieba's segmentation and
+        dictionary change between releases): recorded with a model trained on it."""
+        if self.name != "jieba":
+            return {}
+        jieba_segmenter()  # the clear error when it is missing
+        import jieba
+
+        return {"jieba": str(jieba.__version__)}
+
     def detokenize(self, tokens: list[str]) -> str:
         """Join tokens back into display text (characters are joined without separators)."""
         return "".join(tokens) if self.name in ("chars", "jieba") else " ".join(tokens)

@@ -139,6 +139,7 @@ def build(args: argparse.Namespace) -> NgramLM:
                 f"using {list(FALLBACK_DISCOUNTS)} (as lmplz --discount_fallback)")  # fmt: skip
     lm = NgramLM(tables, vocab, tokenizer)
     metadata |= {"task": lm.task, "nextword_version": model.__version__,
+                 "tokenizer_libraries": tokenizer.library_versions(),
                  "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     for name in ("valid", "test"):
         path = getattr(args, name)

@@ -266,6 +266,7 @@ def end_epoch(run: Run, speed: float) -> None:
             **named_perplexities(figures, "valid_{}_perplexity"),
             "task": task.name,
             "nextword_version": model.__version__,
+            "tokenizer_libraries": corpus.tokenizer.library_versions(),
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         lm = language_model(state.net, corpus.vocab, corpus.tokenizer)

@@ -116,9 +116,11 @@ def test_batchify_and_windows_carry_contiguous_text_per_column() -> None:
 
 
 def test_the_jieba_tokenizer_cuts_chinese_into_words() -> None:
-    pytest.importorskip("jieba")
+    jieba = pytest.importorskip("jieba")
     tokenizer = Tokenizer("jieba")
     assert tokenizer("我昨天上学迟到了") == ["我", "昨天", "上学", "迟到", "了"]
+    assert tokenizer.library_versions() == {"jieba": jieba.__version__}  # kept with a model
+    assert Tokenizer("whitespace").library_versions() == {}
     assert tokenizer("我 昨天\u3000上学") == ["我", "昨天", "上学"]  # spaces are no words
     assert tokenizer.detokenize(["我", "昨天"]) == "我昨天"
     assert Tokenizer.from_dict(tokenizer.to_dict()) == tokenizer
@@ -150,3 +152,23 @@ def test_a_word_level_chinese_model_trains_and_scores_words(tmp_path: Path) -> N
     assert "昨天" in lm.vocab and "迟到" in lm.vocab
     (score,) = lm.score_candidates("我昨天上学", ["迟到"])
     assert score.tokens == ["迟到"] and not score.oov
+
+
+def test_a_model_built_on_jieba_words_records_the_jieba_version(tmp_path: Path) -> None:
+    """Word-level Chinese end to end through ``nextword ngram``: the model reads jieba's words,
+    and its metadata keeps jieba's version (another release may cut the text differently)."""
+    jieba = pytest.importorskip("jieba")
+    from model.cli import main
+    from model.inference.checkpoint import load_checkpoint
+
+    train = tmp_path / "zh.txt"
+    train.write_text(
+        "我昨天上学迟到了\n我今天上学没有迟到\n他昨天上学迟到了\n" * 5, encoding="utf-8"
+    )
+    out = tmp_path / "kn2"
+    assert main(["ngram", "--train", str(train), "--order", "2", "--tokenizer", "jieba",
+                 "--out", str(out)]) == 0  # fmt: skip
+    lm = load_checkpoint(out)
+    assert lm.metadata["tokenizer_libraries"] == {"jieba": jieba.__version__}
+    (score,) = lm.score_sentences(["我昨天上学迟到了"])
+    assert score.tokens == ["我", "昨天", "上学", "迟到", "了"] and not score.oov_positions
