@@ -30,29 +30,13 @@ from model.inference.checkpoint import load_checkpoint, save_checkpoint
 from model.inference.interpolated_lm import fit_weights
 from model.inference.recurrent_lm import RecurrentLM
 from model.inference.start_state import mean_boundary_state
-from model.network.recurrent import RNNLM, NetworkState
-from model.text.batches import PaddedSentences
-from model.text.vocab import Vocabulary
+from model.network.recurrent import RNNLM
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"
 
 
 def read(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text(encoding="utf-8").splitlines() if line.split()]
-
-
-def isolated_log_probs(
-    net: RNNLM, sentences: list[np.ndarray], vocab: Vocabulary, start: NetworkState | None
-) -> np.ndarray:
-    """log P of every target of each ``<s> sentence </s>``, each from ``start`` (zero: None)."""
-    out = []
-    for ids in sentences:  # one at a time: the order of the targets is the n-gram's
-        batch = PaddedSentences.from_sentences([ids], vocab)
-        state = net.init_state(1) if start is None else [tuple(x.copy() for x in s) for s in start]
-        log_probs, _ = net.log_probs(batch.inputs, state)
-        picked = np.take_along_axis(log_probs, batch.targets[..., None], axis=-1)[..., 0]
-        out.append(picked[batch.mask.astype(bool)].astype(np.float64))
-    return np.concatenate(out)
 
 
 def perplexity(log_probs: np.ndarray) -> float:
@@ -85,8 +69,8 @@ def main() -> None:
     text = {name: read(args.data / f"ptb.{name}.txt") for name in ("valid", "test")}
     kn = {name: ngram.text_log_probs(s) for name, s in text.items()}
     for label, start in (("zero", None), ("mean", mean)):
-        lp = {name: isolated_log_probs(net, [vocab.encode(x) for x in s], vocab, start)
-              for name, s in text.items()}  # fmt: skip
+        net.start = start  # what every call and the isolated evaluation read from
+        lp = {name: rnn.text_log_probs(sentences) for name, sentences in text.items()}
         weights, _ = fit_weights([lp["valid"], kn["valid"]])
         stacked = np.log(weights)[:, None] + np.stack([lp["test"], kn["test"]])
         mixed = np.logaddexp(stacked[0], stacked[1])

@@ -67,6 +67,7 @@ class NextWord(TrainingTask):
     """Truncated-BPTT windows over the stream, carrying the hidden state between them."""
 
     name, carries_state, perplexity_label = "next-word", True, "ppl"
+    warm_start: ClassVar[bool] = True  # sentences alone start from the mean boundary state
 
     def new_network(self, config: ModelConfig, seed: int) -> RNNLM:
         return RNNLM(config, seed=seed)
@@ -92,8 +93,6 @@ class NextWord(TrainingTask):
 
     def updates_per_epoch(self, cfg: TrainConfig, corpus: Corpus) -> int:
         return math.ceil((len(corpus.train) - 1) / cfg.bptt)
-
-    warm_start: ClassVar[bool] = True  # sentences alone start from the mean boundary state
 
     def validate(self, state: RunState, corpus: Corpus) -> dict[str, float]:
         """Also sets the network's start state for this epoch's parameters (saved with it)."""
