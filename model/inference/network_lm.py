@@ -7,7 +7,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from model.inference.language_model import LanguageModel
-from model.network.layers import log_softmax_at
+from model.network.layers import exp_rows
 from model.network.recurrent import ModelConfig
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
@@ -78,14 +78,33 @@ class NetworkLM(LanguageModel, Generic[N]):
         return logits
 
     def log_probs_at(self, hidden: np.ndarray, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """log P(tokens[k]) under the distribution of output row rows[k] of hidden (M, H).
+        """log P(tokens[k]) under the distribution of output row rows[k] of hidden (M, H)."""
+        return self.log_probs_given_norms(hidden[rows], tokens, self.log_normalisers(hidden)[rows])
 
-        One output product per chunk of rows, any number of tokens per row; only the normaliser
-        and the wanted logits are formed, not every log-probability.
+    def log_normalisers(self, hidden: np.ndarray) -> np.ndarray:
+        """``log Σ_j exp(logit_j)`` of each top output hidden (M, H): (M,), float64.
+
+        One output product per chunk of rows; the (M, V) log-probabilities are never formed.
         """
-        out = np.empty(len(tokens), dtype=np.float64)
+        norms = np.empty(len(hidden), dtype=np.float64)
         for start in range(0, len(hidden), OUTPUT_CHUNK_ROWS):
             logits = self.output_rows(hidden[start : start + OUTPUT_CHUNK_ROWS])  # (m, V)
-            mine = (rows >= start) & (rows < start + len(logits))
-            out[mine] = log_softmax_at(logits, rows[mine] - start, tokens[mine], blas_sum=True)[0]
-        return out
+            c, total = exp_rows(logits, blas_sum=True)
+            norms[start : start + len(logits)] = c + np.log(total.astype(np.float64))
+        return norms
+
+    def log_probs_given_norms(
+        self, hidden: np.ndarray, tokens: np.ndarray, norms: np.ndarray
+    ) -> np.ndarray:
+        """log P(tokens[k]) after top output hidden[k] (K, H) whose log-normaliser is norms[k]:
+        one weight row and a dot product per token, not the whole output layer.
+
+        The logit is summed in float64 (more exact than the float32 output product, which only
+        the normaliser comes from), so a token scores the same number whether its normaliser
+        was computed now or kept from an earlier call.
+        """
+        weights = self.net.output_weight[tokens].astype(np.float64)  # (K, H)
+        logits: np.ndarray = np.einsum("kh,kh->k", weights, hidden.astype(np.float64))
+        logits += self.net.params["output.b"][tokens]
+        logits -= norms
+        return logits

@@ -5,6 +5,10 @@ all but their last word. With the state after ``<s> w_1 … w_k`` cached, a requ
 ``<s> w_1 … w_k w_{k+1}`` runs the network over one token instead of k + 1. The arithmetic is
 the same either way; results agree to float32 rounding.
 
+An entry also keeps the log-normaliser of the distribution after its prefix once a call has
+computed it (``log_norm``): competing words after one prefix, the common case in a beam search,
+then cost a dot product each instead of the full output layer.
+
 The state after ``<s>`` alone is the same for every request: it is kept apart (``start``), never
 evicted, and a lookup that finds nothing longer counts as a miss, so the hit rate measures work
 that was really reused. Keys are the ids packed as int32 bytes, and the byte bound counts the
@@ -30,10 +34,13 @@ ENTRY_OVERHEAD = 400
 CacheObserver = Callable[[bool, int], None]  # (hit, network steps saved), on each lookup
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CachedPrefix:
     state: NetworkState  # per layer, arrays of shape (1, H): the state after the prefix
     hidden: np.ndarray  # (H,) the top layer's output after the prefix's last token
+    # log Σ_j exp(logit_j) of the next-token distribution, once computed: set at most once,
+    # always to the same value, so sharing an entry between threads needs no lock
+    log_norm: float | None = None
 
     @property
     def nbytes(self) -> int:

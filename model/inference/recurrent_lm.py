@@ -111,8 +111,11 @@ class RecurrentLM(NetworkLM[RNNLM]):
     def score_candidates_batch(
         self, requests: Sequence[tuple[Text, Sequence[Text]]]
     ) -> list[list[CandidateScore]]:
-        """Contexts are read in batches (cached prefixes reused); one output product gives every
-        first token's distribution (row r: request r's context) and every continuation's."""
+        """Contexts are read in batches (cached prefixes reused); row r of the outputs is request
+        r's context, then come the continuations of multi-token candidates. One output product
+        gives the normaliser of every row whose normaliser is not yet known; a cached context
+        keeps its own, so competing words after one prefix (a beam search) cost a dot product
+        each after the first call."""
         candidates = [
             Candidate(r, tokens, self.vocab.encode(tokens))
             for r, (_, texts) in enumerate(requests)
@@ -126,13 +129,18 @@ class RecurrentLM(NetworkLM[RNNLM]):
         for candidate in candidates:
             candidate.rows.append(first[candidate.request])
         self._continue(candidates, contexts, outputs)
-        log_probs = self.log_probs_at(
-            outputs.stacked(),
-            np.array([row for c in candidates for row in c.rows], dtype=np.int64),
-            np.concatenate([c.ids for c in candidates]).astype(np.int64),
-        )
+        hidden = outputs.stacked()
+        norms = np.full(len(hidden), np.nan)
+        norms[: len(contexts)] = [np.nan if c.log_norm is None else c.log_norm for c in contexts]
+        unknown = np.isnan(norms)
+        norms[unknown] = self.log_normalisers(hidden[unknown])
+        for context, norm in zip(contexts, norms[: len(contexts)].tolist(), strict=True):
+            context.log_norm = norm  # kept in the cache with the state
+        rows = np.array([row for c in candidates for row in c.rows], dtype=np.int64)
+        tokens = np.concatenate([c.ids for c in candidates]).astype(np.int64)
+        flat = self.log_probs_given_norms(hidden[rows], tokens, norms[rows]).tolist()
         scores: list[list[CandidateScore]] = [[] for _ in requests]
-        flat, start = log_probs.tolist(), 0
+        start = 0
         for candidate in candidates:
             lps, start = flat[start : start + len(candidate.ids)], start + len(candidate.ids)
             oov = self.oov_indices(candidate.tokens)

@@ -80,6 +80,43 @@ def test_a_batch_of_requests_equals_each_alone(tiny_lm: RecurrentLM) -> None:
         assert [s.tokens for s in together] == [s.tokens for s in alone]
 
 
+def count_output_rows(lm: RecurrentLM, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows passed through the full output layer, per product, from now on."""
+    seen: list[int] = []
+    full = lm.output_rows
+
+    def counted(hidden: np.ndarray) -> np.ndarray:
+        seen.append(len(hidden))
+        return full(hidden)
+
+    monkeypatch.setattr(lm, "output_rows", counted)
+    return seen
+
+
+def test_a_cached_context_scores_new_words_without_the_output_layer(
+    tiny_lm: RecurrentLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A beam search asks for competing words after one prefix: after the first call computed
+    the prefix's normaliser, each further word is a dot product, with the same log-probability."""
+    reference = [tiny_lm.score_candidates("the cat", [w])[0].log_prob for w in ["sat", "ran", "on"]]
+    tiny_lm.cache = PrefixCache()
+    rows = count_output_rows(tiny_lm, monkeypatch)
+    first = tiny_lm.score_candidates("the cat", ["sat"])[0].log_prob
+    assert rows == [1]
+    others = [tiny_lm.score_candidates("the cat", [w])[0].log_prob for w in ["ran", "on"]]
+    assert rows == [1]  # no further output product
+    np.testing.assert_allclose([first, *others], reference, atol=1e-12)
+    two = tiny_lm.score_candidates("the cat", ["sat on"])[0]  # its second token needs a row
+    assert rows == [1, 1]
+    np.testing.assert_allclose(two.token_log_probs[0], reference[0], atol=1e-12)
+    # a batch mixing a known context with a new one computes the new one's row only
+    known, new = tiny_lm.score_candidates_batch([("the cat", ["ran"]), ("a dog", ["ran"])])
+    assert rows == [1, 1, 1]
+    np.testing.assert_allclose(known[0].log_prob, reference[1], atol=1e-12)
+    alone = tiny_lm.score_candidates("a dog", ["ran"])[0].log_prob
+    np.testing.assert_allclose(new[0].log_prob, alone, atol=1e-12)
+
+
 def entry(nbytes_floats: int) -> CachedPrefix:
     return CachedPrefix([(np.zeros((1, nbytes_floats)),)], np.zeros(0))
 
