@@ -113,3 +113,66 @@ def test_the_page_shows_candidate_and_next_word_bars(server: str) -> None:
     ]
     assert [w for w, _ in predictions] == [p["word"] for p in top]
     assert max(float(w.rstrip("%")) for w in widths) == pytest.approx(100.0)
+
+
+def test_the_page_reranks_an_nbest_list_and_colours_each_token(server: str) -> None:
+    browser_path = chromium()
+    from playwright.sync_api import sync_playwright
+
+    hypotheses = [
+        ("-3.0", "the time traveller was here"),
+        ("-2.5", "the thyme travel her was here"),
+        ("-2.9", "the time machine was here"),
+    ]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=browser_path,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
+        page = browser.new_page()
+        page.goto(server)
+        page.wait_for_selector("body[data-state=done]")
+        page.fill("#nbest", "\n".join(f"{score} {text}" for score, text in hypotheses) + "\n\n")
+        page.fill("#lm-weight", "0.7")
+        page.fill("#length-bonus", "0.2")
+        page.click("#rerank")
+        page.wait_for_selector("body[data-nbest=done]")
+        rows = page.eval_on_selector_all(
+            "#ranked tbody tr",
+            """rows => rows.map(r => ({
+                index: Number(r.dataset.index),
+                tokens: [...r.querySelectorAll('.tok')].map(t => t.textContent),
+                logps: [...r.querySelectorAll('.tok')].map(t => Number(t.dataset.logp)),
+                hues: [...r.querySelectorAll('.tok')].map(t => Number(t.dataset.hue)),
+                colours: [...r.querySelectorAll('.tok')].map(t => t.style.background),
+            }))""",
+        )
+        page.fill("#lm-weight", "5000")  # beyond the field's bound
+        page.click("#rerank")
+        page.wait_for_selector("body[data-nbest=error]")
+        error = page.text_content("#nbest-error")
+        browser.close()
+    body = [{"text": text, "score": float(score)} for score, text in hypotheses]
+    ranked = httpx.post(
+        f"{server}/v1/rerank", json={"hypotheses": body, "lm_weight": 0.7, "length_bonus": 0.2}
+    ).json()["hypotheses"]
+    scored = httpx.post(
+        f"{server}/v1/score", json={"sentences": [text for _, text in hypotheses]}
+    ).json()["results"]
+    assert [r["index"] for r in rows] == [h["index"] for h in ranked]  # the service's order
+    for row in rows:
+        want = scored[row["index"]]
+        assert row["tokens"] == want["targets"]  # every scored token, </s> included
+        assert row["logps"] == pytest.approx(want["token_log_probs"], abs=1e-9)
+        # the colour follows the log-probability: a less likely token is never greener
+        by_logp = sorted(zip(row["logps"], row["hues"], strict=True))
+        assert [h for _, h in by_logp] == sorted(h for _, h in by_logp)
+        assert all(c.startswith("rgb(") for c in row["colours"])
+    every = [(lp, hue) for row in rows for lp, hue in zip(row["logps"], row["hues"], strict=True)]
+    assert min(every)[1] < max(every)[1]  # the least likely token is drawn redder than the most
+    assert "lm_weight" in (error or "")  # the service's 422 names the field
