@@ -14,6 +14,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	# pyctcdecode pins numpy<2 but runs on numpy 2: installed without its pins, for the adapter tests
 	$(BIN)/pip install --quiet --no-deps pyctcdecode==0.5.0 pygtrie==2.6.2
+	# flashlight-text's lexicon decoder, for the flashlight adapter's tests (no dependencies)
+	$(BIN)/pip install --quiet flashlight-text==0.0.7
 	touch $@
 
 run: $(BIN)/.installed  ## serve the default model on http://$(HOST):$(PORT), training it first if needed

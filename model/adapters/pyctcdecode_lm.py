@@ -27,21 +27,21 @@ service (``/v1/candidates``) instead. pyctcdecode is not a dependency of nextwor
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from model.adapters.scoring import Scorer, http_scorer, in_process_scorer, unigrams_of
 from model.inference.language_model import LanguageModel
 from model.text.vocab import SPECIALS
+
+__all__ = ["NextwordCTCLM", "unigrams_of"]
 
 LN10 = math.log(10.0)
 AVG_TOKEN_LEN = 6  # pyctcdecode's: a partial word longer than this is penalised more
 NO_HISTORY_LIMIT = 1_000_000  # ``order`` for pyctcdecode's history pruning: a recurrent model
 # reads the whole text, so beams that differ anywhere must not be merged
-CACHE_ENTRIES, CACHE_BYTES = 65_536, 256 << 20  # the prefix cache the in-process adapter turns on
 
 State = tuple[str, ...]  # the tokens read so far (after <s>)
-# (context tokens, candidate token lists) → per candidate: log P (natural), any token OOV
-Scorer = Callable[[list[str], list[list[str]]], list[tuple[float, bool]]]
 
 
 class NextwordCTCLM:
@@ -73,13 +73,7 @@ class NextwordCTCLM:
     @classmethod
     def in_process(cls, lm: LanguageModel, **params: Any) -> NextwordCTCLM:
         """Backed by a loaded model (a recurrent one gets a prefix cache if it has none)."""
-        if lm.cache_stats() is None:
-            lm.use_prefix_cache(CACHE_ENTRIES, CACHE_BYTES, None)
-
-        def scorer(context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
-            return [(s.log_prob, s.oov) for s in lm.score_candidates(context, candidates)]
-
-        return cls(scorer, lm.tokenize, lm.vocab.tokens, **params)
+        return cls(in_process_scorer(lm), lm.tokenize, lm.vocab.tokens, **params)
 
     @classmethod
     def http(cls, client: Any, unigrams: Iterable[str], **params: Any) -> NextwordCTCLM:
@@ -87,12 +81,7 @@ class NextwordCTCLM:
         its ``candidates`` method; the client names the model). ``unigrams``: the model's words
         (a service does not list its vocabulary), e.g. ``unigrams_of`` the same checkpoint.
         Words are sent as single tokens, so the service's tokenizer must keep a word whole."""
-
-        def scorer(context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
-            answer = client.candidates(context, candidates)
-            return [(float(r.log_prob), bool(r.oov)) for r in answer.results]
-
-        return cls(scorer, lambda word: word.split(), unigrams, **params)
+        return cls(http_scorer(client), lambda word: word.split(), unigrams, **params)
 
     # ------------------------------------------------------------ pyctcdecode's interface
     @property
@@ -149,8 +138,3 @@ class NextwordCTCLM:
         raise NotImplementedError(
             "a nextword model is saved as a checkpoint directory; build the adapter again from it"
         )
-
-
-def unigrams_of(lm: LanguageModel) -> Sequence[str]:
-    """The words of a loaded model, for ``NextwordCTCLM.http`` on the same checkpoint."""
-    return [t for t in lm.vocab.tokens if t not in SPECIALS]

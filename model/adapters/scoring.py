@@ -1,0 +1,49 @@
+"""What every decoder adapter asks of nextword: log P of a word (or words) after the tokens so
+far, and whether any of them is outside the vocabulary, in process or over HTTP.
+
+A ``Scorer`` takes the context's tokens and candidate token lists and answers, per candidate,
+``(log P (natural log), any token OOV)``: one ``/v1/candidates`` question. The pyctcdecode and
+flashlight adapters are thin layers over it that combine the numbers as their decoder expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from model.inference.language_model import LanguageModel
+from model.text.vocab import SPECIALS
+
+CACHE_ENTRIES, CACHE_BYTES = 65_536, 256 << 20  # the prefix cache an in-process adapter turns on
+
+# (context tokens, candidate token lists) → per candidate: log P (natural), any token OOV
+Scorer = Callable[[list[str], list[list[str]]], list[tuple[float, bool]]]
+
+
+def in_process_scorer(lm: LanguageModel) -> Scorer:
+    """Answers from a loaded model; a recurrent one gets a prefix cache if it has none, so a
+    context one word longer than the last costs one network step."""
+    if lm.cache_stats() is None:
+        lm.use_prefix_cache(CACHE_ENTRIES, CACHE_BYTES, None)
+
+    def scorer(context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
+        return [(s.log_prob, s.oov) for s in lm.score_candidates(context, candidates)]
+
+    return scorer
+
+
+def http_scorer(client: Any) -> Scorer:
+    """Answers from a running service through ``app.client.NextwordClient`` (or anything with
+    its ``candidates`` method; the client names the model)."""
+
+    def scorer(context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
+        answer = client.candidates(context, candidates)
+        return [(float(r.log_prob), bool(r.oov)) for r in answer.results]
+
+    return scorer
+
+
+def unigrams_of(lm: LanguageModel) -> Sequence[str]:
+    """The words of a loaded model (its vocabulary without ``<s>``, ``</s>``, ``<unk>``): what
+    an HTTP-backed adapter needs to know, since a service does not list its vocabulary."""
+    return [t for t in lm.vocab.tokens if t not in SPECIALS]

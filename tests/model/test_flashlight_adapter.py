@@ -1,0 +1,99 @@
+"""The flashlight-text adapter: its scores are the model's log-probabilities by word index, a
+history is read once per state, the same numbers over HTTP, and flashlight's lexicon beam search
+decodes with it."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.client import NextwordClient
+from app.core.config import Settings
+from app.main import create_app
+from app.registry import ModelRegistry
+from model.adapters.flashlight_lm import flashlight_lm
+from model.adapters.scoring import http_scorer, unigrams_of
+from model.inference.recurrent_lm import RecurrentLM
+
+pytest.importorskip("flashlight.lib.text.decoder")
+
+
+def lp(lm: RecurrentLM, context: list[str], tokens: list[str]) -> float:
+    return lm.score_candidates(context, [tokens])[0].log_prob
+
+
+def test_scores_are_the_models_by_word_index(tiny_lm: RecurrentLM) -> None:
+    words = ["the", "cat", "sat", "zebra"]
+    fl = flashlight_lm(tiny_lm, words, oov_penalty=-2.0)
+    root = fl.start(False)
+    the, s1 = fl.score(root, 0)
+    assert s1 == pytest.approx(lp(tiny_lm, [], ["the"]), abs=1e-12)
+    cat, s2 = fl.score(the, 1)
+    assert s2 == pytest.approx(lp(tiny_lm, ["the"], ["cat"]), abs=1e-12)
+    _, zebra = fl.score(cat, 3)  # outside the vocabulary: <unk>, plus the penalty
+    assert zebra == pytest.approx(lp(tiny_lm, ["the", "cat"], ["zebra"]) - 2.0, abs=1e-12)
+    _, end = fl.finish(cat)
+    assert end == pytest.approx(lp(tiny_lm, ["the", "cat"], ["</s>"]), abs=1e-12)
+    calls = fl.calls
+    again, s2_again = fl.score(the, 1)  # the same child state: answered from the map
+    assert again is cat and s2_again == s2 and fl.calls == calls
+    with pytest.raises(IndexError, match="word index 9"):
+        fl.score(root, 9)
+    fl.start(False)  # a new utterance empties the map
+    assert fl.histories and len(fl.histories) == 1
+
+
+def test_over_http_the_scores_are_the_same(tiny_lm: RecurrentLM) -> None:
+    test_client = TestClient(create_app(Settings(), ModelRegistry.from_models({"m": tiny_lm})))
+
+    def forward(request: httpx.Request) -> httpx.Response:
+        r = test_client.request(request.method, request.url.path, content=request.content,
+                                headers=dict(request.headers))  # fmt: skip
+        return httpx.Response(r.status_code, content=r.content, headers=r.headers)
+
+    words = unigrams_of(tiny_lm)
+    with NextwordClient("http://t", model="m", transport=httpx.MockTransport(forward)) as client:
+        remote, local = flashlight_lm(http_scorer(client), words), flashlight_lm(tiny_lm, words)
+        a, b = remote.start(False), local.start(False)
+        for word in ["the", "new", "york", "ran"]:
+            (a, sa), (b, sb) = remote.score(a, words.index(word)), local.score(b, words.index(word))
+            assert sa == pytest.approx(sb, abs=1e-5)
+        assert remote.finish(a)[1] == pytest.approx(local.finish(b)[1], abs=1e-5)
+
+
+def test_flashlight_decodes_with_it(tiny_lm: RecurrentLM) -> None:
+    """Two spellings the emissions cannot tell apart ("cat" / "mat" after "the"): flashlight's
+    lexicon decoder with the adapter picks the one the model prefers."""
+    from flashlight.lib.text import decoder as fld
+
+    tokens = ["-", "|", *"acehmt"]  # blank, word boundary (silence), letters
+    index = {c: i for i, c in enumerate(tokens)}
+    words = ["the", "cat", "mat"]
+    frames = []
+    for ch in "|the|?at|":  # one frame per character, "?" = c or m with equal probability
+        row = np.full(len(tokens), 1e-4)
+        if ch == "?":
+            row[index["c"]] = row[index["m"]] = 0.5
+        else:
+            row[index[ch]] = 1.0
+        frames.append(np.log(row / row.sum()))
+    emissions = np.ascontiguousarray(np.array(frames, dtype=np.float32))
+    lm = flashlight_lm(tiny_lm, words)
+    trie = fld.Trie(len(tokens), index["|"])
+    start = lm.start(False)
+    for k, word in enumerate(words):
+        trie.insert([index[c] for c in word] + [index["|"]], k, lm.score(start, k)[1])
+    trie.smear(fld.SmearingMode.MAX)
+    options = fld.LexiconDecoderOptions(
+        beam_size=10, beam_size_token=len(tokens), beam_threshold=50.0, lm_weight=2.0,
+        word_score=0.0, unk_score=float("-inf"), sil_score=0.0, log_add=False,
+        criterion_type=fld.CriterionType.CTC,
+    )  # fmt: skip
+    decoder = fld.LexiconDecoder(options, trie, lm, index["|"], index["-"], -1, [], False)
+    best = decoder.decode(emissions.ctypes.data, len(emissions), len(tokens))[0]
+    decoded = [words[w] for w in best.words if w >= 0]
+    preferred = max(["cat", "mat"], key=lambda w: lp(tiny_lm, ["the"], [w, "</s>"]))
+    assert decoded == ["the", preferred]
+    assert lm.calls > 0
