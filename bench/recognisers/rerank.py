@@ -1,0 +1,299 @@
+"""Rerank real recogniser N-best lists through a running nextword service's ``/v1/rerank`` and
+report WER/CER (issue 13).
+
+    python bench/recognisers/rerank.py runs/recognisers/ocr.jsonl runs/recognisers/speech.jsonl
+
+Each set is a JSON-lines file of utterances (built by ``speech_nbest.py`` and ``ocr_nbest.py``):
+``id``, ``source``, ``split`` (``dev`` or ``test``), ``reference``, the recogniser's own
+``best`` and its ``hypotheses`` (``text``, ``score``: natural log, higher is better). The
+script starts ``nextword serve`` with the models to compare (by default the project's PTB RNN
+with its start state, its KN5 and their interpolation; ``--model NAME=DIR`` to choose), sends
+every list to ``/v1/rerank`` once per model, and picks each list's winner by
+
+    combined = score + lm_weight · (lm_log_prob + length_bonus · n_tokens)
+
+where ``lm_log_prob`` gives each word outside the model's vocabulary the log-probability
+``oov_penalty`` (the service's ``oov="penalty"``) instead of ``<unk>``'s: a misread word
+(``haif``, ``saiis``) is outside the vocabulary, and as ``<unk>`` it would score better than the
+real word it stands for. ``lm_weight``, ``length_bonus`` and ``oov_penalty`` are chosen on the dev
+half (grid search, least word errors) and reported on the test half. Beside the models: the
+recogniser's 1-best, the top of its list, and the list's oracle (the hypothesis with fewest word
+errors). WER and CER are over all test
+utterances together, per source and overall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from wer import char_errors, word_errors  # noqa: E402
+
+from app.client import NextwordClient  # noqa: E402
+
+DEFAULT_MODELS = [
+    "nextword=runs/ptb-start",
+    "kn5=runs/ptb-kn5",
+    "combined=runs/ptb-start-mix",
+]
+WEIGHTS = np.concatenate([[0.0], np.logspace(-2, 2, 33)])  # lm_weight: recogniser scores
+BONUSES = np.linspace(-8.0, 8.0, 65)  # nats per token, inside the weight: scales differ by set
+OOV_PENALTIES = np.linspace(-30.0, 0.0, 7)  # nats per out-of-vocabulary word
+PROBE = -10.0  # a second call at this penalty tells how many OOV words each hypothesis has
+
+
+@dataclass
+class Utterance:
+    """One N-best list, with each hypothesis's errors against the reference."""
+
+    id: str
+    source: str
+    split: str
+    reference: str
+    best: str
+    texts: list[str]
+    scores: np.ndarray  # (n,) the recogniser's
+    word_errs: np.ndarray  # (n,)
+    char_errs: np.ndarray  # (n,)
+    lm: dict[str, np.ndarray] = field(default_factory=dict)  # model → (n,) OOV words scored 0
+    oov: dict[str, np.ndarray] = field(default_factory=dict)  # model → (n,) OOV words
+    n_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def words(self) -> int:
+        return len(self.reference.split())
+
+
+def load_set(path: Path, score_field: str) -> list[Utterance]:
+    utterances = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        hyps = [h for h in record["hypotheses"] if h["text"].strip()] or [{"text": "", "score": 0}]
+        ref = record["reference"]
+        texts = [h["text"] for h in hyps]
+        utterances.append(
+            Utterance(
+                record["id"],
+                record["source"],
+                record["split"],
+                ref,
+                record["best"],
+                texts,
+                np.array([float(h.get(score_field, h["score"])) for h in hyps]),
+                np.array([word_errors(ref.split(), t.split()) for t in texts]),
+                np.array([char_errors(ref, t) for t in texts]),
+            )
+        )
+    return utterances
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_service(models: list[str], port: int) -> subprocess.Popen[bytes]:
+    """``nextword serve`` with the models, on one worker; returns once it answers /readyz."""
+    command = [str(Path(sys.executable).parent / "nextword"), "serve", "--port", str(port)]
+    for model in models:
+        command += ["--model", model]
+    command += ["--log-level", "warning"]
+    server = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    client = NextwordClient(f"http://127.0.0.1:{port}")
+    for _ in range(600):
+        try:
+            if client.ready():
+                return server
+        except Exception:  # not listening yet
+            pass
+        if server.poll() is not None:
+            raise RuntimeError(f"nextword serve exited with {server.returncode}")
+        time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("nextword serve did not become ready in 300 s")
+
+
+def lm_scores(utterances: list[Utterance], base_url: str, name: str) -> list[float]:
+    """Each list's lm_log_prob (OOV words at 0), OOV count and n_tokens from two /v1/rerank
+    calls (OOV penalty 0 and ``PROBE``: the difference counts the OOV words, so any penalty is
+    a sum away); returns ms per call (the first of each list's two)."""
+    client = NextwordClient(base_url, model=name, timeout=60.0)
+    times = []
+    for u in utterances:
+        hypotheses = [{"text": t or "</s>", "score": 0.0} for t in u.texts]
+        by_penalty = {}
+        for penalty in (0.0, PROBE):
+            start = time.perf_counter()
+            answer = client.rerank(
+                hypotheses, lm_weight=1.0, length_bonus=0.0, oov="penalty", oov_penalty=penalty
+            )
+            if penalty == 0.0:
+                times.append((time.perf_counter() - start) * 1e3)
+            lm, n = np.zeros(len(u.texts)), np.zeros(len(u.texts))
+            for h in answer.hypotheses:
+                lm[h.index], n[h.index] = h.lm_log_prob, h.n_tokens
+            by_penalty[penalty] = lm
+        u.lm[name], u.n_tokens = by_penalty[0.0], n
+        u.oov[name] = np.rint((by_penalty[0.0] - by_penalty[PROBE]) / -PROBE)
+    return times
+
+
+@dataclass(frozen=True)
+class Weights:
+    lm_weight: float
+    length_bonus: float
+    oov_penalty: float
+
+
+def padded(utterances: list[Utterance], values: list[np.ndarray], fill: float) -> np.ndarray:
+    """(lists, longest list) array of per-hypothesis values; ``fill`` past a list's end."""
+    out = np.full((len(utterances), max(len(u.texts) for u in utterances)), fill)
+    for row, v in enumerate(values):
+        out[row, : len(v)] = v
+    return out
+
+
+def choices(utterances: list[Utterance], name: str, w: Weights) -> list[int]:
+    """The winner of each list under ``score + weight · (lm + penalty · oov + bonus · n)``."""
+    return [int(np.argmax(u.scores + w.lm_weight * (u.lm[name] + w.oov_penalty * u.oov[name]
+                                                    + w.length_bonus * u.n_tokens)))
+            for u in utterances]  # fmt: skip
+
+
+def tune(dev: list[Utterance], name: str) -> Weights:
+    """The weights with the fewest dev word errors; among equals, the bonus nearest 0, then
+    the smallest weight (the least the LM needs to change), then the mildest penalty."""
+    scores = padded(dev, [u.scores for u in dev], -np.inf)
+    lm = padded(dev, [u.lm[name] for u in dev], 0.0)
+    oov = padded(dev, [u.oov[name] for u in dev], 0.0)
+    n = padded(dev, [u.n_tokens for u in dev], 0.0)
+    errs = padded(dev, [u.word_errs for u in dev], 0.0)
+    rows = np.arange(len(dev))
+    trials = []
+    for penalty in OOV_PENALTIES:
+        penalised = lm + penalty * oov
+        for weight in WEIGHTS:
+            for bonus in BONUSES if weight > 0 else [0.0]:
+                picks = np.argmax(scores + weight * (penalised + bonus * n), axis=1)
+                errors = int(errs[rows, picks].sum())
+                trials.append((errors, abs(float(bonus)), float(weight), -float(penalty),
+                               float(bonus)))  # fmt: skip
+    _, _, weight, negated_penalty, bonus = min(trials)
+    return Weights(weight, bonus, -negated_penalty)
+
+
+def rates(utterances: list[Utterance], picks: list[str]) -> dict[str, float]:
+    """WER and CER (%) of the picked texts, over all utterances together."""
+    words = sum(u.words for u in utterances)
+    chars = sum(len(u.reference) for u in utterances)
+    pairs = list(zip(utterances, picks, strict=True))
+    w = sum(word_errors(u.reference.split(), p.split()) for u, p in pairs)
+    c = sum(char_errors(u.reference, p) for u, p in pairs)
+    return {"wer": round(100 * w / max(words, 1), 2), "cer": round(100 * c / max(chars, 1), 2)}
+
+
+def report(utterances: list[Utterance], names: list[str]) -> dict[str, Any]:
+    """Tune each model on dev; WER/CER on test per source and overall, beside the baselines."""
+    dev = [u for u in utterances if u.split == "dev"]
+    test = [u for u in utterances if u.split == "test"]
+    systems: dict[str, list[str]] = {
+        "recogniser 1-best": [u.best for u in test],
+        "top of the list": [u.texts[0] for u in test],
+    }
+    weights = {}
+    for name in names:
+        tuned = tune(dev, name)
+        weights[name] = asdict(tuned)
+        picks = choices(test, name, tuned)
+        systems[f"rerank: {name}"] = [u.texts[k] for u, k in zip(test, picks, strict=True)]
+    systems["N-best oracle"] = [u.texts[int(np.argmin(u.word_errs))] for u in test]
+    sources = sorted({u.source for u in test})
+    table = {}
+    for system, picks in systems.items():
+        row = {"all": rates(test, picks)}
+        for source in sources:
+            mine = [(u, p) for u, p in zip(test, picks, strict=True) if u.source == source]
+            row[source] = rates([u for u, _ in mine], [p for _, p in mine])
+        table[system] = row
+    return {"test_utterances": len(test), "dev_utterances": len(dev), "weights": weights,
+            "table": table}  # fmt: skip
+
+
+def print_table(name: str, result: dict[str, Any]) -> None:
+    sources = [k for k in next(iter(result["table"].values())) if k != "all"]
+    print(f"\n{name}: WER / CER % on {result['test_utterances']} test utterances")
+    print(f"| system | all | {' | '.join(sources)} |")
+    print("|---|---|" + "---|" * len(sources))
+    for system, row in result["table"].items():
+        cells = [f"{row[k]['wer']:.2f} / {row[k]['cer']:.2f}" for k in ["all", *sources]]
+        print(f"| {system} | {' | '.join(cells)} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sets", type=Path, nargs="+", help="N-best JSON-lines files")
+    parser.add_argument("--model", action="append", help="NAME=DIR (repeatable)")
+    parser.add_argument("--url", help="a running service instead of starting one")
+    parser.add_argument("--score-field", default="score", help="the hypotheses' recogniser score")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here too")
+    args = parser.parse_args()
+    models = args.model or DEFAULT_MODELS
+    names = [m.split("=", 1)[0] for m in models]
+    server = None
+    url = args.url
+    if url is None:
+        port = free_port()
+        server = start_service(models, port)
+        url = f"http://127.0.0.1:{port}"
+    results: dict[str, Any] = {
+        "benchmark": "recognisers/rerank",
+        "command": " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "models": models,
+        "sets": {},
+    }
+    try:
+        for path in args.sets:
+            utterances = load_set(path, args.score_field)
+            call_ms = {name: lm_scores(utterances, url, name) for name in names}
+            result = report(utterances, names)
+            sizes = [len(u.texts) for u in utterances]
+            result["mean_list_size"] = round(statistics.mean(sizes), 1)
+            result["rerank_call_ms_p50"] = {
+                n: round(statistics.median(t), 2) for n, t in call_ms.items()
+            }
+            results["sets"][str(path)] = result
+            print_table(f"{path} (mean list {result['mean_list_size']})", result)
+            print("weights (dev):", json.dumps(result["weights"]))
+            print("ms per /v1/rerank call (p50):", json.dumps(result["rerank_call_ms_p50"]))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
