@@ -10,9 +10,14 @@ It decodes every line with pyctcdecode 0.5.0:
 - ``greedy``: the best label per frame, repeats collapsed, blanks dropped;
 - ``beam``: pyctcdecode's beam search with no language model;
 - ``beam + nextword``: fused with the PTB RNN through ``NextwordCTCLM.in_process``;
-- ``beam + kn5``: fused with the project's PTB KN5 through pyctcdecode's own KenLM model (the
-  same ARPA file the n-gram checkpoint was written with);
-- ``beam + combined``: fused with the RNN + KN5 interpolation, in process.
+- ``beam + kn5``: fused with the project's PTB KN5 through the same adapter;
+- ``beam + combined``: fused with the RNN + KN5 interpolation, in process;
+- ``beam + KenLM``: the same KN5 (the ARPA file its checkpoint was written with) through
+  pyctcdecode's own KenLM model, as a pyctcdecode user would plug it in.
+
+The adapters read each word as ``treebank_split`` cuts it (``daewoo's`` → ``daewoo 's``, the
+PTB models' tokens); pyctcdecode's KenLM model reads the word whole (outside the vocabulary).
+Beside each adapter decode: its ``score`` calls per line.
 
 ``alpha`` and ``beta`` are chosen per language model on the dev half (a small grid, least word
 errors) and reported on the test half, with milliseconds per line. Words reach each language
@@ -41,10 +46,11 @@ from texts import normalise  # noqa: E402
 from wer import char_errors, word_errors  # noqa: E402
 
 from model.adapters.pyctcdecode_lm import NextwordCTCLM, unigrams_of  # noqa: E402
+from model.adapters.spelling import treebank_split  # noqa: E402
 from model.inference.checkpoint import load_checkpoint  # noqa: E402
 
-ALPHAS = [0.3, 0.5, 0.8, 1.2]
-BETAS = [0.0, 1.0, 2.0, 4.0]
+ALPHAS = [0.1, 0.2, 0.3, 0.5, 0.8]
+BETAS = [0.0, 2.0, 4.0, 6.0, 8.0]
 
 
 def greedy(log_probs: np.ndarray, labels: list[str]) -> str:
@@ -95,6 +101,7 @@ def main() -> None:
     parser.add_argument("--rnn", type=Path, default=ROOT / "runs" / "ptb-start")
     parser.add_argument("--arpa", type=Path, default=ROOT / "runs" / "ptb-kn5" / "model.arpa")
     parser.add_argument("--combined", type=Path, default=ROOT / "runs" / "ptb-start-mix")
+    parser.add_argument("--ngram", type=Path, default=ROOT / "runs" / "ptb-kn5")
     parser.add_argument("--beam-width", type=int, default=100)
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = parser.parse_args()
@@ -110,16 +117,22 @@ def main() -> None:
     alphabet = Alphabet.build_alphabet(labels)
     rnn = load_checkpoint(args.rnn)
     words = unigrams_of(rnn)
+    adapters = {
+        name: NextwordCTCLM.in_process(lm, tokenize=treebank_split)
+        for name, lm in (
+            ("beam + nextword", rnn),
+            ("beam + kn5", load_checkpoint(args.ngram)),
+            ("beam + combined", load_checkpoint(args.combined)),
+        )
+    }
     decoders: dict[str, Any] = {
         "beam": BeamSearchDecoderCTC(alphabet, None),
-        "beam + nextword": BeamSearchDecoderCTC(alphabet, NextwordCTCLM.in_process(rnn)),
-        "beam + kn5": BeamSearchDecoderCTC(
+        **{name: BeamSearchDecoderCTC(alphabet, lm) for name, lm in adapters.items()},
+        "beam + KenLM": BeamSearchDecoderCTC(
             alphabet, LanguageModel(kenlm.Model(str(args.arpa)), words)
         ),
-        "beam + combined": BeamSearchDecoderCTC(
-            alphabet, NextwordCTCLM.in_process(load_checkpoint(args.combined))
-        ),
     }
+    calls_per_line: dict[str, float] = {}
     systems: dict[str, list[str]] = {
         "greedy": [normalise(greedy(lp, labels)) for lp in lines["test"]]
     }
@@ -129,7 +142,10 @@ def main() -> None:
         if name != "beam":
             params[name] = tune(decoder, lines["dev"], refs["dev"], args.beam_width)
             print(name, "dev:", json.dumps(params[name]), flush=True)
+        calls = adapters[name].calls if name in adapters else 0
         systems[name], ms_per_line[name] = decode_all(decoder, lines["test"], args.beam_width)
+        if name in adapters:
+            calls_per_line[name] = (adapters[name].calls - calls) / len(lines["test"])
     sources = sorted({m["source"] for m in split["test"]})
     table = {}
     for name, hyps in systems.items():
@@ -140,12 +156,13 @@ def main() -> None:
         table[name] = row
     lines_n = len(split["test"])
     print(f"\n{args.prefix}: WER / CER % on {lines_n} test lines, beam {args.beam_width}")
-    print(f"| decoder | all | {' | '.join(sources)} | ms per line |")
-    print("|---|---|" + "---|" * len(sources) + "---|")
+    print(f"| decoder | all | {' | '.join(sources)} | ms per line | LM calls per line |")
+    print("|---|---|" + "---|" * len(sources) + "---|---|")
     for name, row in table.items():
         cells = [f"{row[k]['wer']:.2f} / {row[k]['cer']:.2f}" for k in ["all", *sources]]
         ms = f"{ms_per_line[name]:.1f}" if name in ms_per_line else ""
-        print(f"| {name} | {' | '.join(cells)} | {ms} |")
+        calls_cell = f"{calls_per_line[name]:.0f}" if name in calls_per_line else ""
+        print(f"| {name} | {' | '.join(cells)} | {ms} | {calls_cell} |")
     frames = statistics.mean(len(lp) for lp in lines["test"])
     results = {
         "benchmark": "recognisers/ctc_decode",
@@ -157,6 +174,7 @@ def main() -> None:
         "mean_frames": round(frames, 1),
         "params": params,
         "ms_per_line": {k: round(v, 1) for k, v in ms_per_line.items()},
+        "lm_calls_per_line": {k: round(v, 1) for k, v in calls_per_line.items()},
         "table": table,
     }
     if args.out:

@@ -17,6 +17,11 @@ the same parameters: the score of a word is ``alpha · (log P(word | text so far
 word outside the vocabulary; a partial word that no vocabulary word starts with gets
 ``unk_score_offset`` (scaled up past 6 characters), as pyctcdecode does.
 
+``tokenize`` turns a decoded word into the model's tokens: by default the model's own tokenizer
+in process and whitespace over HTTP; ``tokenize=treebank_split`` (``model.adapters.spelling``)
+for a model that reads clitics as tokens (Penn Treebank text: ``daewoo 's``). A partial word is
+then fine when its tokens but the last are words and the last starts one.
+
 The state is the tokens read so far. In process, the model's prefix cache (turned on here when
 it has none) holds the network state after each of them, so a ``score`` call reads one new word:
 one network step and one output row. ``NextwordCTCLM.http`` sends the same question to a running
@@ -42,6 +47,7 @@ NO_HISTORY_LIMIT = 1_000_000  # ``order`` for pyctcdecode's history pruning: a r
 # reads the whole text, so beams that differ anywhere must not be merged
 
 State = tuple[str, ...]  # the tokens read so far (after <s>)
+Tokenize = Callable[[str], list[str]]  # a decoded word → the model's tokens
 
 
 class NextwordCTCLM:
@@ -51,7 +57,7 @@ class NextwordCTCLM:
     def __init__(
         self,
         scorer: Scorer,
-        tokenize: Callable[[str], list[str]],
+        tokenize: Tokenize,
         unigrams: Iterable[str],
         alpha: float = 0.5,
         beta: float = 1.5,
@@ -61,9 +67,8 @@ class NextwordCTCLM:
         """``scorer`` answers candidates queries, ``tokenize`` splits a decoded word as the
         model does, ``unigrams`` are the words a partial word may grow into."""
         self._scorer, self._tokenize = scorer, tokenize
-        self._prefixes = {
-            w[:i] for w in unigrams if w not in SPECIALS for i in range(1, len(w) + 1)
-        }
+        self._words = {w for w in unigrams if w not in SPECIALS}
+        self._prefixes = {w[:i] for w in self._words for i in range(1, len(w) + 1)}
         self.alpha, self.beta = 0.0, 0.0
         self.unk_score_offset, self.score_boundary = 0.0, True
         self.reset_params(alpha=alpha, beta=beta, unk_score_offset=unk_score_offset,
@@ -71,17 +76,22 @@ class NextwordCTCLM:
         self.calls = 0  # score calls answered (for measuring)
 
     @classmethod
-    def in_process(cls, lm: LanguageModel, **params: Any) -> NextwordCTCLM:
-        """Backed by a loaded model (a recurrent one gets a prefix cache if it has none)."""
-        return cls(in_process_scorer(lm), lm.tokenize, lm.vocab.tokens, **params)
+    def in_process(
+        cls, lm: LanguageModel, tokenize: Tokenize | None = None, **params: Any
+    ) -> NextwordCTCLM:
+        """Backed by a loaded model (a recurrent one gets a prefix cache if it has none);
+        ``tokenize`` defaults to the model's own."""
+        return cls(in_process_scorer(lm), tokenize or lm.tokenize, lm.vocab.tokens, **params)
 
     @classmethod
-    def http(cls, client: Any, unigrams: Iterable[str], **params: Any) -> NextwordCTCLM:
+    def http(
+        cls, client: Any, unigrams: Iterable[str], tokenize: Tokenize | None = None, **params: Any
+    ) -> NextwordCTCLM:
         """Backed by a running service through ``app.client.NextwordClient`` (or anything with
         its ``candidates`` method; the client names the model). ``unigrams``: the model's words
         (a service does not list its vocabulary), e.g. ``unigrams_of`` the same checkpoint.
-        Words are sent as single tokens, so the service's tokenizer must keep a word whole."""
-        return cls(http_scorer(client), lambda word: word.split(), unigrams, **params)
+        Tokens are sent as lists, as ``tokenize`` (default: whitespace) cut them."""
+        return cls(http_scorer(client), tokenize or str.split, unigrams, **params)
 
     # ------------------------------------------------------------ pyctcdecode's interface
     @property
@@ -112,8 +122,12 @@ class NextwordCTCLM:
             self.score_boundary = boundary
 
     def score_partial_token(self, partial_token: str) -> float:
-        """0 while some vocabulary word starts with ``partial_token``, else the OOV offset."""
+        """0 while ``partial_token`` can still become words of the vocabulary (its tokens but
+        the last are words, and some word starts with the last), else the OOV offset."""
         if partial_token in self._prefixes:
+            return 0.0
+        *done, last = self._tokenize(partial_token) or [""]
+        if len(done) > 0 and last in self._prefixes and all(t in self._words for t in done):
             return 0.0
         penalty = self.unk_score_offset
         if len(partial_token) > AVG_TOKEN_LEN:

@@ -16,7 +16,12 @@ from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
 from model.adapters.pyctcdecode_lm import AVG_TOKEN_LEN, NextwordCTCLM, unigrams_of
+from model.adapters.spelling import treebank_split
 from model.inference.recurrent_lm import RecurrentLM
+from model.network.recurrent import RNNLM, ModelConfig
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
+from tests.conftest import perturbed
 
 LN10 = math.log(10.0)
 
@@ -114,3 +119,47 @@ def test_pyctcdecode_decodes_with_it(tiny_lm: RecurrentLM) -> None:
     preferred = max(["cat", "mat"], key=lambda w: lp(tiny_lm, ["the"], [w, "</s>"]))
     assert text == f"the {preferred}"
     assert lm.calls > 0
+
+
+def test_treebank_split_cuts_clitics_as_penn_treebank_does() -> None:
+    cases = {
+        "daewoo's": ["daewoo", "'s"],
+        "don't": ["do", "n't"],
+        "can't": ["ca", "n't"],
+        "rivals'": ["rivals", "'"],
+        "they’re": ["they", "'re"],  # the typographic apostrophe
+        "dog'": ["dog", "'"],  # half spelt: the start of a clitic
+        "don'": ["do", "n'"],
+        "'s": ["'s"],
+        "york": ["york"],
+        "": [],
+    }
+    assert {word: treebank_split(word) for word in cases} == cases
+
+
+@pytest.fixture
+def clitic_lm() -> RecurrentLM:
+    """A tiny float64 model over a treebank-style vocabulary: clitics are tokens."""
+    vocab = Vocabulary(["<unk>", "<s>", "</s>", "the", "dog", "do", "ran", "'s", "n't"])
+    config = ModelConfig(vocab_size=len(vocab), cell="gru", num_layers=1, embed_size=4,
+                         hidden_size=3)  # fmt: skip
+    net = perturbed(RNNLM(config, seed=5, dtype=np.float64), seed=6)
+    return RecurrentLM(net, vocab, Tokenizer("whitespace"))
+
+
+def test_a_written_clitic_is_scored_as_the_models_tokens(clitic_lm: RecurrentLM) -> None:
+    plain = NextwordCTCLM.in_process(clitic_lm, alpha=1.0, beta=0.5, unk_score_offset=-4.0)
+    split = NextwordCTCLM.in_process(
+        clitic_lm, tokenize=treebank_split, alpha=1.0, beta=0.5, unk_score_offset=-4.0
+    )
+    state = ("the",)
+    score, after = split.score(state, "dog's")
+    assert score == pytest.approx(lp(clitic_lm, ["the"], ["dog", "'s"]) + 0.5, abs=1e-12)
+    assert after == ("the", "dog", "'s")
+    whole, _ = plain.score(state, "dog's")  # one OOV token without the split
+    assert whole == pytest.approx(lp(clitic_lm, ["the"], ["dog's"]) - 4.0 * LN10 + 0.5)
+    for partial in ("dog'", "dog's", "do", "don'", "don't"):
+        assert split.score_partial_token(partial) == 0.0, partial
+    assert plain.score_partial_token("dog'") == -4.0  # no word of the vocabulary starts so
+    assert split.score_partial_token("dogx'") == -4.0  # "dogx" is no word
+    assert split.score_partial_token("dog'x") == -4.0  # no clitic starts "'x"
