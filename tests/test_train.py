@@ -20,6 +20,7 @@ import pytest
 
 from model.cli import main
 from model.inference.checkpoint import load_checkpoint
+from model.network.class_softmax import WordClasses
 from model.training.command import add_train_arguments
 from model.training.config import TrainConfig, merge
 from model.training.snapshot import StoppedError
@@ -124,6 +125,13 @@ def test_an_output_directory_holding_a_model_is_refused_unless_forced(
         (b"same same same\n" * 300, [], "the vocabulary has 1 words"),
         (b"a b c d\n" * 50, ["--cell", "cnn"], "invalid choice: 'cnn'"),
         (b"a b c d\n" * 50, ["--dropout", "1.5"], "dropout must be in"),
+        (
+            b"a b c d\n" * 50,
+            ["--classes", "4"],
+            "classes must be a positive integer with --softmax",
+        ),
+        (b"a b c d\n" * 50, ["--softmax", "class", "--classes", "0"], "classes must be a positive"),
+        (b"a b c d\n" * 50, ["--softmax", "sampled"], "invalid choice: 'sampled'"),
     ],
 )
 def test_bad_input_fails_early_with_a_clear_message(
@@ -289,3 +297,19 @@ def test_every_training_option_is_a_generated_command_line_option() -> None:
     with pytest.raises(SystemExit):
         parser.parse_args(["--optimizer", "rmsprop"])  # choices come from the field
     assert "(0.25)" in options["clip"].help and options["progress_every"].metavar == "SECONDS"
+
+
+def test_softmax_class_trains_a_normalised_model_with_classes_by_frequency(
+    tmp_path: Path,
+) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 200)
+    out = tmp_path / "model"
+    args = ["train", "--train", str(corpus), "--out", str(out), *TINY, "--epochs", "2"]
+    assert main([*args, "--softmax", "class", "--classes", "4"]) == 0
+    lm = load_checkpoint(out)
+    classes = lm.net.config.classes
+    assert classes is not None and 1 < classes.num_classes <= 4
+    assert classes == WordClasses.by_frequency(lm.vocab.counts, 4)  # cut from the counts
+    assert lm.next_distribution("the cat").sum() == pytest.approx(1.0, abs=1e-5)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["valid_ppl"] < len(lm.vocab)  # it learns

@@ -93,6 +93,8 @@ class RecurrentLM(NetworkLM[RNNLM]):
     # ------------------------------------------------------------ next word
     def next_log_probs_from(self, hidden: np.ndarray) -> np.ndarray:
         """log P(next token) from top-layer outputs hidden (M, H): shape (M, V)."""
+        if self.net.classes is not None:
+            return self.net.output_log_probs(hidden)
         return log_softmax(self.output_rows(hidden))
 
     def context_state(self, context: Text) -> tuple[NetworkState, np.ndarray]:

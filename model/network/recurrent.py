@@ -18,6 +18,7 @@ from typing import Any, get_type_hints
 import numpy as np
 
 from model.network.cells import State, get_cell
+from model.network.class_softmax import WordClasses, class_log_probs, class_softmax_loss
 from model.network.init import init_cell, init_embedding
 from model.network.layers import (
     Grad,
@@ -34,6 +35,7 @@ from model.values import show
 
 NetworkState = list[State]  # one cell state per layer
 CELLS, ACTIVATIONS = ("rnn", "lstm", "gru"), ("tanh", "relu")
+SOFTMAXES = ("full", "class")  # the output layer: one softmax over V, or class-factored
 MAX_SIZE = 2**31 - 1
 # The range of each size. The upper bounds are far beyond any real model; they exist because a
 # config read from a damaged file with num_layers 10**12 would loop over the layers, not fail.
@@ -58,9 +60,11 @@ class ModelConfig:
     dropout: float = 0.0  # drop probability on non-recurrent connections, training only
     tie_weights: bool = False  # output matrix = embedding matrix (needs D == H)
     bidirectional: bool = False  # a gap-filling model reading both sides (network.bidirectional)
+    softmax: str = "full"  # full | class (network.class_softmax)
+    class_bounds: tuple[int, ...] = ()  # softmax "class": class c = ids bounds[c]:bounds[c+1]
 
     def __post_init__(self) -> None:
-        for name, allowed in (("cell", CELLS), ("activation", ACTIVATIONS)):
+        for name, allowed in (("cell", CELLS), ("activation", ACTIVATIONS), ("softmax", SOFTMAXES)):
             if getattr(self, name) not in allowed:  # activation too: unused by lstm/gru, still data
                 raise ValueError(f"unknown {name} {show(getattr(self, name))}: expected {allowed}")
         for name, (low, high) in _SIZE_RANGES.items():
@@ -72,14 +76,32 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.tie_weights and self.bidirectional:
             raise ValueError("tie_weights is not supported for bidirectional models")
+        if self.softmax == "class":
+            if self.bidirectional:
+                raise ValueError("softmax 'class' is not supported for bidirectional models yet")
+            classes = WordClasses(tuple(self.class_bounds))  # checks the bounds
+            if classes.vocab_size != self.vocab_size:
+                raise ValueError(
+                    f"class_bounds must end at vocab_size {self.vocab_size}, "
+                    f"got {classes.vocab_size}"
+                )
+        elif self.class_bounds:
+            raise ValueError("class_bounds is for softmax 'class' only")
         if self.tie_weights and self.embed_size != self.hidden_size:
             raise ValueError(
                 f"tie_weights needs embed_size == hidden_size, got {self.embed_size} and "
                 f"{self.hidden_size}"
             )
 
+    @property
+    def classes(self) -> WordClasses | None:
+        """The word classes of a class-factored output layer; None for a full softmax."""
+        return WordClasses(tuple(self.class_bounds)) if self.softmax == "class" else None
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["class_bounds"] = list(self.class_bounds)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
@@ -87,7 +109,8 @@ class ModelConfig:
 
         JSON types are checked here rather than in ``__post_init__``: JSON is where 16.0, "16" or
         true can stand for a size, and each would fail later with a message naming nothing.
-        A missing field takes its default (older checkpoints lack ``bidirectional``).
+        A missing field takes its default (older checkpoints lack ``bidirectional`` and
+        ``softmax``: they load as the full softmax they have).
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"must be an object, got {type(data).__name__}")
@@ -100,8 +123,13 @@ class ModelConfig:
         return cls(**{name: _json_field(name, value, types[name]) for name, value in data.items()})
 
 
-def _json_field(name: str, value: Any, kind: type) -> Any:
-    """``value`` if it is a JSON value of type ``kind`` (bool is not int; an int is a float)."""
+def _json_field(name: str, value: Any, kind: Any) -> Any:
+    """``value`` if it is a JSON value of type ``kind`` (bool is not int; an int is a float; a
+    tuple of ints is a list of them)."""
+    if kind == tuple[int, ...]:
+        if not isinstance(value, list | tuple) or not all(type(v) is int for v in value):
+            raise ValueError(f"{name} must be a list of integers, got {show(value)}")
+        return tuple(value)
     ok = type(value) is kind or (kind is float and type(value) is int)
     if not ok:
         raise ValueError(f"{name} must be {_JSON_KINDS[kind]}, got {show(value)}")
@@ -237,6 +265,7 @@ class RNNLM:
                 "a bidirectional config builds a BiRNNLM (network.bidirectional), not an RNNLM"
             )
         self.config = config
+        self.classes = config.classes  # None: a full softmax
         self.stack = RecurrentStack(config)
         self.cell = self.stack.cell
         if params is None:
@@ -259,6 +288,9 @@ class RNNLM:
         if not c.tie_weights:
             shapes["output.W"] = (c.vocab_size, c.hidden_size)
         shapes["output.b"] = (c.vocab_size,)
+        if self.classes is not None:
+            shapes["output.class.W"] = (self.classes.num_classes, c.hidden_size)
+            shapes["output.class.b"] = (self.classes.num_classes,)
         return shapes
 
     def _initial_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -267,6 +299,9 @@ class RNNLM:
         if not c.tie_weights:
             params["output.W"] = init_embedding(c.vocab_size, c.hidden_size, rng)
         params["output.b"] = np.zeros(c.vocab_size)
+        if self.classes is not None:
+            params["output.class.W"] = init_embedding(self.classes.num_classes, c.hidden_size, rng)
+            params["output.class.b"] = np.zeros(self.classes.num_classes)
         return params
 
     @property
@@ -304,7 +339,10 @@ class RNNLM:
         return self.stack.backward(dhidden, cache)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
-        """Unnormalised next-token scores (T, N, V) from top-layer outputs (T, N, H)."""
+        """Unnormalised next-token scores (T, N, V) from top-layer outputs (T, N, H) of a full
+        softmax (a class-factored output has two softmaxes: ``log_probs``)."""
+        if self.classes is not None:
+            raise ValueError("a class-factored output layer has no single logits vector")
         return temporal_affine_forward(hidden, self.output_weight, self.params["output.b"])[0]
 
     def loss_and_grads(
@@ -322,10 +360,21 @@ class RNNLM:
         of an untied embedding is a ``RowSparse`` (only the rows of the words read).
         """
         hidden, final_state, cache = self.forward(inputs, state, rng)
-        loss, dhidden, dW_out, db_out = softmax_output_loss(
-            hidden, self.output_weight, self.params["output.b"], targets, mask
-        )
+        class_grads: dict[str, Grad] = {}
+        if self.classes is None:
+            loss, dhidden, dW_out, db_out = softmax_output_loss(
+                hidden, self.output_weight, self.params["output.b"], targets, mask
+            )
+        else:
+            loss, dhidden, out = class_softmax_loss(
+                hidden, self.output_weight, self.params["output.b"],
+                self.params["output.class.W"], self.params["output.class.b"],
+                self.classes, targets, mask,
+            )  # fmt: skip
+            dW_out, db_out = out["W"], out["b"]
+            class_grads = {"output.class.W": out["Wc"], "output.class.b": out["bc"]}
         grads = self.backward(dhidden, cache)
+        grads.update(class_grads)
         if self.config.tie_weights:  # one matrix used twice: the two gradients add
             emb = grads["embedding.W"]
             assert isinstance(emb, RowSparse)
@@ -339,4 +388,13 @@ class RNNLM:
     def log_probs(self, ids: np.ndarray, state: NetworkState) -> tuple[np.ndarray, NetworkState]:
         """Inference: log P(next token) after each input, shape (T, N, V), and the final state."""
         hidden, final_state, _ = self.forward(ids, state, keep_cache=False)
-        return log_softmax(self.logits(hidden)), final_state
+        return self.output_log_probs(hidden), final_state
+
+    def output_log_probs(self, hidden: np.ndarray) -> np.ndarray:
+        """log P(next token) over the vocabulary, (..., V), from top outputs (..., H)."""
+        if self.classes is None:
+            return log_softmax(self.logits(hidden))
+        return class_log_probs(
+            hidden, self.output_weight, self.params["output.b"],
+            self.params["output.class.W"], self.params["output.class.b"], self.classes,
+        )  # fmt: skip

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from model.network.recurrent import ACTIVATIONS, CELLS, ModelConfig
+from model.network.class_softmax import WordClasses
+from model.network.recurrent import ACTIVATIONS, CELLS, SOFTMAXES, ModelConfig
 from model.text.corpus import SPLITS
 from model.text.tokenize import TOKENIZERS
 from model.values import is_int, is_number
@@ -98,6 +99,19 @@ class TrainConfig:
         "whole sentences",
         "architecture",
     )
+    softmax: str = option(
+        "full",
+        "the output layer: one softmax over the vocabulary, or class-factored "
+        "(P(class) · P(word | class), both exact; a target costs about 2√V rows, not V)",
+        "architecture",
+        SOFTMAXES,
+    )
+    classes: int | None = option(
+        None,
+        "with --softmax class: how many word classes (default √V), cut by frequency",
+        "architecture",
+        show_default=False,
+    )
     # optimisation
     context: str = option(
         "stream",
@@ -168,6 +182,9 @@ class TrainConfig:
         for name in POSITIVE_INTS:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.classes is not None and (self.classes < 1 or self.softmax != "class"):
+            raise ValueError(f"classes must be a positive integer with --softmax class, got "
+                             f"{self.classes!r}")  # fmt: skip
         for name in ("max_recurrent_norm", "max_recoveries", "progress_every"):
             if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)!r}")
@@ -193,7 +210,13 @@ class TrainConfig:
             if not any(_has_type(value, name) for name in allowed):
                 raise ValueError(f"{f.name} must be of type {f.type}, got {value!r}")
 
-    def model_config(self, vocab_size: int) -> ModelConfig:
+    def model_config(self, vocab_size: int, counts: list[int] | None = None) -> ModelConfig:
+        """The network's architecture for a vocabulary of ``vocab_size`` words; a class-factored
+        output cuts its classes from the words' ``counts`` (all equal when not given)."""
+        bounds: tuple[int, ...] = ()
+        if self.softmax == "class":
+            k = self.classes or WordClasses.default_count(vocab_size)
+            bounds = WordClasses.by_frequency(counts or [1] * vocab_size, min(k, vocab_size)).bounds
         return ModelConfig(
             vocab_size=vocab_size,
             cell=self.cell,
@@ -204,6 +227,8 @@ class TrainConfig:
             dropout=self.dropout,
             tie_weights=self.tie_weights,
             bidirectional=self.bidirectional,
+            softmax=self.softmax,
+            class_bounds=bounds,
         )
 
     @property

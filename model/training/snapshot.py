@@ -162,7 +162,7 @@ class RunState:
 
 
 def new_state(cfg: TrainConfig, corpus: Corpus) -> RunState:
-    config = cfg.model_config(len(corpus.vocab))
+    config = cfg.model_config(len(corpus.vocab), corpus.vocab.counts)
     net = task_for(cfg).new_network(config, cfg.seed)
     return RunState(
         net,
@@ -319,7 +319,8 @@ def check_origin(
         raise TrainingError(
             "the vocabulary built from the corpus differs from the saved run; cannot resume"
         )
-    expected, saved = cfg.model_config(len(corpus.vocab)).to_dict(), lm.net.config.to_dict()
+    expected = cfg.model_config(len(corpus.vocab), corpus.vocab.counts).to_dict()
+    saved = lm.net.config.to_dict()
     names = {"num_layers": "layers", "embed_size": "emb", "hidden_size": "hidden"}
     differ = [
         f"{names.get(k, k)} {expected[k]!r} ≠ {saved[k]!r}"

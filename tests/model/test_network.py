@@ -59,6 +59,60 @@ def test_network_gradients_with_tied_weights(cell: str) -> None:
     )
 
 
+CLASS_BOUNDS = (0, 2, 5, V)  # three word classes of the 9 ids
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("tied", [False, True])
+def test_network_gradients_with_a_class_factored_output(cell: str, tied: bool) -> None:
+    check_network_gradients(
+        ModelConfig(
+            V,
+            cell,
+            num_layers=2,
+            embed_size=5,
+            hidden_size=5,
+            tie_weights=tied,
+            softmax="class",
+            class_bounds=CLASS_BOUNDS,
+        )
+    )
+    check_network_gradients(
+        ModelConfig(
+            V,
+            cell,
+            num_layers=1,
+            embed_size=4,
+            hidden_size=5,
+            dropout=0.3,
+            softmax="class",
+            class_bounds=CLASS_BOUNDS,
+        ),
+        11,
+    )
+
+
+def test_a_class_factored_output_is_normalised_and_keeps_its_classes() -> None:
+    config = ModelConfig(V, "lstm", embed_size=4, hidden_size=5, softmax="class",
+                         class_bounds=CLASS_BOUNDS)  # fmt: skip
+    net = perturbed(RNNLM(config, seed=1, dtype=np.float64), seed=2)
+    assert net.params["output.class.W"].shape == (3, 5) and net.params["output.class.b"].shape == (
+        3,
+    )
+    log_p, _ = net.log_probs(np.array([[1, 4, 7]]).T, net.init_state(1))
+    np.testing.assert_allclose(np.exp(log_p).sum(axis=-1), 1.0, atol=1e-12)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["class_bounds"] == [0, 2, 5, 9]  # a JSON list in the checkpoint
+    old = {
+        k: v for k, v in ModelConfig(V).to_dict().items() if k not in ("softmax", "class_bounds")
+    }
+    assert ModelConfig.from_dict(old).softmax == "full"  # a checkpoint from before the option
+    with pytest.raises(ValueError, match="class_bounds must be a list of integers"):
+        ModelConfig.from_dict({**config.to_dict(), "class_bounds": [0, 2.0, 9]})
+    with pytest.raises(ValueError, match="no single logits"):
+        net.logits(np.zeros((1, 1, 5)))
+
+
 def test_network_gradients_with_dropout_masks_held_fixed() -> None:
     check_network_gradients(
         ModelConfig(V, "lstm", num_layers=2, embed_size=4, hidden_size=5, dropout=0.3), 11
@@ -118,6 +172,15 @@ def test_same_seed_same_weights_and_tied_model_has_no_output_matrix() -> None:
             "tie_weights needs embed_size == hidden_size",
         ),
         ({"vocab_size": 2}, "vocab_size must be at least 3"),
+        ({"softmax": "sampled"}, "unknown softmax"),
+        ({"softmax": "class", "class_bounds": (0, 4)}, "class_bounds must end at vocab_size 9"),
+        ({"softmax": "class", "class_bounds": (0, 5, 5, 9)}, "bounds must rise strictly"),
+        ({"softmax": "class"}, "bounds must rise strictly"),
+        ({"class_bounds": (0, 9)}, "class_bounds is for softmax 'class' only"),
+        (
+            {"softmax": "class", "class_bounds": (0, 9), "bidirectional": True},
+            "not supported for bidirectional",
+        ),
     ],
 )
 def test_bad_configs_are_rejected_with_a_clear_message(kwargs: dict, message: str) -> None:

@@ -1,0 +1,185 @@
+"""A class-factored output layer (Mikolov et al. 2011): an exact softmax whose cost per target
+grows with √V, not V.
+
+    P(w | h) = P(c(w) | h) · P(w | c(w), h)
+    P(c | h) = softmax(Wc h + bc)[c]                   over the K classes
+    P(w | c, h) = softmax(W[c] h + b[c])[w]            over the words of class c only
+
+Both factors are full softmaxes, so the probabilities over the whole vocabulary sum to 1 and a
+reranker can compare scores across contexts (unlike sampled or self-normalised outputs). A
+target costs K + |c(w)| output rows instead of V.
+
+Classes are contiguous ranges of word ids. The vocabulary numbers words by falling frequency
+(``model.text.vocab``), so a range is a band of similar frequencies, and ``by_frequency`` cuts
+the bands as the RNNLM toolkit does: equal shares of Σ √count (frequent words get small
+classes, rare ones large classes that are seldom a target). The class of a word is then
+``searchsorted(bounds, id)``, with nothing to store but the K + 1 bounds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model.network.layers import NonFiniteError, log_softmax
+
+
+@dataclass(frozen=True)
+class WordClasses:
+    """Class ``c`` holds the word ids ``bounds[c] : bounds[c + 1]``; bounds run from 0 to V."""
+
+    bounds: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        b = self.bounds
+        if len(b) < 2 or b[0] != 0 or any(lo >= hi for lo, hi in itertools.pairwise(b)):
+            raise ValueError(f"class bounds must rise strictly from 0, got {list(b)[:8]}…")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def vocab_size(self) -> int:
+        return self.bounds[-1]
+
+    @classmethod
+    def by_frequency(cls, counts: Sequence[int], num_classes: int) -> WordClasses:
+        """Contiguous classes with equal shares of Σ √count (the RNNLM toolkit's binning), at
+        most ``num_classes`` (fewer when a few words hold most of the mass) and never empty."""
+        vocab_size = len(counts)
+        if not 1 <= num_classes <= vocab_size:
+            raise ValueError(f"classes must be in [1, {vocab_size}], got {num_classes}")
+        mass = np.sqrt(np.maximum(np.asarray(counts, dtype=np.float64), 0.0)) + 1e-12
+        share = np.cumsum(mass) / mass.sum()  # share[i]: mass of ids 0..i
+        # id i goes to class floor(share before i · K): a new class starts where that rises
+        before = np.concatenate([[0.0], share[:-1]])
+        labels = np.minimum((before * num_classes).astype(np.int64), num_classes - 1)
+        starts = np.flatnonzero(np.diff(labels)) + 1
+        return cls((0, *starts.tolist(), vocab_size))
+
+    @classmethod
+    def default_count(cls, vocab_size: int) -> int:
+        """K ≈ √V: the classes' and a class's words cost about the same."""
+        return max(1, round(math.sqrt(vocab_size)))
+
+    def class_of(self, ids: np.ndarray) -> np.ndarray:
+        """The class of each word id (same shape)."""
+        return np.searchsorted(np.asarray(self.bounds), ids, side="right") - 1
+
+
+def class_log_probs(
+    x: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    Wc: np.ndarray,
+    bc: np.ndarray,
+    classes: WordClasses,
+) -> np.ndarray:
+    """log P(w | h) for every word, (..., V) from hidden states (..., H): both factors, each
+    class's block normalised on its own. Exact; as costly as a full softmax (V rows)."""
+    lead, H = x.shape[:-1], x.shape[-1]
+    flat = x.reshape(-1, H)
+    class_lp = log_softmax(flat @ Wc.T + bc)  # (M, K)
+    out = np.empty((flat.shape[0], classes.vocab_size), dtype=np.result_type(x, W))
+    for c, (lo, hi) in enumerate(itertools.pairwise(classes.bounds)):
+        out[:, lo:hi] = log_softmax(flat @ W[lo:hi].T + b[lo:hi]) + class_lp[:, c : c + 1]
+    return out.reshape(*lead, classes.vocab_size)
+
+
+def class_log_probs_at(
+    x: np.ndarray,
+    tokens: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    Wc: np.ndarray,
+    bc: np.ndarray,
+    classes: WordClasses,
+) -> np.ndarray:
+    """log P(tokens[k]) after hidden state x[k], (K,) float64 from x (K, H): the class softmax
+    and the token's own class's rows only, K + |c| rows a token. Summed in float64, so a token
+    scores the same number whichever tokens it is asked with."""
+    x64 = x.astype(np.float64)
+    class_lp = log_softmax(x64 @ Wc.T.astype(np.float64) + bc)  # (K, classes)
+    cs = classes.class_of(tokens)
+    out = class_lp[np.arange(len(tokens)), cs]
+    for c in np.unique(cs).tolist():
+        at = np.flatnonzero(cs == c)
+        lo, hi = classes.bounds[c], classes.bounds[c + 1]
+        word_lp = log_softmax(x64[at] @ W[lo:hi].T.astype(np.float64) + b[lo:hi])
+        out[at] += word_lp[np.arange(len(at)), tokens[at] - lo]
+    result: np.ndarray = out
+    return result
+
+
+def class_softmax_loss(
+    x: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    Wc: np.ndarray,
+    bc: np.ndarray,
+    classes: WordClasses,
+    targets: np.ndarray,
+    mask: np.ndarray | None = None,
+) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
+    """Mean cross-entropy of the factored softmax and its gradients.
+
+    - x: top-layer outputs (T, N, H); W (V, H), b (V,): word rows; Wc (K, H), bc (K,): class
+      rows; targets: (T, N) ids; mask: (T, N) weights of the counted targets, or None.
+    Returns (loss in nats per token, dx (T, N, H), {"W", "b", "Wc", "bc"} gradients). The
+    targets are grouped by class, so each class's rows enter one product with its targets only.
+    """
+    T, N, H = x.shape
+    flat, y = x.reshape(T * N, H), targets.ravel()
+    weight = np.ones(len(y), dtype=x.dtype) if mask is None else mask.ravel().astype(x.dtype)
+    rows = np.flatnonzero(weight)
+    if len(rows) == 0:
+        raise ValueError("class_softmax_loss: the mask selects no position")
+    count = float(weight[rows].sum())
+    xs, ys, scale = flat[rows], y[rows], weight[rows] / x.dtype.type(count)
+    cs = classes.class_of(ys)
+    picked = np.arange(len(ys))
+
+    class_lp = log_softmax(xs @ Wc.T + bc)  # (M, K)
+    nll = -class_lp[picked, cs].astype(np.float64)
+    dz_class = np.exp(class_lp)
+    dz_class[picked, cs] -= 1.0
+    dz_class *= scale[:, None]
+    dxs = dz_class @ Wc
+    grads = {"Wc": dz_class.T @ xs, "bc": dz_class.sum(axis=0)}
+
+    dW, db = np.zeros_like(W), np.zeros_like(b)
+    order = np.argsort(cs, kind="stable")
+    present, first = np.unique(cs[order], return_index=True)
+    ends = [*first[1:].tolist(), len(order)]
+    for c, start, end in zip(present.tolist(), first.tolist(), ends, strict=True):
+        at = order[start:end]  # the targets of class c
+        lo, hi = classes.bounds[c], classes.bounds[c + 1]
+        word_lp = log_softmax(xs[at] @ W[lo:hi].T + b[lo:hi])  # (m, |c|)
+        local = ys[at] - lo
+        nll[at] -= word_lp[np.arange(len(at)), local]
+        dz = np.exp(word_lp)
+        dz[np.arange(len(at)), local] -= 1.0
+        dz *= scale[at, None]
+        dxs[at] += dz @ W[lo:hi]
+        dW[lo:hi] += dz.T @ xs[at]
+        db[lo:hi] += dz.sum(axis=0)
+    loss = float(np.dot(weight[rows].astype(np.float64), nll) / count)
+    if not math.isfinite(loss):
+        raise NonFiniteError(f"cross-entropy is {loss}: the logits contain NaN or infinity")
+    dx = np.zeros_like(flat)
+    dx[rows] = dxs
+    grads.update(W=dW, b=db)
+    return loss, dx.reshape(T, N, H), grads
+
+
+def describe(classes: WordClasses) -> dict[str, Any]:
+    """Sizes of the classes, for logs and the models endpoint."""
+    sizes = np.diff(np.asarray(classes.bounds))
+    return {"classes": classes.num_classes, "largest": int(sizes.max()),
+            "smallest": int(sizes.min())}  # fmt: skip

@@ -1,0 +1,95 @@
+"""The class-factored output layer: exact probabilities (every distribution sums to 1 over the
+vocabulary), the loss is -log of them, numerical gradient checks (float64, central
+differences), and the √count binning of the classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.network.class_softmax import (
+    WordClasses,
+    class_log_probs,
+    class_softmax_loss,
+)
+from tests.gradcheck import numerical_gradient, relative_error
+
+V, H, T, N = 13, 4, 3, 2
+
+
+@pytest.fixture
+def layer() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "x": rng.normal(0, 1, (T, N, H)),
+        "W": rng.normal(0, 0.7, (V, H)),
+        "b": rng.normal(0, 0.3, V),
+        "Wc": rng.normal(0, 0.7, (4, H)),
+        "bc": rng.normal(0, 0.3, 4),
+    }
+
+
+CLASSES = WordClasses((0, 2, 5, 9, 13))
+
+
+def test_probabilities_over_the_vocabulary_sum_to_one(layer: dict[str, np.ndarray]) -> None:
+    lp = class_log_probs(layer["x"], layer["W"], layer["b"], layer["Wc"], layer["bc"], CLASSES)
+    assert lp.shape == (T, N, V)
+    np.testing.assert_allclose(np.exp(lp).sum(axis=-1), 1.0, rtol=0, atol=1e-12)
+    # the factors, spelt out for one word: P(class) · P(word | class)
+    x = layer["x"][1, 0]
+    zc = layer["Wc"] @ x + layer["bc"]
+    zw = layer["W"][5:9] @ x + layer["b"][5:9]
+    want = (zc[2] - np.log(np.exp(zc).sum())) + (zw[2] - np.log(np.exp(zw).sum()))
+    assert lp[1, 0, 7] == pytest.approx(want, abs=1e-12)
+
+
+def test_the_loss_is_the_mean_negative_log_probability(layer: dict[str, np.ndarray]) -> None:
+    targets = np.array([[0, 12], [7, 3], [12, 5]])
+    mask = np.array([[1.0, 0.0], [1.0, 1.0], [0.5, 1.0]])
+    args = (layer["x"], layer["W"], layer["b"], layer["Wc"], layer["bc"], CLASSES)
+    lp = class_log_probs(*args)
+    picked = np.take_along_axis(lp, targets[..., None], axis=-1)[..., 0]
+    loss, _, _ = class_softmax_loss(*args, targets, mask)
+    assert loss == pytest.approx(float(-(picked * mask).sum() / mask.sum()), abs=1e-12)
+    with pytest.raises(ValueError, match="mask selects no position"):
+        class_softmax_loss(*args, targets, np.zeros((T, N)))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_gradients_match_central_differences(layer: dict[str, np.ndarray], masked: bool) -> None:
+    targets = np.array([[0, 12], [7, 7], [1, 4]])  # classes 0, 3, 2, 2, 0, 1; two share one
+    mask = np.array([[1.0, 0.0], [0.5, 1.0], [1.0, 1.0]]) if masked else None
+
+    def loss() -> float:
+        return class_softmax_loss(
+            layer["x"], layer["W"], layer["b"], layer["Wc"], layer["bc"], CLASSES, targets, mask
+        )[0]
+
+    _, dx, grads = class_softmax_loss(
+        layer["x"], layer["W"], layer["b"], layer["Wc"], layer["bc"], CLASSES, targets, mask
+    )
+    analytic = {"x": dx, **grads}
+    for name in ("x", "W", "b", "Wc", "bc"):
+        numeric = numerical_gradient(loss, layer[name])
+        assert relative_error(analytic[name], numeric) < 1e-7, name
+    if masked:  # an uncounted position gets no gradient
+        assert not dx[0, 1].any()
+
+
+def test_classes_share_the_square_root_of_the_counts() -> None:
+    # square roots 20, 10, 10, 5 (4 times), 2 (6 times), 1, 1
+    counts = [400, 100, 100, 25, 25, 25, 25, 4, 4, 4, 4, 4, 4, 1, 1]
+    classes = WordClasses.by_frequency(counts, 4)  # Σ√ = 74: about 18.5 a class
+    assert classes.bounds == (0, 1, 3, 7, 15)
+    assert classes.class_of(np.array([0, 1, 2, 3, 6, 7, 14])).tolist() == [0, 1, 1, 2, 2, 3, 3]
+    one = WordClasses.by_frequency(counts, 1)
+    assert one.bounds == (0, 15)
+    many = WordClasses.by_frequency(counts, 15)  # never an empty class
+    assert np.all(np.diff(many.bounds) >= 1) and many.num_classes <= 15
+    assert WordClasses.default_count(10_000) == 100
+    for bad in ((0,), (0, 3, 3), (1, 4)):
+        with pytest.raises(ValueError, match="bounds"):
+            WordClasses(bad)
+    with pytest.raises(ValueError, match="classes must be"):
+        WordClasses.by_frequency(counts, 16)

@@ -1,0 +1,82 @@
+"""A model with a class-factored output, served: every path (candidates with and without the
+prefix cache, top-k, sentence scores, evaluation) gives the exact probabilities of the two
+factors, they sum to 1, and a checkpoint keeps the classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.inference.checkpoint import load_checkpoint, save_checkpoint
+from model.inference.recurrent_lm import RecurrentLM
+from model.network.class_softmax import WordClasses
+from model.network.recurrent import RNNLM, ModelConfig
+from model.text.tokenize import Tokenizer
+from model.text.vocab import Vocabulary
+from tests.conftest import TINY_WORDS, perturbed
+
+
+@pytest.fixture
+def class_lm() -> RecurrentLM:
+    vocab = Vocabulary(["<unk>", "<s>", "</s>", *TINY_WORDS], [0, 0, 20, 9, 8, 7, 6, 5, 4, 3, 2, 1])
+    classes = WordClasses.by_frequency(vocab.counts, 4)
+    config = ModelConfig(len(vocab), "lstm", num_layers=2, embed_size=6, hidden_size=6,
+                         tie_weights=True, softmax="class",
+                         class_bounds=classes.bounds)  # fmt: skip
+    net = perturbed(RNNLM(config, seed=3, dtype=np.float64), seed=4)
+    return RecurrentLM(net, vocab, Tokenizer("whitespace"))
+
+
+def test_the_distribution_is_the_two_factors_and_sums_to_one(class_lm: RecurrentLM) -> None:
+    classes = class_lm.net.classes
+    assert classes is not None and classes.num_classes > 1
+    p = class_lm.next_distribution("the cat")
+    assert p.sum() == pytest.approx(1.0, abs=1e-12)
+    # the factors by hand, from the top-layer output after "<s> the cat"
+    (read,) = class_lm.read_contexts([["the", "cat"]])
+    h, params = read.hidden, class_lm.net.params
+    zc = params["output.class.W"] @ h + params["output.class.b"]
+    pc = np.exp(zc - zc.max()) / np.exp(zc - zc.max()).sum()
+    for c, (lo, hi) in enumerate(zip(classes.bounds, classes.bounds[1:], strict=False)):
+        zw = params["embedding.W"][lo:hi] @ h + params["output.b"][lo:hi]  # tied
+        pw = np.exp(zw - zw.max()) / np.exp(zw - zw.max()).sum()
+        np.testing.assert_allclose(p[lo:hi], pc[c] * pw, rtol=1e-10)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_every_scoring_path_agrees_with_the_distribution(
+    class_lm: RecurrentLM, cached: bool
+) -> None:
+    if cached:
+        class_lm.use_prefix_cache(64, 1 << 20, None)
+    full = class_lm.next_log_probs("the cat")
+    for _ in range(2):  # the second time from the cache, when on
+        scores = class_lm.score_candidates("the cat", ["sat", "ran", "zebra", "on the"])
+        ids = [class_lm.vocab.encode([w])[0] for w in ("sat", "ran", "zebra")]
+        for score, i in zip(scores[:3], ids, strict=True):
+            assert score.log_prob == pytest.approx(full[i], abs=1e-12)
+        on = class_lm.vocab.encode(["on"])[0]
+        after_on = class_lm.next_log_probs("the cat on")[class_lm.vocab.encode(["the"])[0]]
+        assert scores[3].log_prob == pytest.approx(full[on] + after_on, abs=1e-12)
+    top = class_lm.top_k("the cat", k=3)
+    order = np.argsort(-full, kind="stable")
+    assert [w for w, _ in top] == [class_lm.vocab.tokens[i] for i in order[:3]]
+    (sentence,) = class_lm.score_sentences(["the cat sat"])
+    steps = [class_lm.next_log_probs(c) for c in ("", "the", "the cat", "the cat sat")]
+    want = sum(
+        s[class_lm.vocab.encode([w])[0]]
+        for s, w in zip(steps, ["the", "cat", "sat", "</s>"], strict=True)
+    )
+    assert sentence.log_prob == pytest.approx(want, abs=1e-10)
+
+
+def test_a_checkpoint_keeps_the_classes(class_lm: RecurrentLM, tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "m", class_lm)
+    loaded = load_checkpoint(tmp_path / "m")
+    assert isinstance(loaded, RecurrentLM)
+    assert loaded.net.config == class_lm.net.config and loaded.net.classes == class_lm.net.classes
+    np.testing.assert_allclose(
+        loaded.next_log_probs("the dog"), class_lm.next_log_probs("the dog"), atol=1e-12
+    )
