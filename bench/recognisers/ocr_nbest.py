@@ -30,7 +30,7 @@ The degraded line is read by two engines nobody here wrote:
   ``ppocr.jsonl`` (id, source, split, reference, greedy).
 
 References and hypotheses are in PTB's form (``texts.normalise``). The images are kept under
-``runs/recognisers/ocr/`` for a look. Rebuild (about a minute on one core)::
+``runs/recognisers/ocr/`` for a look. Rebuild (about two minutes on one core)::
 
     .venv/bin/python bench/recognisers/ocr_nbest.py
 """
@@ -190,7 +190,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=OUT, help="directory for the sets")
-    parser.add_argument("--per-source", type=int, default=100)
+    parser.add_argument("--per-source", type=int, default=300, help="texts per source, at most")
     parser.add_argument("--nbest", type=int, default=50)
     parser.add_argument("--beam", type=int, default=500, help="line paths kept over words")
     parser.add_argument("--seed", type=int, default=13)

@@ -38,7 +38,7 @@ higher is better, and ``score = acoustic + LM share`` exactly:
   ``score - acoustic`` is 9.5 × ``recogniser_lm`` - 0.63 × (recogniser words + 1) up to
   rounding (each word's weighted LM score is truncated to 0.1 nats).
 
-Rebuild (about 3 minutes a set on one core; audio is cached under
+Rebuild (about 7 minutes a set on one core; audio is cached under
 runs/recognisers/speech/audio, so a rerun only decodes)::
 
     .venv/bin/python bench/recognisers/speech_nbest.py --out runs/recognisers/speech.jsonl
@@ -310,7 +310,7 @@ def summary(records: list[dict[str, Any]]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="default: runs/recognisers/…")
-    parser.add_argument("--per-source", type=int, default=100)
+    parser.add_argument("--per-source", type=int, default=300, help="texts per source, at most")
     parser.add_argument("--nbest", type=int, default=50)
     parser.add_argument("--raw", type=int, default=1000, help="A* entries read per utterance")
     parser.add_argument("--lm", choices=["trigram", "unigram"], default="trigram")

@@ -91,7 +91,8 @@ def time_machine_sentences(path: Path = TIME_MACHINE) -> list[str]:
 
 
 def select(per_source: int, seed: int = 0) -> list[Text]:
-    """``per_source`` texts from each source, drawn at random; dev and test alternate."""
+    """``per_source`` texts from each source (all of it if it has fewer), drawn at random; dev and
+    test alternate. The benchmarks take 300 a source: 300 PTB sentences and all 138 of the book."""
     texts: list[Text] = []
     for source, sentences in (("ptb", ptb_sentences()), ("tm", time_machine_sentences())):
         rng = np.random.default_rng(seed)

@@ -4,6 +4,7 @@ factors, they sum to 1, and a checkpoint keeps the classes."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,34 @@ def test_a_checkpoint_keeps_the_classes(class_lm: RecurrentLM, tmp_path: Path) -
     np.testing.assert_allclose(
         loaded.next_log_probs("the dog"), class_lm.next_log_probs("the dog"), atol=1e-12
     )
+
+
+def test_the_service_answers_with_the_exact_factored_probabilities(
+    class_lm: RecurrentLM,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.core.config import Settings
+    from app.main import create_app
+    from app.registry import ModelRegistry
+
+    full = class_lm.next_log_probs("the cat")
+    with TestClient(create_app(Settings(), ModelRegistry.from_models({"m": class_lm}))) as http:
+        answer = http.post(
+            "/v1/candidates", json={"context": "the cat", "candidates": ["sat", "ran"]}
+        )
+        assert answer.status_code == 200
+        got = [r["log_prob"] for r in answer.json()["results"]]
+        want = [full[class_lm.vocab.encode([w])[0]] for w in ("sat", "ran")]
+        np.testing.assert_allclose(got, want, atol=1e-6)
+        top = http.post("/v1/predict", json={"context": "the cat", "k": 3}).json()["predictions"]
+        assert sum(math.exp(x) for x in full) == pytest.approx(1.0, abs=1e-9)
+        best = max(range(3, len(full)), key=lambda i: full[i])  # specials aside
+        assert top[0]["word"] == class_lm.vocab.tokens[best]
+        hypotheses = [{"text": "the cat sat", "score": 0}, {"text": "cat the sat", "score": 0}]
+        ranked = http.post("/v1/rerank", json={"hypotheses": hypotheses})
+        lm_scores = {h["text"]: h["lm_log_prob"] for h in ranked.json()["hypotheses"]}
+        (s,) = class_lm.score_sentences(["cat the sat"])
+        assert lm_scores["cat the sat"] == pytest.approx(s.log_prob, abs=1e-6)
+        info = http.get("/v1/models/m").json()
+        assert info["architecture"]["softmax"] == "class"
