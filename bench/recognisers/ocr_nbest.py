@@ -51,6 +51,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from ctc_decode import greedy
 from texts import ROOT, Text, display, normalise, select
 from wer import word_errors
 
@@ -170,14 +171,6 @@ class PPOCR:
         kept = probs[:, self.columns]
         mass = kept.sum(axis=1, keepdims=True)
         return np.log(kept / mass).astype(np.float32), float(mass.mean())
-
-
-def greedy(log_probs: np.ndarray, labels: list[str]) -> str:
-    """Best label per frame, repeats collapsed, blanks dropped."""
-    best = log_probs.argmax(axis=1)
-    keep = np.ones(len(best), dtype=bool)
-    keep[1:] = best[1:] != best[:-1]
-    return "".join(labels[k] for k in best[keep] if labels[k] != "")
 
 
 def wer(pairs: list[tuple[str, str]]) -> float:
