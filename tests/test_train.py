@@ -313,3 +313,20 @@ def test_softmax_class_trains_a_normalised_model_with_classes_by_frequency(
     assert lm.next_distribution("the cat").sum() == pytest.approx(1.0, abs=1e-5)
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["valid_ppl"] < len(lm.vocab)  # it learns
+
+
+def test_a_bidirectional_model_trains_with_a_class_softmax(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 200)
+    out = tmp_path / "model"
+    args = ["train", "--train", str(corpus), "--out", str(out), *TINY, "--epochs", "2"]
+    assert main([*args, "--bidirectional", "--softmax", "class", "--classes", "4"]) == 0
+    lm = load_checkpoint(out)
+    assert lm.task == "gap-filling" and lm.net.classes is not None
+    left, right = lm.vocab.encode(["the"]), lm.vocab.encode(["sat"])
+    every_word = [np.array([w]) for w in range(len(lm.vocab))]
+    log_p = np.concatenate(lm.net.fill_scores(left, right, every_word))
+    assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-5)
+    (cat,) = lm.fill("the", "sat", ["cat"]).scores
+    assert cat.log_prob == pytest.approx(log_p[lm.vocab.encode(["cat"])[0]], abs=1e-6)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["valid_ppl"] < len(lm.vocab)

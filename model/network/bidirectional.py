@@ -7,6 +7,8 @@ Two recurrent stacks with separate weights read a sentence ``<s> w_1 … w_n </s
     P(w_t | w_<t, w_>t) = softmax(V_f f_{t-1} + V_b g_{t+1} + b)
 
 implemented as one output layer on the concatenated state, ``W = [V_f | V_b]`` of shape (V, 2H).
+With ``softmax="class"`` that layer is class-factored (network.class_softmax) on the same
+concatenated state: ``P(w) = P(class(w) | f, g) · P(w | class(w), f, g)``.
 Neither state has seen ``w_t``. ``<s>`` and ``</s>`` bound the two sides, so a gap at the start or
 the end of a sentence is predicted from the sentence boundary on that side.
 
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from model.network.class_softmax import class_log_probs_at, class_softmax_loss
 from model.network.init import init_embedding
 from model.network.layers import Grad, log_softmax_at, softmax_output_loss
 from model.network.recurrent import ModelConfig, NetworkState, RecurrentStack, check_params
@@ -71,7 +74,8 @@ class BiRNNLM:
     """Parameters and forward/backward of the gap-filling model.
 
     Parameter names: ``fwd.embedding.W``, ``fwd.rnn.{l}.*``, ``bwd.embedding.W``, ``bwd.rnn.{l}.*``,
-    ``output.W`` (V, 2H) and ``output.b`` (V,).
+    ``output.W`` (V, 2H) and ``output.b`` (V,); a class-factored output adds
+    ``output.class.W`` (K, 2H) and ``output.class.b`` (K,).
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class BiRNNLM:
         if not config.bidirectional:
             raise ValueError("BiRNNLM needs a config with bidirectional=True")
         self.config = config
+        self.classes = config.classes  # None: a full softmax
         self.fwd, self.bwd = RecurrentStack(config, "fwd."), RecurrentStack(config, "bwd.")
         self.cell = self.fwd.cell
         if params is None:
@@ -92,6 +97,10 @@ class BiRNNLM:
             params = self.fwd.initial_params(rng) | self.bwd.initial_params(rng)
             params["output.W"] = init_embedding(config.vocab_size, 2 * config.hidden_size, rng)
             params["output.b"] = np.zeros(config.vocab_size)
+            if self.classes is not None:
+                K = self.classes.num_classes
+                params["output.class.W"] = init_embedding(K, 2 * config.hidden_size, rng)
+                params["output.class.b"] = np.zeros(K)
         check_params(params, self.param_shapes())
         self.params = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
 
@@ -108,6 +117,9 @@ class BiRNNLM:
         shapes = self.fwd.param_shapes() | self.bwd.param_shapes()
         shapes["output.W"] = (c.vocab_size, 2 * c.hidden_size)
         shapes["output.b"] = (c.vocab_size,)
+        if self.classes is not None:
+            shapes["output.class.W"] = (self.classes.num_classes, 2 * c.hidden_size)
+            shapes["output.class.b"] = (self.classes.num_classes,)
         return shapes
 
     def num_parameters(self) -> int:
@@ -134,25 +146,43 @@ class BiRNNLM:
     ) -> tuple[float, dict[str, Grad]]:
         """Mean cross-entropy of the batch's words given both sides, and every gradient."""
         states, (f_shape, f_cache), (g_shape, g_cache) = self._read(batch, rng)
-        loss, dstates, dW, db = softmax_output_loss(
-            states[:, None, :],
-            self.params["output.W"],
-            self.params["output.b"],
-            batch.targets[:, None],
-        )
+        p = self.params
+        class_grads: dict[str, Grad] = {}
+        if self.classes is None:
+            loss, dstates, dW, db = softmax_output_loss(
+                states[:, None, :], p["output.W"], p["output.b"], batch.targets[:, None]
+            )
+        else:
+            loss, dstates, out = class_softmax_loss(
+                states[:, None, :], p["output.W"], p["output.b"],
+                p["output.class.W"], p["output.class.b"], self.classes, batch.targets[:, None],
+            )  # fmt: skip
+            dW, db = out["W"], out["b"]
+            class_grads = {"output.class.W": out["Wc"], "output.class.b": out["bc"]}
         H = self.config.hidden_size
         df, dg = np.zeros(f_shape, dtype=dstates.dtype), np.zeros(g_shape, dtype=dstates.dtype)
         df.reshape(-1, H)[batch.left] = dstates[:, 0, :H]  # each state predicts one word at most
         dg.reshape(-1, H)[batch.right] = dstates[:, 0, H:]
         grads = self.fwd.backward(df, f_cache) | self.bwd.backward(dg, g_cache)
         grads["output.W"], grads["output.b"] = dW, db
+        grads.update(class_grads)
         return loss, grads
 
     def word_log_probs(self, batch: SentenceBatch) -> np.ndarray:
         """log P(w_t | the rest of its sentence) for every word of the batch, shape (M,)."""
         states, _, _ = self._read(batch, None, keep=False)
-        logits = states @ self.params["output.W"].T + self.params["output.b"]
-        return log_softmax_at(logits, np.arange(len(batch.targets)), batch.targets)[0]
+        return self._log_probs_at(states, batch.targets)
+
+    def _log_probs_at(self, states: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """log P(targets[m]) from the (M, 2H) states: a class softmax costs K + |class| rows."""
+        p = self.params
+        if self.classes is None:
+            logits = states @ p["output.W"].T + p["output.b"]
+            return log_softmax_at(logits, np.arange(len(targets)), targets)[0]
+        return class_log_probs_at(
+            states, targets, p["output.W"], p["output.b"],
+            p["output.class.W"], p["output.class.b"], self.classes,
+        )  # fmt: skip
 
     # ------------------------------------------------------------ inference
     def side_states(
@@ -195,7 +225,5 @@ class BiRNNLM:
                 rows.append(np.concatenate([lstate, rstate]))
                 targets.append(c[j])
         states = np.stack(rows).reshape(-1, 2 * H)
-        logits = states @ self.params["output.W"].T + self.params["output.b"]
-        picked = log_softmax_at(logits, np.arange(len(targets)), np.array(targets))[0]
-        picked = picked.astype(np.float64)
+        picked = self._log_probs_at(states, np.array(targets)).astype(np.float64)
         return np.split(picked, np.cumsum([len(c) for c in candidates])[:-1])

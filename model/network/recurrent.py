@@ -77,8 +77,6 @@ class ModelConfig:
         if self.tie_weights and self.bidirectional:
             raise ValueError("tie_weights is not supported for bidirectional models")
         if self.softmax == "class":
-            if self.bidirectional:
-                raise ValueError("softmax 'class' is not supported for bidirectional models yet")
             classes = WordClasses(tuple(self.class_bounds))  # checks the bounds
             if classes.vocab_size != self.vocab_size:
                 raise ValueError(

@@ -20,10 +20,17 @@ V = 12
 BOS, EOS = Vocabulary.bos_id, Vocabulary.eos_id
 
 
-def bi_net(cell: str = "lstm", layers: int = 2, seed: int = 1) -> BiRNNLM:
+CLASS_BOUNDS = (0, 3, 5, 8, V)  # 4 classes of 3, 2, 3 and 4 words
+
+
+def bi_net(
+    cell: str = "lstm", layers: int = 2, seed: int = 1, softmax: str = "full"
+) -> BiRNNLM:
+    bounds = CLASS_BOUNDS if softmax == "class" else ()
     config = ModelConfig(
-        V, cell, num_layers=layers, embed_size=4, hidden_size=5, bidirectional=True
-    )
+        V, cell, num_layers=layers, embed_size=4, hidden_size=5, bidirectional=True,
+        softmax=softmax, class_bounds=bounds,
+    )  # fmt: skip
     net = BiRNNLM(config, seed=seed, dtype=np.float64)
     perturbed(net, seed=seed + 1)  # type: ignore[arg-type]
     return net
@@ -33,9 +40,12 @@ def batch_of(*sentences: list[int]) -> SentenceBatch:
     return SentenceBatch.from_sentences([np.array(s) for s in sentences], BOS, EOS)
 
 
-@pytest.mark.parametrize(("cell", "layers"), [("rnn", 1), ("lstm", 2), ("gru", 2)])
-def test_bidirectional_network_gradients(cell: str, layers: int) -> None:
-    net = bi_net(cell, layers)
+@pytest.mark.parametrize(
+    ("cell", "layers", "softmax"),
+    [("rnn", 1, "full"), ("lstm", 2, "full"), ("gru", 2, "full"), ("lstm", 2, "class")],
+)
+def test_bidirectional_network_gradients(cell: str, layers: int, softmax: str) -> None:
+    net = bi_net(cell, layers, softmax=softmax)
     batch = batch_of([3, 4, 5, 6], [7, 8], [9])
     _, grads = net.loss_and_grads(batch)
     assert set(grads) == set(net.params)
@@ -66,14 +76,31 @@ def test_padding_does_not_change_a_sentence_s_scores() -> None:
     np.testing.assert_allclose(together[:3], alone, atol=1e-12)
 
 
-def test_fill_of_one_token_equals_the_training_layout() -> None:
-    net = bi_net()
+@pytest.mark.parametrize("softmax", ["full", "class"])
+def test_fill_of_one_token_equals_the_training_layout(softmax: str) -> None:
+    net = bi_net(softmax=softmax)
     sentence = [3, 4, 5, 6, 7]
     expected = net.word_log_probs(batch_of(sentence))
     for t in range(len(sentence)):  # a gap at every position, the ends included
         left, right = np.array(sentence[:t]), np.array(sentence[t + 1 :])
         (got,) = net.fill_scores(left, right, [np.array([sentence[t]])])
         assert got[0] == pytest.approx(expected[t], abs=1e-12)
+
+
+def test_a_class_factored_gap_distribution_sums_to_one_and_is_the_two_factors() -> None:
+    net = bi_net(softmax="class")
+    left, right = np.array([3, 4]), np.array([8, 9])
+    scores = net.fill_scores(left, right, [np.array([w]) for w in range(V)])
+    log_p = np.array([s[0] for s in scores])
+    assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-12)
+    _, f_last, _, g_last = net.side_states(left, right)
+    h, p = np.concatenate([f_last[0], g_last[0]]), net.params
+    class_logits = p["output.class.W"] @ h + p["output.class.b"]
+    log_class = class_logits - np.logaddexp.reduce(class_logits)
+    for c, (lo, hi) in enumerate(zip(CLASS_BOUNDS, CLASS_BOUNDS[1:], strict=False)):
+        word_logits = p["output.W"][lo:hi] @ h + p["output.b"][lo:hi]
+        expected = log_class[c] + word_logits - np.logaddexp.reduce(word_logits)
+        np.testing.assert_allclose(log_p[lo:hi], expected, atol=1e-12)
 
 
 def test_fill_of_several_tokens_is_their_pseudo_log_likelihood() -> None:

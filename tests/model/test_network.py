@@ -177,10 +177,6 @@ def test_same_seed_same_weights_and_tied_model_has_no_output_matrix() -> None:
         ({"softmax": "class", "class_bounds": (0, 5, 5, 9)}, "bounds must rise strictly"),
         ({"softmax": "class"}, "bounds must rise strictly"),
         ({"class_bounds": (0, 9)}, "class_bounds is for softmax 'class' only"),
-        (
-            {"softmax": "class", "class_bounds": (0, 9), "bidirectional": True},
-            "not supported for bidirectional",
-        ),
     ],
 )
 def test_bad_configs_are_rejected_with_a_clear_message(kwargs: dict, message: str) -> None:
