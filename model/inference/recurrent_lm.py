@@ -29,11 +29,12 @@ from model.inference.language_model import (
 )
 from model.inference.network_lm import NetworkLM
 from model.inference.prefix_cache import CachedPrefix, CacheObserver, PrefixCache
+from model.network.class_softmax import class_top_k
 from model.network.layers import log_softmax
 from model.network.recurrent import RNNLM, NetworkState
 from model.text.batches import pad_ids, sentence_stream, target_mask
 from model.text.tokenize import Tokenizer
-from model.text.vocab import Vocabulary
+from model.text.vocab import SPECIALS, Vocabulary
 
 CONTINUATION_BATCH = 64  # multi-token candidates continued in one batch (bounds memory)
 
@@ -109,6 +110,24 @@ class RecurrentLM(NetworkLM[RNNLM]):
     def next_distribution(self, context: Text) -> np.ndarray:
         """P(w | <s> context) for every vocabulary id, shape (V,); sums to 1."""
         return np.exp(self.next_log_probs(context).astype(np.float64))
+
+    def top_k(
+        self, context: Text, k: int = 10, include_special: bool = False
+    ) -> list[tuple[str, float]]:
+        """The k most probable next tokens, most probable first. A class-factored output opens
+        its classes from the most probable down and stops when no class left can hold a better
+        word (``class_top_k``): the exact top k, without forming the whole distribution."""
+        classes = self.net.classes
+        if classes is None:
+            return super().top_k(context, k, include_special)
+        (read,) = self.read_contexts([self.tokenize(context)])
+        p = self.net.params
+        excluded = [] if include_special else [self.vocab.id(t) for t in SPECIALS]
+        ids, lps, _ = class_top_k(
+            read.hidden, self.net.output_weight, p["output.b"],
+            p["output.class.W"], p["output.class.b"], classes, k, excluded,
+        )  # fmt: skip
+        return [(self.vocab.tokens[i], float(lp)) for i, lp in zip(ids.tolist(), lps, strict=True)]
 
     def score_candidates_batch(
         self, requests: Sequence[tuple[Text, Sequence[Text]]]

@@ -117,6 +117,90 @@ def class_log_probs_at(
     return result
 
 
+def class_top_k(
+    x: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    Wc: np.ndarray,
+    bc: np.ndarray,
+    classes: WordClasses,
+    k: int,
+    excluded: Sequence[int] = (),
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The exact k most probable words after one hidden state x (H,), most probable first:
+    (ids, float64 log-probabilities, classes opened).
+
+    A word's log-probability is at most its class's (the within-class factor is ≤ 1), so once
+    the k-th best word found beats a class, that class and every less probable one can stay
+    shut. Classes are opened from the most probable down in chunks of 1, 2, 4, … (one product
+    each) until the next class is below the k-th best. Once the opened rows would pass a
+    quarter of the vocabulary, pruning no longer pays (large k, flat distributions): one
+    product over every row finishes it (measured: bench/predict_top_k.py). Logits are in the
+    weights' dtype, normalised in float64. ``excluded`` ids never count (``<unk>``, ``<s>``,
+    ``</s>``).
+    """
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), 0
+    class_lp = log_softmax(x.astype(np.float64) @ Wc.T.astype(np.float64) + bc)
+    bounds = np.asarray(classes.bounds)
+    is_excluded = np.zeros(classes.vocab_size, dtype=bool)
+    is_excluded[np.asarray(excluded, dtype=np.int64)] = True
+    order = np.argsort(-class_lp, kind="stable")
+    xw = x.astype(W.dtype)
+    found_ids: list[np.ndarray] = []
+    found_lps: list[np.ndarray] = []
+    kth, found, opened, rows, chunk = -math.inf, 0, 0, 0, 1
+    while opened < len(order) and class_lp[order[opened]] >= kth:
+        take = order[opened : opened + chunk]
+        take = take[class_lp[take] >= kth]  # sorted: a prefix of the chunk
+        rows += int((bounds[take + 1] - bounds[take]).sum())
+        if rows > classes.vocab_size // 4:  # every class in one product, the opened ones again
+            ids, lps = _open_classes(xw, W, b, class_lp, bounds, order, is_excluded)
+            found_ids, found_lps, opened = [ids], [lps], len(order)
+            break
+        ids, lps = _open_classes(xw, W, b, class_lp, bounds, take, is_excluded)
+        found_ids.append(ids)
+        found_lps.append(lps)
+        found, opened, chunk = found + len(ids), opened + len(take), chunk * 2
+        if found >= k:
+            every = np.concatenate(found_lps)
+            kth = float(np.partition(every, len(every) - k)[len(every) - k])
+    all_ids, all_lps = np.concatenate(found_ids), np.concatenate(found_lps)
+    best = np.lexsort((all_ids, -all_lps))[:k]  # by log-probability, then id
+    return all_ids[best], all_lps[best], opened
+
+
+def _open_classes(
+    x: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    class_lp: np.ndarray,
+    bounds: np.ndarray,
+    opened: np.ndarray,
+    is_excluded: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and log P of the words of the ``opened`` classes (one product), excluded ids left out.
+    Every class opened at once: the whole matrix in id order, no gathered copy."""
+    every = len(opened) == len(bounds) - 1
+    if every:
+        opened = np.arange(len(opened))
+    sizes = bounds[opened + 1] - bounds[opened]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    if every:
+        ids = np.arange(bounds[-1])
+        logits = (W @ x + b).astype(np.float64)
+    else:
+        ids = np.repeat(bounds[opened] - starts, sizes) + np.arange(sizes.sum())
+        logits = (W[ids] @ x + b[ids]).astype(np.float64)
+    if len(ids) == 0:
+        return ids, logits
+    peak = np.maximum.reduceat(logits, starts)
+    norm = peak + np.log(np.add.reduceat(np.exp(logits - np.repeat(peak, sizes)), starts))
+    lps = logits - np.repeat(norm - class_lp[opened], sizes)
+    keep = ~is_excluded[ids]
+    return ids[keep], lps[keep]
+
+
 def class_softmax_loss(
     x: np.ndarray,
     W: np.ndarray,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -23,9 +25,7 @@ BOS, EOS = Vocabulary.bos_id, Vocabulary.eos_id
 CLASS_BOUNDS = (0, 3, 5, 8, V)  # 4 classes of 3, 2, 3 and 4 words
 
 
-def bi_net(
-    cell: str = "lstm", layers: int = 2, seed: int = 1, softmax: str = "full"
-) -> BiRNNLM:
+def bi_net(cell: str = "lstm", layers: int = 2, seed: int = 1, softmax: str = "full") -> BiRNNLM:
     bounds = CLASS_BOUNDS if softmax == "class" else ()
     config = ModelConfig(
         V, cell, num_layers=layers, embed_size=4, hidden_size=5, bidirectional=True,
@@ -97,7 +97,7 @@ def test_a_class_factored_gap_distribution_sums_to_one_and_is_the_two_factors() 
     h, p = np.concatenate([f_last[0], g_last[0]]), net.params
     class_logits = p["output.class.W"] @ h + p["output.class.b"]
     log_class = class_logits - np.logaddexp.reduce(class_logits)
-    for c, (lo, hi) in enumerate(zip(CLASS_BOUNDS, CLASS_BOUNDS[1:], strict=False)):
+    for c, (lo, hi) in enumerate(itertools.pairwise(CLASS_BOUNDS)):
         word_logits = p["output.W"][lo:hi] @ h + p["output.b"][lo:hi]
         expected = log_class[c] + word_logits - np.logaddexp.reduce(word_logits)
         np.testing.assert_allclose(log_p[lo:hi], expected, atol=1e-12)

@@ -11,6 +11,7 @@ from model.network.class_softmax import (
     WordClasses,
     class_log_probs,
     class_softmax_loss,
+    class_top_k,
 )
 from tests.gradcheck import numerical_gradient, relative_error
 
@@ -93,3 +94,33 @@ def test_classes_share_the_square_root_of_the_counts() -> None:
             WordClasses(bad)
     with pytest.raises(ValueError, match="classes must be"):
         WordClasses.by_frequency(counts, 16)
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 7, 13, 20])
+@pytest.mark.parametrize("excluded", [(), (0, 1, 2), (4, 12)])
+def test_top_k_is_the_exact_top_of_the_whole_distribution(
+    layer: dict[str, np.ndarray], k: int, excluded: tuple[int, ...]
+) -> None:
+    args = (layer["W"], layer["b"], layer["Wc"], layer["bc"], CLASSES)
+    for x in layer["x"].reshape(-1, H):
+        full = class_log_probs(x, *args)
+        full[list(excluded)] = -np.inf
+        want = np.argsort(-full, kind="stable")[: min(k, V - len(excluded))]
+        ids, lps, opened = class_top_k(x, *args, k, excluded)
+        np.testing.assert_array_equal(ids, want)
+        np.testing.assert_allclose(lps, full[want], rtol=0, atol=1e-12)
+        assert opened <= CLASSES.num_classes
+
+
+def test_top_k_stops_opening_classes_once_none_can_hold_a_better_word() -> None:
+    classes = WordClasses((0, 3, 6, 9, 12))
+    rng = np.random.default_rng(1)
+    W, b = rng.normal(0, 0.1, (12, H)), np.zeros(12)
+    Wc, bc = np.zeros((4, H)), np.array([6.0, 0.0, -1.0, -2.0])  # class 0 holds most mass
+    x = rng.normal(0, 1, H)
+    ids, _, opened = class_top_k(x, W, b, Wc, bc, classes, 2)
+    assert opened == 1 and set(ids.tolist()) <= {0, 1, 2}
+    full = class_log_probs(x, W, b, Wc, bc, classes)
+    np.testing.assert_array_equal(ids, np.argsort(-full, kind="stable")[:2])
+    _, _, opened_all = class_top_k(x, W, b, Wc, bc, classes, 12)
+    assert opened_all == 4  # every word asked for: every class opened

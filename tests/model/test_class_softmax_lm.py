@@ -61,9 +61,14 @@ def test_every_scoring_path_agrees_with_the_distribution(
         on = class_lm.vocab.encode(["on"])[0]
         after_on = class_lm.next_log_probs("the cat on")[class_lm.vocab.encode(["the"])[0]]
         assert scores[3].log_prob == pytest.approx(full[on] + after_on, abs=1e-12)
-    top = class_lm.top_k("the cat", k=3)
-    order = np.argsort(-full, kind="stable")
-    assert [w for w, _ in top] == [class_lm.vocab.tokens[i] for i in order[:3]]
+    for k, special in ((3, False), (len(class_lm.vocab), True), (len(class_lm.vocab), False)):
+        top = class_lm.top_k("the cat", k=k, include_special=special)
+        masked = full.astype(np.float64)
+        if not special:
+            masked[[0, 1, 2]] = -np.inf
+        order = np.argsort(-masked, kind="stable")[: min(k, int(np.isfinite(masked).sum()))]
+        assert [w for w, _ in top] == [class_lm.vocab.tokens[i] for i in order]
+        np.testing.assert_allclose([lp for _, lp in top], masked[order], rtol=0, atol=1e-6)
     (sentence,) = class_lm.score_sentences(["the cat sat"])
     steps = [class_lm.next_log_probs(c) for c in ("", "the", "the cat", "the cat sat")]
     want = sum(
