@@ -11,6 +11,13 @@ noisy shared machine affects both alike; compare the ratio.
 
 Without PyTorch the NumPy figure is reported alone; without PTB a synthetic Zipf corpus with a
 10,000-word vocabulary is used (and the report says so).
+
+With ``--softmax class`` nextword trains its class-factored output layer (``--classes K``, √V
+by default, the bounds ``nextword train`` would cut from the counts) and PyTorch three peers:
+its full softmax; the same factored layer written in PyTorch (the class softmax, then each
+class's rows on that class's targets, as ``class_softmax_loss`` does); and PyTorch's own
+adaptive softmax (``nn.AdaptiveLogSoftmaxWithLoss``, Grave et al. 2017, ``--cutoffs``). Every
+model trains on the same windows, one after another in each round.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.network.class_softmax import WordClasses
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.batches import batchify, bptt_windows, sentence_stream, target_mask
 from model.text.vocab import Vocabulary
@@ -34,8 +42,9 @@ from model.training.steps import train_step
 DEFAULT_PTB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"
 
 
-def load_windows(ptb_dir: Path, batch: int, bptt: int, steps: int) -> tuple[list, int, str]:
-    """Training windows (inputs, targets, mask) from PTB train, or synthetic ones without it."""
+def load_windows(ptb_dir: Path, batch: int, bptt: int, steps: int) -> tuple[list, list[int], str]:
+    """Training windows (inputs, targets, mask) from PTB train, or synthetic ones without it;
+    the vocabulary's counts (ids by falling frequency)."""
     train = ptb_dir / "ptb.train.txt"
     if train.exists():
         lines = [line.split() for line in train.read_text().splitlines()]
@@ -43,13 +52,17 @@ def load_windows(ptb_dir: Path, batch: int, bptt: int, steps: int) -> tuple[list
         stream = sentence_stream(lines[: 40 * batch * bptt], vocab)
         source = f"PTB {train}"
     else:
-        vocab = Vocabulary(["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(9998)])
         rng = np.random.default_rng(0)
-        stream = (rng.zipf(1.2, size=batch * bptt * (steps + 2)) % (len(vocab) - 3)) + 3
+        stream = (rng.zipf(1.2, size=batch * bptt * (steps + 2)) % 9998) + 3
+        counts = np.bincount(stream, minlength=10_001)
+        counts[3:] = np.sort(counts[3:])[::-1]  # ids by falling frequency, as a vocabulary
+        vocab = Vocabulary(
+            ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(9998)], counts.tolist()
+        )
         source = "synthetic Zipf corpus (PTB not found)"
     data = batchify(stream, batch)
     windows = [(x, y, target_mask(y, vocab)) for x, y in bptt_windows(data, bptt)]
-    return [w for w in windows if w[0].shape[0] == bptt][:steps], len(vocab), source
+    return [w for w in windows if w[0].shape[0] == bptt][:steps], vocab.counts, source
 
 
 def numpy_round(net: RNNLM, opt: SGD, windows: list, clip: float) -> float:
@@ -61,50 +74,115 @@ def numpy_round(net: RNNLM, opt: SGD, windows: list, clip: float) -> float:
     return sum(x.size for x, _, _ in windows) / (time.perf_counter() - start)
 
 
-def make_torch_round(vocab_size: int, cfg: argparse.Namespace):
-    """The same model in PyTorch, or None when PyTorch is not installed."""
+def make_torch_rounds(
+    vocab_size: int, cfg: argparse.Namespace, classes: WordClasses | None, net: RNNLM, window
+):
+    """The same model in PyTorch, one round function per output layer ({} without PyTorch):
+    ``torch`` (full softmax); with ``classes`` also ``torch-class`` and ``torch-adaptive``.
+    The factored layer is first checked: given nextword's weights and top outputs on
+    ``window`` it must give nextword's loss."""
     try:
         import torch
     except ImportError:
-        return None, None
+        return {}, None
     torch.manual_seed(0)
     torch.set_num_threads(cfg.threads)
+    loss_fn = torch.nn.CrossEntropyLoss(reduction="none")
+
+    class Full(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.output = torch.nn.Linear(cfg.hidden, vocab_size)
+
+        def forward(self, h, y, m):  # mean cross-entropy of the counted targets
+            return (loss_fn(self.output(h), y) * m).sum() / m.sum()
+
+    class Factored(torch.nn.Module):
+        """The class-factored softmax, as ``class_softmax_loss`` computes it."""
+
+        def __init__(self, bounds: tuple[int, ...]) -> None:
+            super().__init__()
+            self.bounds = bounds
+            self.edges = torch.tensor(bounds[1:-1])
+            self.classes = torch.nn.Linear(cfg.hidden, len(bounds) - 1)
+            self.words = torch.nn.Linear(cfg.hidden, vocab_size)
+
+        def forward(self, h, y, m):
+            keep = m > 0
+            h, y, m = h[keep], y[keep], m[keep]
+            cs = torch.bucketize(y, self.edges, right=True)
+            class_lp = torch.log_softmax(self.classes(h), dim=-1)
+            total = -(class_lp.gather(1, cs[:, None])[:, 0] * m).sum()
+            for c in torch.unique(cs).tolist():
+                at = torch.nonzero(cs == c)[:, 0]
+                lo, hi = self.bounds[c], self.bounds[c + 1]
+                logits = h[at] @ self.words.weight[lo:hi].T + self.words.bias[lo:hi]
+                word_lp = torch.log_softmax(logits, dim=-1)
+                total = total - (word_lp.gather(1, (y[at] - lo)[:, None])[:, 0] * m[at]).sum()
+            return total / m.sum()
+
+    class Adaptive(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.output = torch.nn.AdaptiveLogSoftmaxWithLoss(
+                cfg.hidden, vocab_size, cutoffs=cfg.cutoffs, div_value=4.0
+            )
+
+        def forward(self, h, y, m):
+            keep = m > 0
+            return -(self.output(h[keep], y[keep]).output * m[keep]).sum() / m.sum()
 
     class TorchLM(torch.nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, output: torch.nn.Module) -> None:
             super().__init__()
             self.embedding = torch.nn.Embedding(vocab_size, cfg.hidden)
             self.lstm = torch.nn.LSTM(cfg.hidden, cfg.hidden, cfg.layers)
-            self.output = torch.nn.Linear(cfg.hidden, vocab_size)
+            self.loss = output
 
-        def forward(self, x, state):
+        def forward(self, x, y, m, state):
             h, state = self.lstm(self.embedding(x), state)
-            return self.output(h), state
+            return self.loss(h.reshape(-1, cfg.hidden), y.reshape(-1), m.reshape(-1)), state
 
-    model = TorchLM()
-    opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    loss_fn = torch.nn.CrossEntropyLoss(reduction="none")
+    def round_of(model: torch.nn.Module):
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
 
-    def torch_round(windows: list) -> float:
-        n = windows[0][0].shape[1]
-        state = tuple(torch.zeros(cfg.layers, n, cfg.hidden) for _ in range(2))
-        batches = [
-            (torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(m)) for x, y, m in windows
-        ]
-        start = time.perf_counter()
-        for x, y, m in batches:
-            state = tuple(s.detach() for s in state)  # truncated BPTT
-            logits, state = model(x, state)
-            loss = (
-                loss_fn(logits.reshape(-1, vocab_size), y.reshape(-1)) * m.reshape(-1)
-            ).sum() / m.sum()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-        return sum(x.numel() for x, _, _ in batches) / (time.perf_counter() - start)
+        def torch_round(windows: list) -> float:
+            n = windows[0][0].shape[1]
+            state = tuple(torch.zeros(cfg.layers, n, cfg.hidden) for _ in range(2))
+            batches = [
+                (torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(m).float())
+                for x, y, m in windows
+            ]
+            start = time.perf_counter()
+            for x, y, m in batches:
+                state = tuple(s.detach() for s in state)  # truncated BPTT
+                loss, state = model(x, y, m, state)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                opt.step()
+            return sum(x.numel() for x, _, _ in batches) / (time.perf_counter() - start)
 
-    return torch_round, torch.__version__
+        return torch_round
+
+    rounds = {"torch": round_of(TorchLM(Full()))}
+    if classes is not None:
+        check = Factored(classes.bounds).double()
+        p, (x, y, m) = net.params, window
+        with torch.no_grad():
+            for name, key in (("classes", "output.class"), ("words", "output")):
+                layer = getattr(check, name)
+                layer.weight.copy_(torch.from_numpy(p[f"{key}.W"].astype(np.float64)))
+                layer.bias.copy_(torch.from_numpy(p[f"{key}.b"].astype(np.float64)))
+            hidden = net.forward(x, net.init_state(x.shape[1]))[0].astype(np.float64)
+            theirs = float(check(torch.from_numpy(hidden.reshape(-1, cfg.hidden)),
+                                 torch.from_numpy(y.ravel()),
+                                 torch.from_numpy(m.ravel().astype(np.float64))))  # fmt: skip
+        mine = net.loss_and_grads(x, y, m, net.init_state(x.shape[1]))[0]
+        assert abs(mine - theirs) < 1e-4, f"factored losses differ: {mine} vs {theirs}"
+        rounds["torch-class"] = round_of(TorchLM(Factored(classes.bounds)))
+        rounds["torch-adaptive"] = round_of(TorchLM(Adaptive()))
+    return rounds, torch.__version__
 
 
 def main() -> None:
@@ -121,24 +199,35 @@ def main() -> None:
     parser.add_argument("--clip", type=float, default=0.25)
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between rounds")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="PyTorch threads")
+    parser.add_argument("--softmax", choices=["full", "class"], default="full")
+    parser.add_argument("--classes", type=int, default=0, help="with --softmax class; 0: √V")
+    parser.add_argument("--cutoffs", type=int, nargs="+", default=[2000, 6000],
+                        help="the adaptive softmax's cluster cutoffs")  # fmt: skip
     cfg = parser.parse_args()
 
-    windows, vocab_size, source = load_windows(cfg.ptb_dir, cfg.batch, cfg.bptt, cfg.steps)
+    windows, counts, source = load_windows(cfg.ptb_dir, cfg.batch, cfg.bptt, cfg.steps)
+    vocab_size = len(counts)
+    classes = None
+    if cfg.softmax == "class":
+        classes = WordClasses.by_frequency(
+            counts, cfg.classes or WordClasses.default_count(vocab_size)
+        )
     config = ModelConfig(
-        vocab_size, "lstm", num_layers=cfg.layers, embed_size=cfg.hidden, hidden_size=cfg.hidden
-    )
+        vocab_size, "lstm", num_layers=cfg.layers, embed_size=cfg.hidden, hidden_size=cfg.hidden,
+        softmax=cfg.softmax, class_bounds=classes.bounds if classes else (),
+    )  # fmt: skip
     net, opt = RNNLM(config, seed=0), SGD(lr=1.0)
-    torch_round, torch_version = make_torch_round(vocab_size, cfg)
+    torch_rounds, torch_version = make_torch_rounds(vocab_size, cfg, classes, net, windows[0])
     numpy_round(net, opt, windows[:3], cfg.clip)  # warm-up: BLAS threads, caches
-    if torch_round:
+    for torch_round in torch_rounds.values():
         torch_round(windows[:3])
-    results: dict[str, list[float]] = {"numpy": [], "torch": []}
+    results: dict[str, list[float]] = {"numpy": []} | {name: [] for name in torch_rounds}
     for r in range(cfg.rounds):
         time.sleep(cfg.pause)  # let the other library's spinning worker threads go idle
         results["numpy"].append(numpy_round(net, opt, windows, cfg.clip))
-        if torch_round:
+        for name, torch_round in torch_rounds.items():
             time.sleep(cfg.pause)
-            results["torch"].append(torch_round(windows))
+            results[name].append(torch_round(windows))
         line = "  ".join(f"{k} {v[-1]:8.0f} tok/s" for k, v in results.items() if v)
         print(f"round {r + 1}/{cfg.rounds}: {line}")
 
@@ -147,16 +236,18 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "data": source,
-        "model": f"{cfg.layers}x{cfg.hidden} LSTM, V={vocab_size}",
+        "model": f"{cfg.layers}x{cfg.hidden} LSTM, V={vocab_size}, softmax {cfg.softmax}"
+        + (f" (K={classes.num_classes})" if classes else ""),
         "batch": f"{cfg.batch} x {cfg.bptt} steps",
         "numpy_version": np.__version__,
         "torch_version": torch_version,
         "numpy_tok_s_median": round(statistics.median(results["numpy"])),
     }
-    if results["torch"]:
-        summary["torch_tok_s_median"] = round(statistics.median(results["torch"]))
-        ratios = [a / b for a, b in zip(results["numpy"], results["torch"], strict=True)]
-        summary["ratio_numpy_over_torch_median"] = round(statistics.median(ratios), 3)
+    for name in torch_rounds:
+        key = name.replace("-", "_")
+        summary[f"{key}_tok_s_median"] = round(statistics.median(results[name]))
+        ratios = [a / b for a, b in zip(results["numpy"], results[name], strict=True)]
+        summary[f"ratio_numpy_over_{key}_median"] = round(statistics.median(ratios), 3)
     print(json.dumps(summary, indent=2))
 
 
