@@ -19,8 +19,9 @@ The adapters read each word as ``treebank_split`` cuts it (``daewoo's`` → ``da
 PTB models' tokens); pyctcdecode's KenLM model reads the word whole (outside the vocabulary).
 Beside each adapter decode: its ``score`` calls per line.
 
-``alpha`` and ``beta`` are chosen per language model on the dev half (a 5 × 5 grid, least word
-errors; on ``--tune-lines`` dev lines drawn at random, since each grid point decodes them all)
+``alpha`` and ``beta`` are chosen per language model on the dev half (a 5 × 5 grid that grows
+past its upper edges while the best point sits on one; least word errors; on ``--tune-lines``
+dev lines drawn at random, since each grid point decodes them all)
 and reported on the whole test half, with milliseconds per line. Words reach each language
 model as the decoder spells them (lower case here: the lines are printed in lower case).
 """
@@ -52,6 +53,7 @@ from model.inference.checkpoint import load_checkpoint  # noqa: E402
 
 ALPHAS = [0.1, 0.2, 0.3, 0.5, 0.8]
 BETAS = [0.0, 2.0, 4.0, 6.0, 8.0]
+MAX_GROWTH = 3  # times the grid may grow past an edge
 
 
 def greedy(log_probs: np.ndarray, labels: list[str]) -> str:
@@ -82,18 +84,28 @@ def word_error_count(refs: list[str], hyps: list[str]) -> int:
 
 
 def tune(decoder: Any, dev: list[np.ndarray], refs: list[str], beam_width: int) -> dict[str, Any]:
-    """alpha and beta with the fewest dev word errors (ties: the first in grid order)."""
-    best: dict[str, Any] | None = None
-    for alpha in ALPHAS:
-        for beta in BETAS:
-            decoder.reset_params(alpha=alpha, beta=beta)
-            texts, _ = decode_all(decoder, dev, beam_width)
-            errors = word_error_count(refs, texts)
-            if best is None or errors < best["dev_errors"]:
-                best = {"alpha": alpha, "beta": beta, "dev_errors": errors}
-    assert best is not None
-    decoder.reset_params(alpha=best["alpha"], beta=best["beta"])
-    return best
+    """alpha and beta with the fewest dev word errors (ties: the smaller alpha, then beta).
+
+    The grid starts as ``ALPHAS`` × ``BETAS``; while the best point is on its upper edge in
+    alpha or beta, that side grows by one value (alpha × 1.6, beta + 2; at most
+    ``MAX_GROWTH`` times), so the best point is not an artefact of where the grid stopped."""
+    alphas, betas, errors_at = list(ALPHAS), list(BETAS), {}
+    for _ in range(MAX_GROWTH + 1):
+        for alpha in alphas:
+            for beta in betas:
+                if (alpha, beta) not in errors_at:
+                    decoder.reset_params(alpha=alpha, beta=beta)
+                    texts, _ = decode_all(decoder, dev, beam_width)
+                    errors_at[alpha, beta] = word_error_count(refs, texts)
+        (alpha, beta), errors = min(errors_at.items(), key=lambda kv: (kv[1], kv[0]))
+        if alpha < alphas[-1] and beta < betas[-1]:
+            break
+        if alpha == alphas[-1]:
+            alphas.append(round(alpha * 1.6, 3))
+        if beta == betas[-1]:
+            betas.append(beta + 2.0)
+    decoder.reset_params(alpha=alpha, beta=beta)
+    return {"alpha": alpha, "beta": beta, "dev_errors": errors, "grid_points": len(errors_at)}
 
 
 def main() -> None:

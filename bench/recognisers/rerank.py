@@ -53,7 +53,7 @@ DEFAULT_MODELS = [
     "combined=runs/ptb-start-mix",
 ]
 WEIGHTS = np.concatenate([[0.0], np.logspace(-2, 2, 33)])  # lm_weight: recogniser scores
-BONUSES = np.linspace(-8.0, 8.0, 65)  # nats per token, inside the weight: scales differ by set
+BONUSES = np.linspace(-16.0, 16.0, 129)  # nats per token, inside the weight: scales differ by set
 OOV_PENALTIES = np.linspace(-30.0, 0.0, 7)  # nats per out-of-vocabulary word
 PROBE = -10.0  # a second call at this penalty tells how many OOV words each hypothesis has
 
