@@ -19,7 +19,9 @@ real word it stands for. ``lm_weight``, ``length_bonus`` and ``oov_penalty`` are
 half (grid search, least word errors) and reported on the test half. Beside the models: the
 recogniser's 1-best, the top of its list, and the list's oracle (the hypothesis with fewest word
 errors). WER and CER are over all test
-utterances together, per source and overall.
+utterances together, per source and overall. The first model is compared with each other one
+list by list: on how many lists its pick has fewer and more word errors, and a 95 % paired
+bootstrap interval of the WER difference.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ DEFAULT_MODELS = [
 WEIGHTS = np.concatenate([[0.0], np.logspace(-2, 2, 33)])  # lm_weight: recogniser scores
 BONUSES = np.linspace(-16.0, 16.0, 129)  # nats per token, inside the weight: scales differ by set
 OOV_PENALTIES = np.linspace(-30.0, 0.0, 7)  # nats per out-of-vocabulary word
+BOOTSTRAP = 10_000  # resamples of the test lists for a paired difference's interval
 PROBE = -10.0  # a second call at this penalty tells how many OOV words each hypothesis has
 
 
@@ -221,11 +224,13 @@ def report(utterances: list[Utterance], names: list[str]) -> dict[str, Any]:
         "top of the list": [u.texts[0] for u in test],
     }
     weights = {}
+    errors: dict[str, np.ndarray] = {}  # model → word errors of its pick, per test list
     for name in names:
         tuned = tune(dev, name)
         weights[name] = asdict(tuned)
         picks = choices(test, name, tuned)
         systems[f"rerank: {name}"] = [u.texts[k] for u, k in zip(test, picks, strict=True)]
+        errors[name] = np.array([u.word_errs[k] for u, k in zip(test, picks, strict=True)])
     systems["N-best oracle"] = [u.texts[int(np.argmin(u.word_errs))] for u in test]
     sources = sorted({u.source for u in test})
     table = {}
@@ -235,8 +240,23 @@ def report(utterances: list[Utterance], names: list[str]) -> dict[str, Any]:
             mine = [(u, p) for u, p in zip(test, picks, strict=True) if u.source == source]
             row[source] = rates([u for u, _ in mine], [p for _, p in mine])
         table[system] = row
+    words = np.array([u.words for u in test])
+    paired = {f"{names[0]} vs {other}": paired_difference(errors[names[0]], errors[other], words)
+              for other in names[1:]}  # fmt: skip
     return {"test_utterances": len(test), "dev_utterances": len(dev), "weights": weights,
-            "table": table}  # fmt: skip
+            "table": table, "paired": paired}  # fmt: skip
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, words: np.ndarray) -> dict[str, Any]:
+    """System a against b on the same lists: lists where a's pick has fewer / more word errors,
+    the WER difference (points) and its 95 % paired-bootstrap interval (lists resampled)."""
+    rng = np.random.default_rng(0)
+    draws = rng.integers(0, len(a), size=(BOOTSTRAP, len(a)))
+    diffs = 100 * (a[draws].sum(axis=1) - b[draws].sum(axis=1)) / words[draws].sum(axis=1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"fewer_errors": int((a < b).sum()), "more_errors": int((a > b).sum()),
+            "wer_difference": round(100 * float(a.sum() - b.sum()) / float(words.sum()), 2),
+            "ci95": [round(float(low), 2), round(float(high), 2)]}  # fmt: skip
 
 
 def print_table(name: str, result: dict[str, Any]) -> None:
@@ -287,6 +307,10 @@ def main() -> None:
             print_table(f"{path} (mean list {result['mean_list_size']})", result)
             print("weights (dev):", json.dumps(result["weights"]))
             print("ms per /v1/rerank call (p50):", json.dumps(result["rerank_call_ms_p50"]))
+            for pair, d in result["paired"].items():
+                print(f"{pair}: better on {d['fewer_errors']} lists, worse on "
+                      f"{d['more_errors']}, WER {d['wer_difference']:+.2f} points "
+                      f"(95 % interval {d['ci95'][0]:+.2f} to {d['ci95'][1]:+.2f})")  # fmt: skip
     finally:
         if server is not None:
             server.terminate()
