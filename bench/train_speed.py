@@ -23,6 +23,7 @@ model trains on the same windows, one after another in each round.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -53,9 +54,12 @@ def load_windows(ptb_dir: Path, batch: int, bptt: int, steps: int) -> tuple[list
         source = f"PTB {train}"
     else:
         rng = np.random.default_rng(0)
-        stream = (rng.zipf(1.2, size=batch * bptt * (steps + 2)) % 9998) + 3
+        drawn = (rng.zipf(1.2, size=batch * bptt * (steps + 2)) % 9998) + 3
+        by_count = np.bincount(drawn, minlength=10_001)
+        rank = np.empty(10_001, dtype=np.int64)  # ids by falling frequency, as a vocabulary
+        rank[3 + np.argsort(-by_count[3:], kind="stable")] = np.arange(3, 10_001)
+        stream = rank[drawn]
         counts = np.bincount(stream, minlength=10_001)
-        counts[3:] = np.sort(counts[3:])[::-1]  # ids by falling frequency, as a vocabulary
         vocab = Vocabulary(
             ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(9998)], counts.tolist()
         )
@@ -80,7 +84,7 @@ def make_torch_rounds(
     """The same model in PyTorch, one round function per output layer ({} without PyTorch):
     ``torch`` (full softmax); with ``classes`` also ``torch-class`` and ``torch-adaptive``.
     The factored layer is first checked: given nextword's weights and top outputs on
-    ``window`` it must give nextword's loss."""
+    ``window`` it must give nextword's loss and class-row gradient."""
     try:
         import torch
     except ImportError:
@@ -98,14 +102,17 @@ def make_torch_rounds(
             return (loss_fn(self.output(h), y) * m).sum() / m.sum()
 
     class Factored(torch.nn.Module):
-        """The class-factored softmax, as ``class_softmax_loss`` computes it."""
+        """The class-factored softmax, as ``class_softmax_loss`` computes it: the targets
+        sorted by class once, each class's own rows (a Linear of its own) on its targets."""
 
         def __init__(self, bounds: tuple[int, ...]) -> None:
             super().__init__()
             self.bounds = bounds
             self.edges = torch.tensor(bounds[1:-1])
             self.classes = torch.nn.Linear(cfg.hidden, len(bounds) - 1)
-            self.words = torch.nn.Linear(cfg.hidden, vocab_size)
+            self.words = torch.nn.ModuleList(
+                torch.nn.Linear(cfg.hidden, hi - lo) for lo, hi in itertools.pairwise(bounds)
+            )
 
         def forward(self, h, y, m):
             keep = m > 0
@@ -113,12 +120,12 @@ def make_torch_rounds(
             cs = torch.bucketize(y, self.edges, right=True)
             class_lp = torch.log_softmax(self.classes(h), dim=-1)
             total = -(class_lp.gather(1, cs[:, None])[:, 0] * m).sum()
-            for c in torch.unique(cs).tolist():
-                at = torch.nonzero(cs == c)[:, 0]
-                lo, hi = self.bounds[c], self.bounds[c + 1]
-                logits = h[at] @ self.words.weight[lo:hi].T + self.words.bias[lo:hi]
-                word_lp = torch.log_softmax(logits, dim=-1)
-                total = total - (word_lp.gather(1, (y[at] - lo)[:, None])[:, 0] * m[at]).sum()
+            order = torch.argsort(cs, stable=True)
+            present, sizes = torch.unique_consecutive(cs[order], return_counts=True)
+            for c, at in zip(present.tolist(), torch.split(order, sizes.tolist()), strict=True):
+                word_lp = torch.log_softmax(self.words[c](h[at]), dim=-1)
+                local = (y[at] - self.bounds[c])[:, None]
+                total = total - (word_lp.gather(1, local)[:, 0] * m[at]).sum()
             return total / m.sum()
 
     class Adaptive(torch.nn.Module):
@@ -170,16 +177,19 @@ def make_torch_rounds(
         check = Factored(classes.bounds).double()
         p, (x, y, m) = net.params, window
         with torch.no_grad():
-            for name, key in (("classes", "output.class"), ("words", "output")):
-                layer = getattr(check, name)
-                layer.weight.copy_(torch.from_numpy(p[f"{key}.W"].astype(np.float64)))
-                layer.bias.copy_(torch.from_numpy(p[f"{key}.b"].astype(np.float64)))
-            hidden = net.forward(x, net.init_state(x.shape[1]))[0].astype(np.float64)
-            theirs = float(check(torch.from_numpy(hidden.reshape(-1, cfg.hidden)),
-                                 torch.from_numpy(y.ravel()),
-                                 torch.from_numpy(m.ravel().astype(np.float64))))  # fmt: skip
-        mine = net.loss_and_grads(x, y, m, net.init_state(x.shape[1]))[0]
-        assert abs(mine - theirs) < 1e-4, f"factored losses differ: {mine} vs {theirs}"
+            check.classes.weight.copy_(torch.from_numpy(p["output.class.W"].astype(np.float64)))
+            check.classes.bias.copy_(torch.from_numpy(p["output.class.b"].astype(np.float64)))
+            for c, (lo, hi) in enumerate(itertools.pairwise(classes.bounds)):
+                check.words[c].weight.copy_(torch.from_numpy(p["output.W"][lo:hi].astype(float)))
+                check.words[c].bias.copy_(torch.from_numpy(p["output.b"][lo:hi].astype(float)))
+        hidden = net.forward(x, net.init_state(x.shape[1]))[0].astype(np.float64)
+        h = torch.from_numpy(hidden.reshape(-1, cfg.hidden)).requires_grad_()
+        theirs = check(h, torch.from_numpy(y.ravel()), torch.from_numpy(m.ravel().astype(float)))
+        theirs.backward()
+        mine, grads, _ = net.loss_and_grads(x, y, m, net.init_state(x.shape[1]))
+        assert abs(mine - theirs.item()) < 1e-4, f"factored losses differ: {mine} vs {theirs}"
+        their_grad = check.classes.weight.grad.numpy()
+        assert np.allclose(grads["output.class.W"], their_grad, atol=1e-5), "class gradients"
         rounds["torch-class"] = round_of(TorchLM(Factored(classes.bounds)))
         rounds["torch-adaptive"] = round_of(TorchLM(Adaptive()))
     return rounds, torch.__version__
@@ -243,6 +253,13 @@ def main() -> None:
         "torch_version": torch_version,
         "numpy_tok_s_median": round(statistics.median(results["numpy"])),
     }
+    peers = {
+        "torch": "PyTorch, full softmax",
+        "torch-class": "PyTorch, the same class-factored layer",
+        "torch-adaptive": f"PyTorch AdaptiveLogSoftmaxWithLoss, cutoffs {cfg.cutoffs}, div 4",
+    }
+    if torch_rounds:
+        summary["peers"] = {name: peers[name] for name in torch_rounds}
     for name in torch_rounds:
         key = name.replace("-", "_")
         summary[f"{key}_tok_s_median"] = round(statistics.median(results[name]))

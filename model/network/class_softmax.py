@@ -117,6 +117,9 @@ def class_log_probs_at(
     return result
 
 
+WHOLE_PRODUCT_SHARE = 0.25  # class_top_k: past this share of the rows, one product over all
+
+
 def class_top_k(
     x: np.ndarray,
     W: np.ndarray,
@@ -126,18 +129,22 @@ def class_top_k(
     classes: WordClasses,
     k: int,
     excluded: Sequence[int] = (),
+    whole_product_share: float = WHOLE_PRODUCT_SHARE,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """The exact k most probable words after one hidden state x (H,), most probable first:
+    """The k most probable words after one hidden state x (H,), most probable first:
     (ids, float64 log-probabilities, classes opened).
 
     A word's log-probability is at most its class's (the within-class factor is ≤ 1), so once
     the k-th best word found beats a class, that class and every less probable one can stay
     shut. Classes are opened from the most probable down in chunks of 1, 2, 4, … (one product
-    each) until the next class is below the k-th best. Once the opened rows would pass a
-    quarter of the vocabulary, pruning no longer pays (large k, flat distributions): one
-    product over every row finishes it (measured: bench/predict_top_k.py). Logits are in the
-    weights' dtype, normalised in float64. ``excluded`` ids never count (``<unk>``, ``<s>``,
-    ``</s>``).
+    each) until the next class is below the k-th best. Once the opened rows would pass
+    ``whole_product_share`` of the vocabulary, pruning no longer pays (large k, flat
+    distributions): one product over every row finishes it (bench/predict_top_k.py). The
+    search runs at the weights' precision; the k found are then scored in float64 by
+    ``class_log_probs_at``, so a word's number is the one ``/v1/score`` and
+    ``/v1/candidates`` give (the order of two words within float32 rounding of each other may
+    differ from an all-float64 search). ``excluded`` ids never count (``<unk>``, ``<s>``,
+    ``</s>``). A non-finite state finds nothing: empty arrays.
     """
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0), 0
@@ -147,14 +154,14 @@ def class_top_k(
     is_excluded[np.asarray(excluded, dtype=np.int64)] = True
     order = np.argsort(-class_lp, kind="stable")
     xw = x.astype(W.dtype)
-    found_ids: list[np.ndarray] = []
-    found_lps: list[np.ndarray] = []
+    found_ids: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    found_lps: list[np.ndarray] = [np.zeros(0)]
     kth, found, opened, rows, chunk = -math.inf, 0, 0, 0, 1
     while opened < len(order) and class_lp[order[opened]] >= kth:
         take = order[opened : opened + chunk]
         take = take[class_lp[take] >= kth]  # sorted: a prefix of the chunk
         rows += int((bounds[take + 1] - bounds[take]).sum())
-        if rows > classes.vocab_size // 4:  # every class in one product, the opened ones again
+        if rows > whole_product_share * classes.vocab_size:  # all rows, the opened ones again
             ids, lps = _open_classes(xw, W, b, class_lp, bounds, order, is_excluded)
             found_ids, found_lps, opened = [ids], [lps], len(order)
             break
@@ -166,8 +173,14 @@ def class_top_k(
             every = np.concatenate(found_lps)
             kth = float(np.partition(every, len(every) - k)[len(every) - k])
     all_ids, all_lps = np.concatenate(found_ids), np.concatenate(found_lps)
-    best = np.lexsort((all_ids, -all_lps))[:k]  # by log-probability, then id
-    return all_ids[best], all_lps[best], opened
+    winners = all_ids[np.lexsort((all_ids, -all_lps))[:k]]  # by log-probability, then id
+    if len(winners) == 0:
+        return winners, np.zeros(0), opened
+    exact = class_log_probs_at(
+        np.repeat(x[None, :], len(winners), axis=0), winners, W, b, Wc, bc, classes
+    )
+    best = np.lexsort((winners, -exact))
+    return winners[best], exact[best], opened
 
 
 def _open_classes(

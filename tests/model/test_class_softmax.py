@@ -10,6 +10,7 @@ import pytest
 from model.network.class_softmax import (
     WordClasses,
     class_log_probs,
+    class_log_probs_at,
     class_softmax_loss,
     class_top_k,
 )
@@ -124,3 +125,43 @@ def test_top_k_stops_opening_classes_once_none_can_hold_a_better_word() -> None:
     np.testing.assert_array_equal(ids, np.argsort(-full, kind="stable")[:2])
     _, _, opened_all = class_top_k(x, W, b, Wc, bc, classes, 12)
     assert opened_all == 4  # every word asked for: every class opened
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 2.0])  # always, past a quarter, never one product
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_top_k_is_exact_on_a_larger_vocabulary_by_every_path(share: float, dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(3, 20, 16)
+    sizes[-1] += 200 - sizes.sum()  # 16 classes of 3 to 19 words and one large one
+    classes = WordClasses(tuple(np.concatenate([[0], np.cumsum(sizes)]).tolist()))
+    Hs, K = 8, classes.num_classes
+    W, b = rng.normal(0, 1.0, (200, Hs)).astype(dtype), rng.normal(0, 0.5, 200).astype(dtype)
+    Wc = rng.normal(0, 0.5, (K, Hs)).astype(dtype)
+    bc = (-0.7 * rng.permutation(K)).astype(dtype)  # class probabilities fall off gradually
+    pruned, chunks_past_the_first = 0, 0
+    for trial in range(40):
+        x = rng.normal(0, 1.5, Hs).astype(dtype)
+        excluded = (0, 1, 2) if trial % 2 else tuple(range(classes.bounds[1], classes.bounds[2]))
+        every = np.arange(200)
+        want_lp = class_log_probs_at(np.repeat(x[None], 200, 0), every, W, b, Wc, bc, classes)
+        want_lp[list(excluded)] = -np.inf
+        for k in (1, 2, 5, 17, 60, 250):
+            ids, lps, opened = class_top_k(x, W, b, Wc, bc, classes, k, excluded, share)
+            want = np.lexsort((every, -want_lp))[: min(k, 200 - len(excluded))]
+            if dtype is np.float64:
+                np.testing.assert_array_equal(ids, want)
+            else:  # found at float32 precision: the same words up to its rounding
+                np.testing.assert_allclose(want_lp[ids], want_lp[want], rtol=0, atol=1e-5)
+            np.testing.assert_allclose(lps, want_lp[ids], rtol=0, atol=1e-12)  # as /v1/score
+            pruned += opened < K
+            chunks_past_the_first += 3 <= opened < K  # classes 2 and 3 came in one product
+            if share == 0.0:
+                assert opened == K
+    if share > 0:  # the search stops early on many of them, some after several chunks
+        assert pruned > 60 and chunks_past_the_first > 20, (pruned, chunks_past_the_first)
+
+
+def test_top_k_of_a_non_finite_state_is_empty(layer: dict[str, np.ndarray]) -> None:
+    x = np.full(H, np.nan)
+    ids, lps, _ = class_top_k(x, layer["W"], layer["b"], layer["Wc"], layer["bc"], CLASSES, 3)
+    assert len(ids) == len(lps) == 0
