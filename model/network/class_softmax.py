@@ -139,12 +139,12 @@ def class_top_k(
     shut. Classes are opened from the most probable down in chunks of 1, 2, 4, … (one product
     each) until the next class is below the k-th best. Once the opened rows would pass
     ``whole_product_share`` of the vocabulary, pruning no longer pays (large k, flat
-    distributions): one product over every row finishes it (bench/predict_top_k.py). The
-    search runs at the weights' precision; the k found are then scored in float64 by
-    ``class_log_probs_at``, so a word's number is the one ``/v1/score`` and
-    ``/v1/candidates`` give (the order of two words within float32 rounding of each other may
-    differ from an all-float64 search). ``excluded`` ids never count (``<unk>``, ``<s>``,
-    ``</s>``). A non-finite state finds nothing: empty arrays.
+    distributions): one product over every row finishes it (bench/predict_top_k.py). Logits
+    are in the weights' dtype, normalised in float64: with float32 weights a word's number
+    differs from ``class_log_probs_at``'s (``/v1/score``, ``/v1/candidates``, all float64) by
+    float32 rounding (under 1e-6 on the PTB model), as the whole distribution's does; scoring
+    the k again in float64 would cost as much as the search at k = 100. ``excluded`` ids never
+    count (``<unk>``, ``<s>``, ``</s>``). A non-finite state finds nothing: empty arrays.
     """
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0), 0
@@ -173,14 +173,8 @@ def class_top_k(
             every = np.concatenate(found_lps)
             kth = float(np.partition(every, len(every) - k)[len(every) - k])
     all_ids, all_lps = np.concatenate(found_ids), np.concatenate(found_lps)
-    winners = all_ids[np.lexsort((all_ids, -all_lps))[:k]]  # by log-probability, then id
-    if len(winners) == 0:
-        return winners, np.zeros(0), opened
-    exact = class_log_probs_at(
-        np.repeat(x[None, :], len(winners), axis=0), winners, W, b, Wc, bc, classes
-    )
-    best = np.lexsort((winners, -exact))
-    return winners[best], exact[best], opened
+    best = np.lexsort((all_ids, -all_lps))[:k]  # by log-probability, then id
+    return all_ids[best], all_lps[best], opened
 
 
 def _open_classes(

@@ -150,9 +150,10 @@ def test_top_k_is_exact_on_a_larger_vocabulary_by_every_path(share: float, dtype
             want = np.lexsort((every, -want_lp))[: min(k, 200 - len(excluded))]
             if dtype is np.float64:
                 np.testing.assert_array_equal(ids, want)
-            else:  # found at float32 precision: the same words up to its rounding
+                np.testing.assert_allclose(lps, want_lp[ids], rtol=0, atol=1e-12)
+            else:  # found at float32 precision: the same words and numbers up to its rounding
                 np.testing.assert_allclose(want_lp[ids], want_lp[want], rtol=0, atol=1e-5)
-            np.testing.assert_allclose(lps, want_lp[ids], rtol=0, atol=1e-12)  # as /v1/score
+                np.testing.assert_allclose(lps, want_lp[ids], rtol=0, atol=1e-5)
             pruned += opened < K
             chunks_past_the_first += 3 <= opened < K  # classes 2 and 3 came in one product
             if share == 0.0:
