@@ -92,8 +92,13 @@ def blas_threads() -> int:
     return int(os.environ.get("OPENBLAS_NUM_THREADS") or os.cpu_count() or 1)
 
 
-def torch_peer(lm: RecurrentLM):
-    """The same network in PyTorch with the same weights, or None without torch."""
+def torch_peer(lm: RecurrentLM, full_softmax: bool = False):
+    """The same network in PyTorch with the same weights, or None without torch.
+
+    A class-factored model's peer has the same factored output (the class softmax on every
+    row, then each target's class rows, targets grouped by class, as ``class_log_probs_at``).
+    ``full_softmax`` puts a full softmax over the same word rows in its place: a different
+    distribution, but exactly what a PyTorch model of this size with a full softmax costs."""
     try:
         import torch
     except ImportError:
@@ -117,6 +122,26 @@ def torch_peer(lm: RecurrentLM):
     embedding = p["embedding.W"]
     out_w = p["embedding.W" if cfg.tie_weights else "output.W"]
     out_b = p["output.b"]
+    classes = None if full_softmax else lm.net.classes
+    if classes is not None:
+        class_w, class_b = p["output.class.W"], p["output.class.b"]
+        edges, bounds = torch.tensor(classes.bounds[1:-1]), classes.bounds
+
+    def picked_log_probs(rows, targets):
+        """log P(targets[m]) after rows[m]: (M,) from (M, H), in one batched output pass."""
+        at_rows = torch.arange(len(targets))
+        if classes is None:  # one output product and log-softmax for every row
+            return torch.log_softmax(rows @ out_w.T + out_b, -1)[at_rows, targets]
+        cs = torch.bucketize(targets, edges, right=True)
+        out = torch.log_softmax(rows @ class_w.T + class_b, -1)[at_rows, cs]
+        order = torch.argsort(cs, stable=True)
+        present, sizes = torch.unique_consecutive(cs[order], return_counts=True)
+        for c, at in zip(present.tolist(), torch.split(order, sizes.tolist()), strict=True):
+            lo, hi = bounds[c], bounds[c + 1]
+            word_lp = torch.log_softmax(rows[at] @ out_w[lo:hi].T + out_b[lo:hi], -1)
+            out[at] += word_lp[torch.arange(len(at)), targets[at] - lo]
+        return out
+
     bos, eos = lm.vocab.bos_id, lm.vocab.eos_id
     start = lm.net.start_state(1)  # the checkpoint's start state, or zero: as nextword reads
     h0 = torch.from_numpy(np.stack([s[0] for s in start]).astype(np.float32))  # (L, 1, H)
@@ -140,8 +165,8 @@ def torch_peer(lm: RecurrentLM):
                     first_row = sum(len(x) - 1 for x in longer[:j]) + 1
                     rows.append(h2[: len(c) - 1, j])
                     picks += [(first_row + t, c[t + 1]) for t in range(len(c) - 1)]
-            lp = torch.log_softmax(torch.cat(rows) @ out_w.T + out_b, -1)  # one output product
-            picked = lp[torch.tensor([r for r, _ in picks]), torch.tensor([t for _, t in picks])]
+            all_rows = torch.cat(rows)[torch.tensor([r for r, _ in picks])]
+            picked = picked_log_probs(all_rows, torch.tensor([t for _, t in picks]))
             scores = picked[: len(cand_ids)].tolist()
             extra = iter(picked[len(cand_ids) :].tolist())
             for i, c in enumerate(cand_ids):
@@ -164,7 +189,7 @@ def torch_peer(lm: RecurrentLM):
             n = len(seqs)
             h, _ = lstm(embedding[inputs], (h0.expand(-1, n, -1).contiguous(),
                                             c0.expand(-1, n, -1).contiguous()))  # fmt: skip
-            lp = torch.log_softmax(h @ out_w.T + out_b, -1).gather(-1, targets[..., None])[..., 0]
+            lp = picked_log_probs(h.reshape(T * n, -1), targets.reshape(-1)).reshape(T, n)
             return (lp * mask).sum(0).tolist()
 
     return candidates, score, torch.__version__
@@ -207,6 +232,9 @@ def in_process_rounds(
             "sample": min(AGREEMENT_SAMPLE, len(requests)),
         }  # fmt: skip
         systems["torch"] = (lambda req: t_candidates(*req), t_score)
+        if lm.net.classes is not None:  # and what a full softmax of this size costs PyTorch
+            f_candidates, f_score, _ = torch_peer(lm, full_softmax=True)
+            systems["torch-full"] = (lambda req: f_candidates(*req), f_score)
     for candidates, score in systems.values():  # warm-up
         for req in requests[:50]:
             candidates(req)
@@ -232,10 +260,11 @@ def in_process_rounds(
     for name in names:
         out[f"{name}_candidates"] = summary(times[name])
         out[f"{name}_nbest_sentences_per_s"] = round(statistics.median(rates[name]))
-    if "torch" in names:
-        cand = summary(times["torch"])["p50_ms"] / summary(times["inprocess"])["p50_ms"]
-        nb = statistics.median(rates["inprocess"]) / statistics.median(rates["torch"])
-        out["speed_over_torch"] = {"candidates_p50": round(cand, 2), "nbest": round(nb, 2)}
+    for peer_name in names[1:]:
+        cand = summary(times[peer_name])["p50_ms"] / summary(times["inprocess"])["p50_ms"]
+        nb = statistics.median(rates["inprocess"]) / statistics.median(rates[peer_name])
+        key = "speed_over_" + peer_name.replace("-", "_")
+        out[key] = {"candidates_p50": round(cand, 2), "nbest": round(nb, 2)}
     return out
 
 

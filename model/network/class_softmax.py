@@ -102,19 +102,40 @@ def class_log_probs_at(
     classes: WordClasses,
 ) -> np.ndarray:
     """log P(tokens[k]) after hidden state x[k], (K,) float64 from x (K, H): the class softmax
-    and the token's own class's rows only, K + |c| rows a token. Summed in float64, so a token
-    scores the same number whichever tokens it is asked with."""
+    and the token's own class's rows only, K + |c| rows a token (targets grouped by class).
+
+    As for the full softmax (``NetworkLM.log_probs_given_norms``), the two normalisers come
+    from products in the weights' dtype and the token's own two logits are float64 dot
+    products: the number is as exact as the float64 one to float32 rounding of the
+    normalisers, at float32 speed."""
     x64 = x.astype(np.float64)
-    class_lp = log_softmax(x64 @ Wc.T.astype(np.float64) + bc)  # (K, classes)
     cs = classes.class_of(tokens)
-    out = class_lp[np.arange(len(tokens)), cs]
-    for c in np.unique(cs).tolist():
-        at = np.flatnonzero(cs == c)
+    xw = x.astype(Wc.dtype)
+    out = _dot_rows(x64, Wc[cs]) + bc[cs] - _log_norms(xw @ Wc.T + bc)
+    order = np.argsort(cs, kind="stable")
+    present, first = np.unique(cs[order], return_index=True)
+    ends = [*first[1:].tolist(), len(order)]
+    for c, start, end in zip(present.tolist(), first.tolist(), ends, strict=True):
+        at = order[start:end]  # the tokens of class c
         lo, hi = classes.bounds[c], classes.bounds[c + 1]
-        word_lp = log_softmax(x64[at] @ W[lo:hi].T.astype(np.float64) + b[lo:hi])
-        out[at] += word_lp[np.arange(len(at)), tokens[at] - lo]
+        norms = _log_norms(xw[at] @ W[lo:hi].T + b[lo:hi])
+        out[at] += _dot_rows(x64[at], W[tokens[at]]) + b[tokens[at]] - norms
     result: np.ndarray = out
     return result
+
+
+def _dot_rows(x64: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Row-wise dot products x64[k] · rows[k] in float64, (K,)."""
+    dots: np.ndarray = np.einsum("kh,kh->k", x64, rows.astype(np.float64))
+    return dots
+
+
+def _log_norms(logits: np.ndarray) -> np.ndarray:
+    """``log Σ_j exp(logits[k, j])`` of each row, (K,) float64."""
+    z = logits.astype(np.float64)
+    peak = z.max(axis=1)
+    norms: np.ndarray = peak + np.log(np.exp(z - peak[:, None]).sum(axis=1))
+    return norms
 
 
 WHOLE_PRODUCT_SHARE = 0.25  # class_top_k: past this share of the rows, one product over all
