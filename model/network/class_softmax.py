@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from model.network.layers import NonFiniteError, log_softmax
+from model.network.layers import NonFiniteError, exp_rows, log_softmax
 
 
 @dataclass(frozen=True)
@@ -112,11 +112,7 @@ def class_log_probs_at(
     cs = classes.class_of(tokens)
     xw = x.astype(Wc.dtype)
     out = _dot_rows(x64, Wc[cs]) + bc[cs] - _log_norms(xw @ Wc.T + bc)
-    order = np.argsort(cs, kind="stable")
-    present, first = np.unique(cs[order], return_index=True)
-    ends = [*first[1:].tolist(), len(order)]
-    for c, start, end in zip(present.tolist(), first.tolist(), ends, strict=True):
-        at = order[start:end]  # the tokens of class c
+    for c, at in _by_class(cs):
         lo, hi = classes.bounds[c], classes.bounds[c + 1]
         norms = _log_norms(xw[at] @ W[lo:hi].T + b[lo:hi])
         out[at] += _dot_rows(x64[at], W[tokens[at]]) + b[tokens[at]] - norms
@@ -131,11 +127,20 @@ def _dot_rows(x64: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _log_norms(logits: np.ndarray) -> np.ndarray:
-    """``log Σ_j exp(logits[k, j])`` of each row, (K,) float64."""
-    z = logits.astype(np.float64)
-    peak = z.max(axis=1)
-    norms: np.ndarray = peak + np.log(np.exp(z - peak[:, None]).sum(axis=1))
+    """``log Σ_j exp(logits[k, j])`` of each row, (K,) float64 (``exp_rows``)."""
+    c, total = exp_rows(logits.astype(np.float64))
+    norms: np.ndarray = c + np.log(total)
     return norms
+
+
+def _by_class(cs: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(class, the positions of cs in it) for each class present: one sort, not one scan of
+    cs per class."""
+    order = np.argsort(cs, kind="stable")
+    present, first = np.unique(cs[order], return_index=True)
+    ends = [*first[1:].tolist(), len(order)]
+    for c, start, end in zip(present.tolist(), first.tolist(), ends, strict=True):
+        yield c, order[start:end]
 
 
 WHOLE_PRODUCT_SHARE = 0.25  # class_top_k: past this share of the rows, one product over all
@@ -208,7 +213,8 @@ def _open_classes(
     is_excluded: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ids and log P of the words of the ``opened`` classes (one product), excluded ids left out.
-    Every class opened at once: the whole matrix in id order, no gathered copy."""
+    Every class opened at once: the whole matrix in id order, no gathered copy. The classes'
+    normalisers are ``exp_rows``'s, segment by segment (``reduceat``) over the ragged rows."""
     every = len(opened) == len(bounds) - 1
     if every:
         opened = np.arange(len(opened))
@@ -266,11 +272,7 @@ def class_softmax_loss(
     grads = {"Wc": dz_class.T @ xs, "bc": dz_class.sum(axis=0)}
 
     dW, db = np.zeros_like(W), np.zeros_like(b)
-    order = np.argsort(cs, kind="stable")
-    present, first = np.unique(cs[order], return_index=True)
-    ends = [*first[1:].tolist(), len(order)]
-    for c, start, end in zip(present.tolist(), first.tolist(), ends, strict=True):
-        at = order[start:end]  # the targets of class c
+    for c, at in _by_class(cs):
         lo, hi = classes.bounds[c], classes.bounds[c + 1]
         word_lp = log_softmax(xs[at] @ W[lo:hi].T + b[lo:hi])  # (m, |c|)
         local = ys[at] - lo
