@@ -59,8 +59,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for asked in args.classes:
         classes = WordClasses.by_frequency(counts, asked or WordClasses.default_count(V))
-        Wc = rng.normal(0, 0.1, (classes.num_classes, H)).astype(np.float32)
-        bc = np.zeros(classes.num_classes, np.float32)
+        Wc = rng.normal(0, 0.1, (classes.num_bands, H)).astype(np.float32)
+        bc = np.zeros(classes.num_bands, np.float32)
         full, factored = [], []
         for _ in range(args.rounds):  # alternating rounds: the same window, one after the other
             start = time.perf_counter()

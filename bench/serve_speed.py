@@ -87,6 +87,17 @@ def summary(times: list[float]) -> dict[str, float]:
     }
 
 
+def resident_mib() -> float:
+    """This process's resident memory (Linux /proc; 0 elsewhere), MiB."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return 0.0
+    for line in status.read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def blas_threads() -> int:
     """The threads numpy's BLAS runs on (OPENBLAS_NUM_THREADS, else one per core)."""
     return int(os.environ.get("OPENBLAS_NUM_THREADS") or os.cpu_count() or 1)
@@ -125,6 +136,7 @@ def torch_peer(lm: RecurrentLM, full_softmax: bool = False):
     classes = None if full_softmax else lm.net.classes
     if classes is not None:
         class_w, class_b = p["output.class.W"], p["output.class.b"]
+        short = classes.shortlist  # the shortlisted words' head rows are their word rows
         edges, bounds = torch.tensor(classes.bounds[1:-1]), classes.bounds
 
     def picked_log_probs(rows, targets):
@@ -133,11 +145,16 @@ def torch_peer(lm: RecurrentLM, full_softmax: bool = False):
         if classes is None:  # one output product and log-softmax for every row
             return torch.log_softmax(rows @ out_w.T + out_b, -1)[at_rows, targets]
         cs = torch.bucketize(targets, edges, right=True)
-        out = torch.log_softmax(rows @ class_w.T + class_b, -1)[at_rows, cs]
+        head = rows @ class_w.T + class_b
+        if short:
+            head = torch.cat([rows @ out_w[:short].T + out_b[:short], head], -1)
+        out = torch.log_softmax(head, -1)[at_rows, cs]
         order = torch.argsort(cs, stable=True)
         present, sizes = torch.unique_consecutive(cs[order], return_counts=True)
         for c, at in zip(present.tolist(), torch.split(order, sizes.tolist()), strict=True):
             lo, hi = bounds[c], bounds[c + 1]
+            if hi - lo == 1:  # a shortlisted word alone in its class: P(w | c) = 1
+                continue
             word_lp = torch.log_softmax(rows[at] @ out_w[lo:hi].T + out_b[lo:hi], -1)
             out[at] += word_lp[torch.arange(len(at)), targets[at] - lo]
         return out
@@ -278,15 +295,20 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true")
     args = parser.parse_args()
 
+    before = resident_mib()
     lm = load_checkpoint(args.model)
+    loaded = resident_mib() - before
     requests, nbest = workload(lm, args.valid, args.requests)
     config = lm.net.config
     results: dict[str, object] = {
         "benchmark": "serve_speed",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "model": f"{args.model}: {config.cell} {config.num_layers}x{config.hidden_size}",
+        "model": f"{args.model}: {config.cell} {config.num_layers}x{config.hidden_size}, "
+        f"V={config.vocab_size}, softmax {config.softmax}",
         "threads": blas_threads(),
+        "weights_mib": round(sum(p.nbytes for p in lm.net.params.values()) / 2**20, 1),
+        "resident_mib_added_by_loading": round(loaded, 1),
     }
     timed = in_process_rounds(lm, requests, nbest, args.nbest_calls, args.rounds, results)
     results.update(timed)

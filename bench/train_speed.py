@@ -17,7 +17,9 @@ by default, the bounds ``nextword train`` would cut from the counts) and PyTorch
 its full softmax; the same factored layer written in PyTorch (the class softmax, then each
 class's rows on that class's targets, as ``class_softmax_loss`` does); and PyTorch's own
 adaptive softmax (``nn.AdaptiveLogSoftmaxWithLoss``, Grave et al. 2017, ``--cutoffs``). Every
-model trains on the same windows, one after another in each round.
+model trains on the same windows, one after another in each round. ``--shortlist S`` gives the
+S most frequent words a class each (the adaptive softmax's head); ``--zipf-vocab N`` trains on
+a synthetic Zipf corpus with N words (the 100k-word case).
 """
 
 from __future__ import annotations
@@ -43,27 +45,32 @@ from model.training.steps import train_step
 DEFAULT_PTB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"
 
 
-def load_windows(ptb_dir: Path, batch: int, bptt: int, steps: int) -> tuple[list, list[int], str]:
-    """Training windows (inputs, targets, mask) from PTB train, or synthetic ones without it;
-    the vocabulary's counts (ids by falling frequency)."""
+def load_windows(
+    ptb_dir: Path, batch: int, bptt: int, steps: int, zipf_vocab: int = 0
+) -> tuple[list, list[int], str]:
+    """Training windows (inputs, targets, mask) from PTB train, or synthetic Zipf ones without
+    it or when ``zipf_vocab`` asks for a vocabulary of that size; the vocabulary's counts (ids
+    by falling frequency)."""
     train = ptb_dir / "ptb.train.txt"
-    if train.exists():
+    if train.exists() and not zipf_vocab:
         lines = [line.split() for line in train.read_text().splitlines()]
         vocab = Vocabulary.from_corpus(lines)
         stream = sentence_stream(lines[: 40 * batch * bptt], vocab)
         source = f"PTB {train}"
     else:
+        size = zipf_vocab or 10_001
         rng = np.random.default_rng(0)
-        drawn = (rng.zipf(1.2, size=batch * bptt * (steps + 2)) % 9998) + 3
-        by_count = np.bincount(drawn, minlength=10_001)
-        rank = np.empty(10_001, dtype=np.int64)  # ids by falling frequency, as a vocabulary
-        rank[3 + np.argsort(-by_count[3:], kind="stable")] = np.arange(3, 10_001)
+        drawn = (rng.zipf(1.2, size=batch * bptt * (steps + 2)) % (size - 3)) + 3
+        by_count = np.bincount(drawn, minlength=size)
+        rank = np.empty(size, dtype=np.int64)  # ids by falling frequency, as a vocabulary
+        rank[3 + np.argsort(-by_count[3:], kind="stable")] = np.arange(3, size)
         stream = rank[drawn]
-        counts = np.bincount(stream, minlength=10_001)
+        counts = np.bincount(stream, minlength=size)
         vocab = Vocabulary(
-            ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(9998)], counts.tolist()
+            ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(size - 3)], counts.tolist()
         )
-        source = "synthetic Zipf corpus (PTB not found)"
+        why = f"V = {size} asked for" if zipf_vocab else "PTB not found"
+        source = f"synthetic Zipf corpus ({why})"
     data = batchify(stream, batch)
     windows = [(x, y, target_mask(y, vocab)) for x, y in bptt_windows(data, bptt)]
     return [w for w in windows if w[0].shape[0] == bptt][:steps], vocab.counts, source
@@ -103,27 +110,35 @@ def make_torch_rounds(
 
     class Factored(torch.nn.Module):
         """The class-factored softmax, as ``class_softmax_loss`` computes it: the targets
-        sorted by class once, each class's own rows (a Linear of its own) on its targets."""
+        sorted by class once, each class's own rows (a Linear of its own) on its targets; a
+        class of one word (a shortlist's) has P(w | c) = 1 and no rows, as in nextword."""
 
-        def __init__(self, bounds: tuple[int, ...]) -> None:
+        def __init__(self, bounds: tuple[int, ...], shortlist: int) -> None:
             super().__init__()
             self.bounds = bounds
             self.edges = torch.tensor(bounds[1:-1])
-            self.classes = torch.nn.Linear(cfg.hidden, len(bounds) - 1)
-            self.words = torch.nn.ModuleList(
-                torch.nn.Linear(cfg.hidden, hi - lo) for lo, hi in itertools.pairwise(bounds)
-            )
+            self.listed = torch.nn.Linear(cfg.hidden, shortlist) if shortlist else None
+            self.classes = torch.nn.Linear(cfg.hidden, len(bounds) - 1 - shortlist)
+            self.words = torch.nn.ModuleDict(
+                {str(c): torch.nn.Linear(cfg.hidden, hi - lo)
+                 for c, (lo, hi) in enumerate(itertools.pairwise(bounds)) if hi - lo > 1}
+            )  # fmt: skip
 
         def forward(self, h, y, m):
             keep = m > 0
             h, y, m = h[keep], y[keep], m[keep]
             cs = torch.bucketize(y, self.edges, right=True)
-            class_lp = torch.log_softmax(self.classes(h), dim=-1)
+            head = self.classes(h)  # the shortlisted words' rows, then the bands'
+            if self.listed is not None:
+                head = torch.cat([self.listed(h), head], dim=-1)
+            class_lp = torch.log_softmax(head, dim=-1)
             total = -(class_lp.gather(1, cs[:, None])[:, 0] * m).sum()
             order = torch.argsort(cs, stable=True)
             present, sizes = torch.unique_consecutive(cs[order], return_counts=True)
             for c, at in zip(present.tolist(), torch.split(order, sizes.tolist()), strict=True):
-                word_lp = torch.log_softmax(self.words[c](h[at]), dim=-1)
+                if str(c) not in self.words:
+                    continue
+                word_lp = torch.log_softmax(self.words[str(c)](h[at]), dim=-1)
                 local = (y[at] - self.bounds[c])[:, None]
                 total = total - (word_lp.gather(1, local)[:, 0] * m[at]).sum()
             return total / m.sum()
@@ -174,14 +189,20 @@ def make_torch_rounds(
 
     rounds = {"torch": round_of(TorchLM(Full()))}
     if classes is not None:
-        check = Factored(classes.bounds).double()
+        check = Factored(classes.bounds, classes.shortlist).double()
         p, (x, y, m) = net.params, window
         with torch.no_grad():
+            if check.listed is not None:
+                short = classes.shortlist
+                check.listed.weight.copy_(torch.from_numpy(p["output.W"][:short].astype(float)))
+                check.listed.bias.copy_(torch.from_numpy(p["output.b"][:short].astype(float)))
             check.classes.weight.copy_(torch.from_numpy(p["output.class.W"].astype(np.float64)))
             check.classes.bias.copy_(torch.from_numpy(p["output.class.b"].astype(np.float64)))
             for c, (lo, hi) in enumerate(itertools.pairwise(classes.bounds)):
-                check.words[c].weight.copy_(torch.from_numpy(p["output.W"][lo:hi].astype(float)))
-                check.words[c].bias.copy_(torch.from_numpy(p["output.b"][lo:hi].astype(float)))
+                if str(c) in check.words:
+                    rows = check.words[str(c)]
+                    rows.weight.copy_(torch.from_numpy(p["output.W"][lo:hi].astype(float)))
+                    rows.bias.copy_(torch.from_numpy(p["output.b"][lo:hi].astype(float)))
         hidden = net.forward(x, net.init_state(x.shape[1]))[0].astype(np.float64)
         h = torch.from_numpy(hidden.reshape(-1, cfg.hidden)).requires_grad_()
         theirs = check(h, torch.from_numpy(y.ravel()), torch.from_numpy(m.ravel().astype(float)))
@@ -190,7 +211,7 @@ def make_torch_rounds(
         assert abs(mine - theirs.item()) < 1e-4, f"factored losses differ: {mine} vs {theirs}"
         their_grad = check.classes.weight.grad.numpy()
         assert np.allclose(grads["output.class.W"], their_grad, atol=1e-5), "class gradients"
-        rounds["torch-class"] = round_of(TorchLM(Factored(classes.bounds)))
+        rounds["torch-class"] = round_of(TorchLM(Factored(classes.bounds, classes.shortlist)))
         rounds["torch-adaptive"] = round_of(TorchLM(Adaptive()))
     return rounds, torch.__version__
 
@@ -211,20 +232,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="PyTorch threads")
     parser.add_argument("--softmax", choices=["full", "class"], default="full")
     parser.add_argument("--classes", type=int, default=0, help="with --softmax class; 0: √V")
+    parser.add_argument("--shortlist", type=int, default=0,
+                        help="with --softmax class: words with a class of their own")  # fmt: skip
+    parser.add_argument("--zipf-vocab", type=int, default=0,
+                        help="train on a synthetic Zipf corpus with this vocabulary")  # fmt: skip
     parser.add_argument("--cutoffs", type=int, nargs="+", default=[2000, 6000],
                         help="the adaptive softmax's cluster cutoffs")  # fmt: skip
     cfg = parser.parse_args()
 
-    windows, counts, source = load_windows(cfg.ptb_dir, cfg.batch, cfg.bptt, cfg.steps)
+    windows, counts, source = load_windows(
+        cfg.ptb_dir, cfg.batch, cfg.bptt, cfg.steps, cfg.zipf_vocab
+    )
     vocab_size = len(counts)
     classes = None
-    if cfg.softmax == "class":
+    if cfg.softmax == "class":  # the bounds `nextword train` cuts
         classes = WordClasses.by_frequency(
-            counts, cfg.classes or WordClasses.default_count(vocab_size)
+            counts,
+            cfg.classes or WordClasses.default_count(vocab_size - cfg.shortlist),
+            cfg.shortlist,
         )
     config = ModelConfig(
         vocab_size, "lstm", num_layers=cfg.layers, embed_size=cfg.hidden, hidden_size=cfg.hidden,
         softmax=cfg.softmax, class_bounds=classes.bounds if classes else (),
+        class_shortlist=classes.shortlist if classes else 0,
     )  # fmt: skip
     net, opt = RNNLM(config, seed=0), SGD(lr=1.0)
     torch_rounds, torch_version = make_torch_rounds(vocab_size, cfg, classes, net, windows[0])
@@ -247,7 +277,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "data": source,
         "model": f"{cfg.layers}x{cfg.hidden} LSTM, V={vocab_size}, softmax {cfg.softmax}"
-        + (f" (K={classes.num_classes})" if classes else ""),
+        + (f" (K={classes.num_classes}, shortlist {classes.shortlist})" if classes else ""),
         "batch": f"{cfg.batch} x {cfg.bptt} steps",
         "numpy_version": np.__version__,
         "torch_version": torch_version,

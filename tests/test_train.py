@@ -132,6 +132,8 @@ def test_an_output_directory_holding_a_model_is_refused_unless_forced(
         ),
         (b"a b c d\n" * 50, ["--softmax", "class", "--classes", "0"], "classes must be a positive"),
         (b"a b c d\n" * 50, ["--softmax", "sampled"], "invalid choice: 'sampled'"),
+        (b"a b c d\n" * 50, ["--shortlist", "2"], "shortlist must be 0 or more, and with"),
+        (b"a b c d\n" * 50, ["--softmax", "class", "--shortlist", "-1"], "shortlist must be"),
     ],
 )
 def test_bad_input_fails_early_with_a_clear_message(
@@ -313,6 +315,20 @@ def test_softmax_class_trains_a_normalised_model_with_classes_by_frequency(
     assert lm.next_distribution("the cat").sum() == pytest.approx(1.0, abs=1e-5)
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["valid_ppl"] < len(lm.vocab)  # it learns
+
+
+def test_a_shortlist_gives_frequent_words_their_own_head_entries(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 200)
+    out = tmp_path / "model"
+    args = ["train", "--train", str(corpus), "--out", str(out), *TINY, "--epochs", "2"]
+    assert main([*args, "--softmax", "class", "--shortlist", "5", "--classes", "3"]) == 0
+    lm = load_checkpoint(out)
+    classes = lm.net.config.classes
+    assert classes == WordClasses.by_frequency(lm.vocab.counts, 3, shortlist=5)
+    assert classes.shortlist == 5 and classes.num_classes <= 5 + 3
+    assert lm.next_distribution("the cat").sum() == pytest.approx(1.0, abs=1e-5)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["valid_ppl"] < len(lm.vocab)
 
 
 def test_a_bidirectional_model_trains_with_a_class_softmax(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ class BiRNNLM:
             params["output.W"] = init_embedding(config.vocab_size, 2 * config.hidden_size, rng)
             params["output.b"] = np.zeros(config.vocab_size)
             if self.classes is not None:
-                K = self.classes.num_classes
+                K = self.classes.num_bands  # the shortlist's head rows are word rows
                 params["output.class.W"] = init_embedding(K, 2 * config.hidden_size, rng)
                 params["output.class.b"] = np.zeros(K)
         check_params(params, self.param_shapes())
@@ -118,8 +118,8 @@ class BiRNNLM:
         shapes["output.W"] = (c.vocab_size, 2 * c.hidden_size)
         shapes["output.b"] = (c.vocab_size,)
         if self.classes is not None:
-            shapes["output.class.W"] = (self.classes.num_classes, 2 * c.hidden_size)
-            shapes["output.class.b"] = (self.classes.num_classes,)
+            shapes["output.class.W"] = (self.classes.num_bands, 2 * c.hidden_size)
+            shapes["output.class.b"] = (self.classes.num_bands,)
         return shapes
 
     def num_parameters(self) -> int:

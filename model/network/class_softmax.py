@@ -14,6 +14,12 @@ Classes are contiguous ranges of word ids. The vocabulary numbers words by falli
 the bands as the RNNLM toolkit does: equal shares of Σ √count (frequent words get small
 classes, rare ones large classes that are seldom a target). The class of a word is then
 ``searchsorted(bounds, id)``, with nothing to store but the K + 1 bounds.
+
+A shortlist gives each of the most frequent words a class of its own: the class softmax is
+then the adaptive softmax's head (Grave et al. 2017), the frequent words and one entry per
+band of the rest. A shortlisted word's head entry is its own word row, ``W[w] · h + b[w]``
+(with tied weights, its embedding, as in a full softmax), and ``Wc``, ``bc`` hold only the
+bands' rows; its P(w | c) = 1, so it costs that one row.
 """
 
 from __future__ import annotations
@@ -34,11 +40,15 @@ class WordClasses:
     """Class ``c`` holds the word ids ``bounds[c] : bounds[c + 1]``; bounds run from 0 to V."""
 
     bounds: tuple[int, ...]
+    shortlist: int = 0  # classes 0 … shortlist-1 are the words 0 … shortlist-1, one each
 
     def __post_init__(self) -> None:
         b = self.bounds
         if len(b) < 2 or b[0] != 0 or any(lo >= hi for lo, hi in itertools.pairwise(b)):
             raise ValueError(f"class bounds must rise strictly from 0, got {list(b)[:8]}…")
+        if not 0 <= self.shortlist < len(b) - 1 or b[self.shortlist] != self.shortlist:
+            raise ValueError(f"a shortlist of {self.shortlist} needs that many one-word classes "
+                             f"first and one class more, got bounds {list(b)[:8]}…")  # fmt: skip
 
     @property
     def num_classes(self) -> int:
@@ -48,11 +58,28 @@ class WordClasses:
     def vocab_size(self) -> int:
         return self.bounds[-1]
 
+    @property
+    def num_bands(self) -> int:
+        """The classes past the shortlist: the rows of ``Wc``."""
+        return self.num_classes - self.shortlist
+
     @classmethod
-    def by_frequency(cls, counts: Sequence[int], num_classes: int) -> WordClasses:
+    def by_frequency(
+        cls, counts: Sequence[int], num_classes: int, shortlist: int = 0
+    ) -> WordClasses:
         """Contiguous classes with equal shares of Σ √count (the RNNLM toolkit's binning), at
-        most ``num_classes`` (fewer when a few words hold most of the mass) and never empty."""
+        most ``num_classes`` (fewer when a few words hold most of the mass) and never empty.
+
+        With a ``shortlist``, the first (most frequent) ``shortlist`` ids each get a class of
+        their own and the bands cover the rest: the head softmax then holds the frequent words
+        themselves, as the adaptive softmax's does (Grave et al. 2017), and SGD at the full
+        softmax's learning rate trains it (bench/RESULTS.md, "Class-factored softmax")."""
         vocab_size = len(counts)
+        if not 0 <= shortlist < vocab_size:
+            raise ValueError(f"shortlist must be in [0, {vocab_size - 1}], got {shortlist}")
+        if shortlist:
+            tail = cls.by_frequency(counts[shortlist:], num_classes)
+            return cls((*range(shortlist), *(shortlist + b for b in tail.bounds)), shortlist)
         if not 1 <= num_classes <= vocab_size:
             raise ValueError(f"classes must be in [1, {vocab_size}], got {num_classes}")
         mass = np.sqrt(np.maximum(np.asarray(counts, dtype=np.float64), 0.0)) + 1e-12
@@ -85,9 +112,11 @@ def class_log_probs(
     class's block normalised on its own. Exact; as costly as a full softmax (V rows)."""
     lead, H = x.shape[:-1], x.shape[-1]
     flat = x.reshape(-1, H)
-    class_lp = log_softmax(flat @ Wc.T + bc)  # (M, K)
+    class_lp = log_softmax(head_logits(flat, W, b, Wc, bc, classes))  # (M, K)
     out = np.empty((flat.shape[0], classes.vocab_size), dtype=np.result_type(x, W))
-    for c, (lo, hi) in enumerate(itertools.pairwise(classes.bounds)):
+    short = classes.shortlist
+    out[:, :short] = class_lp[:, :short]
+    for c, (lo, hi) in enumerate(itertools.pairwise(classes.bounds[short:]), start=short):
         out[:, lo:hi] = log_softmax(flat @ W[lo:hi].T + b[lo:hi]) + class_lp[:, c : c + 1]
     return out.reshape(*lead, classes.vocab_size)
 
@@ -110,14 +139,32 @@ def class_log_probs_at(
     normalisers, at float32 speed."""
     x64 = x.astype(np.float64)
     cs = classes.class_of(tokens)
-    xw = x.astype(Wc.dtype)
-    out = _dot_rows(x64, Wc[cs]) + bc[cs] - _log_norms(xw @ Wc.T + bc)
-    for c, at in _by_class(cs):
+    xw = x.astype(W.dtype)
+    short = classes.shortlist
+    out = -_log_norms(head_logits(xw, W, b, Wc, bc, classes))
+    listed = cs < short  # a shortlisted word's head row is its word row
+    out[listed] += _dot_rows(x64[listed], W[cs[listed]]) + b[cs[listed]]
+    band = cs[~listed] - short
+    out[~listed] += _dot_rows(x64[~listed], Wc[band]) + bc[band]
+    for c, at in _by_class(cs, classes):
         lo, hi = classes.bounds[c], classes.bounds[c + 1]
         norms = _log_norms(xw[at] @ W[lo:hi].T + b[lo:hi])
         out[at] += _dot_rows(x64[at], W[tokens[at]]) + b[tokens[at]] - norms
     result: np.ndarray = out
     return result
+
+
+def head_logits(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, Wc: np.ndarray, bc: np.ndarray,
+    classes: WordClasses,
+) -> np.ndarray:  # fmt: skip
+    """The class softmax's logits (M, K) from states (M, H): the shortlisted words' own rows,
+    then the bands' rows. Two products, no copy of the weights."""
+    bands: np.ndarray = x @ Wc.T + bc
+    short = classes.shortlist
+    if not short:
+        return bands
+    return np.concatenate([x @ W[:short].T + b[:short], bands], axis=-1)
 
 
 def _dot_rows(x64: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -133,14 +180,17 @@ def _log_norms(logits: np.ndarray) -> np.ndarray:
     return norms
 
 
-def _by_class(cs: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """(class, the positions of cs in it) for each class present: one sort, not one scan of
-    cs per class."""
+def _by_class(cs: np.ndarray, classes: WordClasses) -> Iterator[tuple[int, np.ndarray]]:
+    """(class, the positions of cs in it) for each class present that has more than one word:
+    one sort, not one scan of cs per class. A word alone in its class has P(w | c) = 1 and no
+    gradient there, so the shortlist's classes are skipped, exactly."""
     order = np.argsort(cs, kind="stable")
     present, first = np.unique(cs[order], return_index=True)
     ends = [*first[1:].tolist(), len(order)]
+    bounds = classes.bounds
     for c, start, end in zip(present.tolist(), first.tolist(), ends, strict=True):
-        yield c, order[start:end]
+        if bounds[c + 1] - bounds[c] > 1:
+            yield c, order[start:end]
 
 
 WHOLE_PRODUCT_SHARE = 0.25  # class_top_k: past this share of the rows, one product over all
@@ -174,12 +224,12 @@ def class_top_k(
     """
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0), 0
-    class_lp = log_softmax(x.astype(np.float64) @ Wc.T.astype(np.float64) + bc)
+    xw = x.astype(W.dtype)
+    class_lp = log_softmax(head_logits(xw, W, b, Wc, bc, classes).astype(np.float64))
     bounds = np.asarray(classes.bounds)
     is_excluded = np.zeros(classes.vocab_size, dtype=bool)
     is_excluded[np.asarray(excluded, dtype=np.int64)] = True
     order = np.argsort(-class_lp, kind="stable")
-    xw = x.astype(W.dtype)
     found_ids: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
     found_lps: list[np.ndarray] = [np.zeros(0)]
     kth, found, opened, rows, chunk = -math.inf, 0, 0, 0, 1
@@ -247,8 +297,9 @@ def class_softmax_loss(
 ) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
     """Mean cross-entropy of the factored softmax and its gradients.
 
-    - x: top-layer outputs (T, N, H); W (V, H), b (V,): word rows; Wc (K, H), bc (K,): class
-      rows; targets: (T, N) ids; mask: (T, N) weights of the counted targets, or None.
+    - x: top-layer outputs (T, N, H); W (V, H), b (V,): word rows; Wc (B, H), bc (B,): the
+      bands' class rows (B = K − shortlist, ``classes.num_bands``); targets: (T, N) ids;
+      mask: (T, N) weights of the counted targets, or None.
     Returns (loss in nats per token, dx (T, N, H), {"W", "b", "Wc", "bc"} gradients). The
     targets are grouped by class, so each class's rows enter one product with its targets only.
     """
@@ -263,16 +314,22 @@ def class_softmax_loss(
     cs = classes.class_of(ys)
     picked = np.arange(len(ys))
 
-    class_lp = log_softmax(xs @ Wc.T + bc)  # (M, K)
+    class_lp = log_softmax(head_logits(xs, W, b, Wc, bc, classes))  # (M, K)
     nll = -class_lp[picked, cs].astype(np.float64)
     dz_class = np.exp(class_lp)
     dz_class[picked, cs] -= 1.0
     dz_class *= scale[:, None]
-    dxs = dz_class @ Wc
-    grads = {"Wc": dz_class.T @ xs, "bc": dz_class.sum(axis=0)}
+    short = classes.shortlist
+    dz_listed, dz_bands = dz_class[:, :short], dz_class[:, short:]
+    dxs = dz_bands @ Wc
+    grads = {"Wc": dz_bands.T @ xs, "bc": dz_bands.sum(axis=0)}
 
     dW, db = np.zeros_like(W), np.zeros_like(b)
-    for c, at in _by_class(cs):
+    if short:  # the shortlisted words' head rows are their word rows
+        dxs += dz_listed @ W[:short]
+        dW[:short] = dz_listed.T @ xs
+        db[:short] = dz_listed.sum(axis=0)
+    for c, at in _by_class(cs, classes):
         lo, hi = classes.bounds[c], classes.bounds[c + 1]
         word_lp = log_softmax(xs[at] @ W[lo:hi].T + b[lo:hi])  # (m, |c|)
         local = ys[at] - lo

@@ -62,6 +62,7 @@ class ModelConfig:
     bidirectional: bool = False  # a gap-filling model reading both sides (network.bidirectional)
     softmax: str = "full"  # full | class (network.class_softmax)
     class_bounds: tuple[int, ...] = ()  # softmax "class": class c = ids bounds[c]:bounds[c+1]
+    class_shortlist: int = 0  # softmax "class": words 0 … n-1 are classes of their own
 
     def __post_init__(self) -> None:
         for name, allowed in (("cell", CELLS), ("activation", ACTIVATIONS), ("softmax", SOFTMAXES)):
@@ -77,14 +78,14 @@ class ModelConfig:
         if self.tie_weights and self.bidirectional:
             raise ValueError("tie_weights is not supported for bidirectional models")
         if self.softmax == "class":
-            classes = WordClasses(tuple(self.class_bounds))  # checks the bounds
+            classes = WordClasses(tuple(self.class_bounds), self.class_shortlist)  # checks them
             if classes.vocab_size != self.vocab_size:
                 raise ValueError(
                     f"class_bounds must end at vocab_size {self.vocab_size}, "
                     f"got {classes.vocab_size}"
                 )
-        elif self.class_bounds:
-            raise ValueError("class_bounds is for softmax 'class' only")
+        elif self.class_bounds or self.class_shortlist:
+            raise ValueError("class_bounds and class_shortlist are for softmax 'class' only")
         if self.tie_weights and self.embed_size != self.hidden_size:
             raise ValueError(
                 f"tie_weights needs embed_size == hidden_size, got {self.embed_size} and "
@@ -94,7 +95,9 @@ class ModelConfig:
     @property
     def classes(self) -> WordClasses | None:
         """The word classes of a class-factored output layer; None for a full softmax."""
-        return WordClasses(tuple(self.class_bounds)) if self.softmax == "class" else None
+        if self.softmax != "class":
+            return None
+        return WordClasses(tuple(self.class_bounds), self.class_shortlist)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -107,8 +110,8 @@ class ModelConfig:
 
         JSON types are checked here rather than in ``__post_init__``: JSON is where 16.0, "16" or
         true can stand for a size, and each would fail later with a message naming nothing.
-        A missing field takes its default (older checkpoints lack ``bidirectional`` and
-        ``softmax``: they load as the full softmax they have).
+        A missing field takes its default (older checkpoints lack ``bidirectional``,
+        ``softmax`` and ``class_shortlist``: they load as the model they are).
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"must be an object, got {type(data).__name__}")
@@ -287,8 +290,8 @@ class RNNLM:
             shapes["output.W"] = (c.vocab_size, c.hidden_size)
         shapes["output.b"] = (c.vocab_size,)
         if self.classes is not None:
-            shapes["output.class.W"] = (self.classes.num_classes, c.hidden_size)
-            shapes["output.class.b"] = (self.classes.num_classes,)
+            shapes["output.class.W"] = (self.classes.num_bands, c.hidden_size)
+            shapes["output.class.b"] = (self.classes.num_bands,)
         return shapes
 
     def _initial_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -298,8 +301,8 @@ class RNNLM:
             params["output.W"] = init_embedding(c.vocab_size, c.hidden_size, rng)
         params["output.b"] = np.zeros(c.vocab_size)
         if self.classes is not None:
-            params["output.class.W"] = init_embedding(self.classes.num_classes, c.hidden_size, rng)
-            params["output.class.b"] = np.zeros(self.classes.num_classes)
+            params["output.class.W"] = init_embedding(self.classes.num_bands, c.hidden_size, rng)
+            params["output.class.b"] = np.zeros(self.classes.num_bands)
         return params
 
     @property

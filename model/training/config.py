@@ -112,6 +112,12 @@ class TrainConfig:
         "architecture",
         show_default=False,
     )
+    shortlist: int = option(
+        0,
+        "with --softmax class: the most frequent words that get a class of their own (the "
+        "adaptive softmax's head); --classes then bands the rest",
+        "architecture",
+    )
     # optimisation
     context: str = option(
         "stream",
@@ -185,6 +191,9 @@ class TrainConfig:
         if self.classes is not None and (self.classes < 1 or self.softmax != "class"):
             raise ValueError(f"classes must be a positive integer with --softmax class, got "
                              f"{self.classes!r}")  # fmt: skip
+        if self.shortlist < 0 or (self.shortlist and self.softmax != "class"):
+            raise ValueError(f"shortlist must be 0 or more, and with --softmax class only, got "
+                             f"{self.shortlist!r}")  # fmt: skip
         for name in ("max_recurrent_norm", "max_recoveries", "progress_every"):
             if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)!r}")
@@ -214,9 +223,13 @@ class TrainConfig:
         """The network's architecture for a vocabulary of ``vocab_size`` words; a class-factored
         output cuts its classes from the words' ``counts`` (all equal when not given)."""
         bounds: tuple[int, ...] = ()
+        short = 0
         if self.softmax == "class":
-            k = self.classes or WordClasses.default_count(vocab_size)
-            bounds = WordClasses.by_frequency(counts or [1] * vocab_size, min(k, vocab_size)).bounds
+            short = min(self.shortlist, vocab_size - 1)
+            k = self.classes or WordClasses.default_count(vocab_size - short)
+            bounds = WordClasses.by_frequency(
+                counts or [1] * vocab_size, min(k, vocab_size - short), short
+            ).bounds
         return ModelConfig(
             vocab_size=vocab_size,
             cell=self.cell,
@@ -229,6 +242,7 @@ class TrainConfig:
             bidirectional=self.bidirectional,
             softmax=self.softmax,
             class_bounds=bounds,
+            class_shortlist=short,
         )
 
     @property

@@ -25,11 +25,16 @@ BOS, EOS = Vocabulary.bos_id, Vocabulary.eos_id
 CLASS_BOUNDS = (0, 3, 5, 8, V)  # 4 classes of 3, 2, 3 and 4 words
 
 
+SHORTLISTED = (0, 1, 2, 3, 5, 8, V)  # words 0-2 alone (a shortlist of 3), then 3 bands
+
+
 def bi_net(cell: str = "lstm", layers: int = 2, seed: int = 1, softmax: str = "full") -> BiRNNLM:
-    bounds = CLASS_BOUNDS if softmax == "class" else ()
+    """softmax: full, class (bands) or shortlist (a class softmax with a shortlist)."""
+    bounds = {"class": CLASS_BOUNDS, "shortlist": SHORTLISTED}.get(softmax, ())
     config = ModelConfig(
         V, cell, num_layers=layers, embed_size=4, hidden_size=5, bidirectional=True,
-        softmax=softmax, class_bounds=bounds,
+        softmax="full" if softmax == "full" else "class", class_bounds=bounds,
+        class_shortlist=3 if softmax == "shortlist" else 0,
     )  # fmt: skip
     net = BiRNNLM(config, seed=seed, dtype=np.float64)
     perturbed(net, seed=seed + 1)  # type: ignore[arg-type]
@@ -42,7 +47,13 @@ def batch_of(*sentences: list[int]) -> SentenceBatch:
 
 @pytest.mark.parametrize(
     ("cell", "layers", "softmax"),
-    [("rnn", 1, "full"), ("lstm", 2, "full"), ("gru", 2, "full"), ("lstm", 2, "class")],
+    [
+        ("rnn", 1, "full"),
+        ("lstm", 2, "full"),
+        ("gru", 2, "full"),
+        ("lstm", 2, "class"),
+        ("gru", 1, "shortlist"),
+    ],
 )
 def test_bidirectional_network_gradients(cell: str, layers: int, softmax: str) -> None:
     net = bi_net(cell, layers, softmax=softmax)
@@ -76,7 +87,7 @@ def test_padding_does_not_change_a_sentence_s_scores() -> None:
     np.testing.assert_allclose(together[:3], alone, atol=1e-12)
 
 
-@pytest.mark.parametrize("softmax", ["full", "class"])
+@pytest.mark.parametrize("softmax", ["full", "class", "shortlist"])
 def test_fill_of_one_token_equals_the_training_layout(softmax: str) -> None:
     net = bi_net(softmax=softmax)
     sentence = [3, 4, 5, 6, 7]

@@ -32,6 +32,27 @@ def layer() -> dict[str, np.ndarray]:
 
 
 CLASSES = WordClasses((0, 2, 5, 9, 13))
+SHORTLISTED = WordClasses((0, 1, 2, 3, 5, 9, 13), 3)  # words 0-2 alone, then 3 bands
+
+
+@pytest.fixture(params=[CLASSES, SHORTLISTED], ids=["bands", "shortlist"])
+def any_layer(request: pytest.FixtureRequest) -> dict[str, object]:
+    """A layer for each layout: frequency bands only, and a shortlist before bands."""
+    classes: WordClasses = request.param
+    rng = np.random.default_rng(0)
+    K = classes.num_bands  # the shortlist's head rows are word rows
+    return {
+        "x": rng.normal(0, 1, (T, N, H)),
+        "W": rng.normal(0, 0.7, (V, H)),
+        "b": rng.normal(0, 0.3, V),
+        "Wc": rng.normal(0, 0.7, (K, H)),
+        "bc": rng.normal(0, 0.3, K),
+        "classes": classes,
+    }
+
+
+def _args(layer: dict[str, object]) -> tuple:  # type: ignore[type-arg]
+    return tuple(layer[k] for k in ("x", "W", "b", "Wc", "bc", "classes"))
 
 
 def test_probabilities_over_the_vocabulary_sum_to_one(layer: dict[str, np.ndarray]) -> None:
@@ -46,10 +67,27 @@ def test_probabilities_over_the_vocabulary_sum_to_one(layer: dict[str, np.ndarra
     assert lp[1, 0, 7] == pytest.approx(want, abs=1e-12)
 
 
-def test_the_loss_is_the_mean_negative_log_probability(layer: dict[str, np.ndarray]) -> None:
+def test_a_shortlisted_word_is_its_own_head_entry(any_layer: dict[str, object]) -> None:
+    x, W, b, Wc, bc, classes = _args(any_layer)
+    lp = class_log_probs(x, W, b, Wc, bc, classes)
+    np.testing.assert_allclose(np.exp(lp).sum(axis=-1), 1.0, rtol=0, atol=1e-12)
+    every = np.arange(V)
+    for state in np.asarray(x).reshape(-1, H):  # the scoring path: the same numbers
+        at = class_log_probs_at(np.repeat(state[None], V, 0), every, W, b, Wc, bc, classes)
+        np.testing.assert_allclose(at, class_log_probs(state, W, b, Wc, bc, classes), atol=1e-12)
+    if classes is SHORTLISTED:  # a listed word's head entry is its own word row
+        assert classes.shortlist == 3 and CLASSES.shortlist == 0
+        zc = np.concatenate([x @ np.asarray(W)[:3].T + b[:3], x @ np.asarray(Wc).T + bc], -1)
+        head = zc - np.log(np.exp(zc).sum(axis=-1, keepdims=True))
+        np.testing.assert_allclose(lp[..., :3], head[..., :3], rtol=0, atol=1e-12)
+        with pytest.raises(ValueError, match="a shortlist of 4 needs"):
+            WordClasses(SHORTLISTED.bounds, 4)
+
+
+def test_the_loss_is_the_mean_negative_log_probability(any_layer: dict[str, object]) -> None:
     targets = np.array([[0, 12], [7, 3], [12, 5]])
     mask = np.array([[1.0, 0.0], [1.0, 1.0], [0.5, 1.0]])
-    args = (layer["x"], layer["W"], layer["b"], layer["Wc"], layer["bc"], CLASSES)
+    args = _args(any_layer)
     lp = class_log_probs(*args)
     picked = np.take_along_axis(lp, targets[..., None], axis=-1)[..., 0]
     loss, _, _ = class_softmax_loss(*args, targets, mask)
@@ -59,24 +97,23 @@ def test_the_loss_is_the_mean_negative_log_probability(layer: dict[str, np.ndarr
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_gradients_match_central_differences(layer: dict[str, np.ndarray], masked: bool) -> None:
-    targets = np.array([[0, 12], [7, 7], [1, 4]])  # classes 0, 3, 2, 2, 0, 1; two share one
+def test_gradients_match_central_differences(any_layer: dict[str, object], masked: bool) -> None:
+    targets = np.array([[0, 12], [7, 7], [1, 4]])  # bands: classes 0, 3, 2, 2, 0, 1
     mask = np.array([[1.0, 0.0], [0.5, 1.0], [1.0, 1.0]]) if masked else None
+    args = _args(any_layer)
 
     def loss() -> float:
-        return class_softmax_loss(
-            layer["x"], layer["W"], layer["b"], layer["Wc"], layer["bc"], CLASSES, targets, mask
-        )[0]
+        return class_softmax_loss(*args, targets, mask)[0]
 
-    _, dx, grads = class_softmax_loss(
-        layer["x"], layer["W"], layer["b"], layer["Wc"], layer["bc"], CLASSES, targets, mask
-    )
+    _, dx, grads = class_softmax_loss(*args, targets, mask)
     analytic = {"x": dx, **grads}
     for name in ("x", "W", "b", "Wc", "bc"):
-        numeric = numerical_gradient(loss, layer[name])
+        numeric = numerical_gradient(loss, any_layer[name])  # type: ignore[arg-type]
         assert relative_error(analytic[name], numeric) < 1e-7, name
     if masked:  # an uncounted position gets no gradient
         assert not dx[0, 1].any()
+    if any_layer["classes"] is SHORTLISTED:  # listed words' rows: their head entries' gradient
+        assert grads["W"][:3].all() and grads["Wc"].shape == (3, H)
 
 
 def test_classes_share_the_square_root_of_the_counts() -> None:
@@ -97,20 +134,35 @@ def test_classes_share_the_square_root_of_the_counts() -> None:
         WordClasses.by_frequency(counts, 16)
 
 
+def test_a_shortlist_gives_the_most_frequent_words_a_class_each() -> None:
+    counts = [900, 400, 100, 100, 25, 25, 25, 25, 4, 4, 4, 4, 4, 4, 1, 1]
+    classes = WordClasses.by_frequency(counts, 4, shortlist=2)
+    # the first two alone, then the rest in bands: square roots 10, 10, 5 (4 times), 2 (6
+    # times), 1, 1 sum to 54, 13.5 a band, and a word opens a new band where the mass before
+    # it crosses a multiple: ids 2-3, 4-5, 6-8, 9-15
+    assert classes.bounds == (0, 1, 2, 4, 6, 9, 16)
+    assert classes.shortlist == 2 and classes.num_classes == 6
+    assert WordClasses.by_frequency(counts, 3, shortlist=0).shortlist == 0
+    for bad in (-1, 16):
+        with pytest.raises(ValueError, match="shortlist must be"):
+            WordClasses.by_frequency(counts, 3, shortlist=bad)
+
+
 @pytest.mark.parametrize("k", [0, 1, 3, 7, 13, 20])
 @pytest.mark.parametrize("excluded", [(), (0, 1, 2), (4, 12)])
 def test_top_k_is_the_exact_top_of_the_whole_distribution(
-    layer: dict[str, np.ndarray], k: int, excluded: tuple[int, ...]
+    any_layer: dict[str, object], k: int, excluded: tuple[int, ...]
 ) -> None:
-    args = (layer["W"], layer["b"], layer["Wc"], layer["bc"], CLASSES)
-    for x in layer["x"].reshape(-1, H):
+    states, *args = _args(any_layer)
+    classes: WordClasses = any_layer["classes"]  # type: ignore[assignment]
+    for x in np.asarray(states).reshape(-1, H):
         full = class_log_probs(x, *args)
         full[list(excluded)] = -np.inf
         want = np.argsort(-full, kind="stable")[: min(k, V - len(excluded))]
         ids, lps, opened = class_top_k(x, *args, k, excluded)
         np.testing.assert_array_equal(ids, want)
         np.testing.assert_allclose(lps, full[want], rtol=0, atol=1e-12)
-        assert opened <= CLASSES.num_classes
+        assert opened <= classes.num_classes
 
 
 def test_top_k_stops_opening_classes_once_none_can_hold_a_better_word() -> None:

@@ -19,13 +19,16 @@ from model.text.vocab import Vocabulary
 from tests.conftest import TINY_WORDS, perturbed
 
 
-@pytest.fixture
-def class_lm() -> RecurrentLM:
+@pytest.fixture(params=[0, 4], ids=["bands", "shortlist"])
+def class_lm(request: pytest.FixtureRequest) -> RecurrentLM:
+    """Frequency bands, and a shortlist of 4 words with a class each before 3 bands."""
     vocab = Vocabulary(["<unk>", "<s>", "</s>", *TINY_WORDS], [0, 0, 20, 9, 8, 7, 6, 5, 4, 3, 2, 1])
-    classes = WordClasses.by_frequency(vocab.counts, 4)
+    shortlist = request.param
+    classes = WordClasses.by_frequency(vocab.counts, 3 if shortlist else 4, shortlist)
+    assert classes.shortlist == shortlist
     config = ModelConfig(len(vocab), "lstm", num_layers=2, embed_size=6, hidden_size=6,
-                         tie_weights=True, softmax="class",
-                         class_bounds=classes.bounds)  # fmt: skip
+                         tie_weights=True, softmax="class", class_bounds=classes.bounds,
+                         class_shortlist=shortlist)  # fmt: skip
     net = perturbed(RNNLM(config, seed=3, dtype=np.float64), seed=4)
     return RecurrentLM(net, vocab, Tokenizer("whitespace"))
 
@@ -38,7 +41,9 @@ def test_the_distribution_is_the_two_factors_and_sums_to_one(class_lm: Recurrent
     # the factors by hand, from the top-layer output after "<s> the cat"
     (read,) = class_lm.read_contexts([["the", "cat"]])
     h, params = read.hidden, class_lm.net.params
-    zc = params["output.class.W"] @ h + params["output.class.b"]
+    short = classes.shortlist  # listed words head with their own (tied) rows
+    zc = np.concatenate([params["embedding.W"][:short] @ h + params["output.b"][:short],
+                         params["output.class.W"] @ h + params["output.class.b"]])  # fmt: skip
     pc = np.exp(zc - zc.max()) / np.exp(zc - zc.max()).sum()
     for c, (lo, hi) in enumerate(zip(classes.bounds, classes.bounds[1:], strict=False)):
         zw = params["embedding.W"][lo:hi] @ h + params["output.b"][lo:hi]  # tied

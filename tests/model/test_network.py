@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model.network.class_softmax import WordClasses
 from model.network.layers import RowSparse
 from model.network.recurrent import RNNLM, ModelConfig
 from tests.conftest import perturbed
@@ -60,11 +61,15 @@ def test_network_gradients_with_tied_weights(cell: str) -> None:
 
 
 CLASS_BOUNDS = (0, 2, 5, V)  # three word classes of the 9 ids
+SHORTLISTED = (0, 1, 2, 5, V)  # words 0 and 1 alone (a shortlist of 2), then two bands
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("tied", [False, True])
-def test_network_gradients_with_a_class_factored_output(cell: str, tied: bool) -> None:
+@pytest.mark.parametrize("shortlist", [0, 2])
+def test_network_gradients_with_a_class_factored_output(
+    cell: str, tied: bool, shortlist: int
+) -> None:
     check_network_gradients(
         ModelConfig(
             V,
@@ -74,7 +79,8 @@ def test_network_gradients_with_a_class_factored_output(cell: str, tied: bool) -
             hidden_size=5,
             tie_weights=tied,
             softmax="class",
-            class_bounds=CLASS_BOUNDS,
+            class_bounds=SHORTLISTED if shortlist else CLASS_BOUNDS,
+            class_shortlist=shortlist,
         )
     )
     check_network_gradients(
@@ -111,6 +117,29 @@ def test_a_class_factored_output_is_normalised_and_keeps_its_classes() -> None:
         ModelConfig.from_dict({**config.to_dict(), "class_bounds": [0, 2.0, 9]})
     with pytest.raises(ValueError, match="no single logits"):
         net.logits(np.zeros((1, 1, 5)))
+
+
+def test_a_shortlist_heads_with_the_word_rows_and_is_kept() -> None:
+    config = ModelConfig(V, "lstm", embed_size=5, hidden_size=5, tie_weights=True,
+                         softmax="class", class_bounds=SHORTLISTED, class_shortlist=2)  # fmt: skip
+    net = perturbed(RNNLM(config, seed=1, dtype=np.float64), seed=2)
+    assert net.params["output.class.W"].shape == (2, 5)  # the two bands only
+    log_p, _ = net.log_probs(np.array([[1, 4, 7]]).T, net.init_state(1))
+    np.testing.assert_allclose(np.exp(log_p).sum(axis=-1), 1.0, atol=1e-12)
+    # word 0's probability is its head entry: its embedding row against the head's normaliser
+    hidden = net.forward(np.array([[1]]), net.init_state(1))[0][0, 0]
+    E, b = net.params["embedding.W"], net.params["output.b"]
+    Wc, bc = net.params["output.class.W"], net.params["output.class.b"]
+    head = np.concatenate([E[:2] @ hidden + b[:2], Wc @ hidden + bc])
+    want = head[0] - np.log(np.exp(head).sum())
+    assert log_p[0, 0, 0] == pytest.approx(want, abs=1e-12)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    no_shortlist = {k: v for k, v in config.to_dict().items() if k != "class_shortlist"}
+    assert ModelConfig.from_dict(no_shortlist).classes == WordClasses(SHORTLISTED)  # older file
+    with pytest.raises(ValueError, match="a shortlist of 3 needs"):
+        ModelConfig(V, softmax="class", class_bounds=SHORTLISTED, class_shortlist=3)
+    with pytest.raises(ValueError, match="for softmax 'class' only"):
+        ModelConfig(V, class_shortlist=2)
 
 
 def test_network_gradients_with_dropout_masks_held_fixed() -> None:
@@ -176,7 +205,7 @@ def test_same_seed_same_weights_and_tied_model_has_no_output_matrix() -> None:
         ({"softmax": "class", "class_bounds": (0, 4)}, "class_bounds must end at vocab_size 9"),
         ({"softmax": "class", "class_bounds": (0, 5, 5, 9)}, "bounds must rise strictly"),
         ({"softmax": "class"}, "bounds must rise strictly"),
-        ({"class_bounds": (0, 9)}, "class_bounds is for softmax 'class' only"),
+        ({"class_bounds": (0, 9)}, "class_bounds and class_shortlist are for softmax 'class'"),
     ],
 )
 def test_bad_configs_are_rejected_with_a_clear_message(kwargs: dict, message: str) -> None:
