@@ -7,7 +7,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from model.inference.language_model import LanguageModel
-from model.network.class_softmax import class_log_probs_at
+from model.network.class_softmax import WordClasses, class_log_probs_at
 from model.network.layers import exp_rows
 from model.network.recurrent import ModelConfig
 from model.text.tokenize import Tokenizer
@@ -22,6 +22,7 @@ class Network(Protocol):
 
     config: ModelConfig
     params: dict[str, np.ndarray]
+    classes: WordClasses | None  # a class-factored output's classes, made once
 
     @property
     def dtype(self) -> np.dtype[Any]: ...
@@ -109,7 +110,7 @@ class NetworkLM(LanguageModel, Generic[N]):
         was computed now or kept from an earlier call. A class-factored output computes each
         token's class softmax and its class's rows instead (``norms`` are its zeros).
         """
-        classes = self.net.config.classes
+        classes = self.net.classes  # made once with the network
         if classes is not None:
             p = self.net.params
             W, Wc = self.net.output_weight, p["output.class.W"]

@@ -24,6 +24,7 @@ bands' rows; its P(w | c) = 1, so it costs that one row.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterator, Sequence
@@ -97,7 +98,12 @@ class WordClasses:
 
     def class_of(self, ids: np.ndarray) -> np.ndarray:
         """The class of each word id (same shape)."""
-        return np.searchsorted(np.asarray(self.bounds), ids, side="right") - 1
+        return np.searchsorted(self.bounds_array, ids, side="right") - 1
+
+    @functools.cached_property
+    def bounds_array(self) -> np.ndarray:
+        """The bounds as an int64 array, made once (a shortlist has thousands of them)."""
+        return np.asarray(self.bounds, dtype=np.int64)
 
 
 def class_log_probs(
@@ -226,7 +232,7 @@ def class_top_k(
         return np.zeros(0, dtype=np.int64), np.zeros(0), 0
     xw = x.astype(W.dtype)
     class_lp = log_softmax(head_logits(xw, W, b, Wc, bc, classes).astype(np.float64))
-    bounds = np.asarray(classes.bounds)
+    bounds = classes.bounds_array
     is_excluded = np.zeros(classes.vocab_size, dtype=bool)
     is_excluded[np.asarray(excluded, dtype=np.int64)] = True
     order = np.argsort(-class_lp, kind="stable")
