@@ -317,11 +317,14 @@ def test_softmax_class_trains_a_normalised_model_with_classes_by_frequency(
     assert history[-1]["valid_ppl"] < len(lm.vocab)  # it learns
 
 
-def test_a_shortlist_gives_frequent_words_their_own_head_entries(tmp_path: Path) -> None:
+def test_a_shortlist_gives_frequent_words_their_own_head_entries(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     corpus = write_corpus(tmp_path / "train.txt", 200)
     out = tmp_path / "model"
     args = ["train", "--train", str(corpus), "--out", str(out), *TINY, "--epochs", "2"]
     assert main([*args, "--softmax", "class", "--shortlist", "5", "--classes", "3"]) == 0
+    assert "class softmax: a shortlist of 5 words, then" in capsys.readouterr().err
     lm = load_checkpoint(out)
     classes = lm.net.config.classes
     assert classes == WordClasses.by_frequency(lm.vocab.counts, 3, shortlist=5)

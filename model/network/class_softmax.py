@@ -29,7 +29,6 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -355,8 +354,10 @@ def class_softmax_loss(
     return loss, dx.reshape(T, N, H), grads
 
 
-def describe(classes: WordClasses) -> dict[str, Any]:
-    """Sizes of the classes, for logs and the models endpoint."""
-    sizes = np.diff(np.asarray(classes.bounds))
-    return {"classes": classes.num_classes, "largest": int(sizes.max()),
-            "smallest": int(sizes.min())}  # fmt: skip
+def describe(classes: WordClasses) -> str:
+    """The layout in words, for the training log."""
+    sizes = np.diff(classes.bounds_array[classes.shortlist :])
+    bands = f"{classes.num_bands} bands of {int(sizes.min())}–{int(sizes.max())} words"
+    if not classes.shortlist:
+        return f"class softmax: {bands}"
+    return f"class softmax: a shortlist of {classes.shortlist:,} words, then {bands}"

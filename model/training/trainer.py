@@ -55,6 +55,7 @@ from model.inference.evaluation import (
     evaluate_file,
     perplexity,
 )
+from model.network.class_softmax import describe as describe_classes
 from model.network.layers import NonFiniteError
 from model.training.config import TrainConfig
 from model.training.plot import plot_history
@@ -434,6 +435,8 @@ def log_start(cfg: TrainConfig, corpus: Corpus, state: RunState, resume: bool) -
     data = f"vocabulary {len(corpus.vocab):,}, {corpus.info['train_tokens']:,} training tokens"
     where = f"; resuming at epoch {state.epoch + 1}, window {state.step}" if resume else ""
     log(f"{size}, {data}{where}")
+    if state.net.classes is not None:
+        log(describe_classes(state.net.classes))
     if state.cap is not None:
         log(f"recurrent weights kept at spectral norm ≤ {state.cap.limit:g} (--max-recurrent-norm)")
     if task_for(cfg).name == "gap-filling":
