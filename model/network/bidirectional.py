@@ -75,7 +75,7 @@ class BiRNNLM:
 
     Parameter names: ``fwd.embedding.W``, ``fwd.rnn.{l}.*``, ``bwd.embedding.W``, ``bwd.rnn.{l}.*``,
     ``output.W`` (V, 2H) and ``output.b`` (V,); a class-factored output adds
-    ``output.class.W`` (K, 2H) and ``output.class.b`` (K,).
+    ``output.class.W`` (B, 2H) and ``output.class.b`` (B,), B the classes past the shortlist.
     """
 
     def __init__(

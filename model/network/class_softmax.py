@@ -189,6 +189,8 @@ def _by_class(cs: np.ndarray, classes: WordClasses) -> Iterator[tuple[int, np.nd
     """(class, the positions of cs in it) for each class present that has more than one word:
     one sort, not one scan of cs per class. A word alone in its class has P(w | c) = 1 and no
     gradient there, so the shortlist's classes are skipped, exactly."""
+    if len(cs) == 0:
+        return
     order = np.argsort(cs, kind="stable")
     present, first = np.unique(cs[order], return_index=True)
     ends = [*first[1:].tolist(), len(order)]

@@ -84,6 +84,12 @@ def test_a_shortlisted_word_is_its_own_head_entry(any_layer: dict[str, object]) 
             WordClasses(SHORTLISTED.bounds, 4)
 
 
+def test_no_tokens_score_to_nothing(any_layer: dict[str, object]) -> None:
+    _, W, b, Wc, bc, classes = _args(any_layer)
+    none = class_log_probs_at(np.zeros((0, H)), np.zeros(0, dtype=np.int64), W, b, Wc, bc, classes)
+    assert none.shape == (0,)
+
+
 def test_the_loss_is_the_mean_negative_log_probability(any_layer: dict[str, object]) -> None:
     targets = np.array([[0, 12], [7, 3], [12, 5]])
     mask = np.array([[1.0, 0.0], [1.0, 1.0], [0.5, 1.0]])
