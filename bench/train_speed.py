@@ -246,11 +246,7 @@ def main() -> None:
     vocab_size = len(counts)
     classes = None
     if cfg.softmax == "class":  # the bounds `nextword train` cuts
-        classes = WordClasses.by_frequency(
-            counts,
-            cfg.classes or WordClasses.default_count(vocab_size - cfg.shortlist),
-            cfg.shortlist,
-        )
+        classes = WordClasses.cut(counts, cfg.classes, cfg.shortlist)
     config = ModelConfig(
         vocab_size, "lstm", num_layers=cfg.layers, embed_size=cfg.hidden, hidden_size=cfg.hidden,
         softmax=cfg.softmax, class_bounds=classes.bounds if classes else (),

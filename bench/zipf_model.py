@@ -42,10 +42,10 @@ def main() -> None:
 
     vocab = zipf_vocabulary(args.vocab)
     bounds: tuple[int, ...] = ()
-    short = args.shortlist if args.softmax == "class" else 0
-    if args.softmax == "class":
-        k = args.classes or WordClasses.default_count(args.vocab - short)
-        bounds = WordClasses.by_frequency(vocab.counts, k, short).bounds
+    short = 0
+    if args.softmax == "class":  # the bounds `nextword train` cuts
+        layout = WordClasses.cut(vocab.counts, args.classes, args.shortlist)
+        bounds, short = layout.bounds, layout.shortlist
     config = ModelConfig(
         args.vocab, "lstm", num_layers=args.layers, embed_size=args.hidden,
         hidden_size=args.hidden, tie_weights=True, softmax=args.softmax, class_bounds=bounds,

@@ -91,6 +91,16 @@ class WordClasses:
         return cls((0, *starts.tolist(), vocab_size))
 
     @classmethod
+    def cut(
+        cls, counts: Sequence[int], classes: int | None = None, shortlist: int = 0
+    ) -> WordClasses:
+        """The layout ``nextword train`` cuts: ``shortlist`` words alone (at most V − 1), then
+        ``classes`` bands of the rest (default √ of the rest, at most one a word)."""
+        short = min(shortlist, len(counts) - 1)
+        rest = len(counts) - short
+        return cls.by_frequency(counts, min(classes or cls.default_count(rest), rest), short)
+
+    @classmethod
     def default_count(cls, vocab_size: int) -> int:
         """K ≈ √V: the classes' and a class's words cost about the same."""
         return max(1, round(math.sqrt(vocab_size)))

@@ -225,11 +225,8 @@ class TrainConfig:
         bounds: tuple[int, ...] = ()
         short = 0
         if self.softmax == "class":
-            short = min(self.shortlist, vocab_size - 1)
-            k = self.classes or WordClasses.default_count(vocab_size - short)
-            bounds = WordClasses.by_frequency(
-                counts or [1] * vocab_size, min(k, vocab_size - short), short
-            ).bounds
+            layout = WordClasses.cut(counts or [1] * vocab_size, self.classes, self.shortlist)
+            bounds, short = layout.bounds, layout.shortlist
         return ModelConfig(
             vocab_size=vocab_size,
             cell=self.cell,
