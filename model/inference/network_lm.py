@@ -8,13 +8,12 @@ import numpy as np
 
 from model.inference.language_model import LanguageModel
 from model.network.class_softmax import WordClasses, class_log_probs_at
-from model.network.layers import exp_rows
+from model.network.layers import exp_rows, times_rows
 from model.network.recurrent import ModelConfig
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
 
 OUTPUT_CHUNK_ROWS = 2048  # rows of (rows, V) logits computed at once, bounding memory
-FEW_ROWS = 16  # up to this many output rows, W hᵀ beats h Wᵀ (see output_rows)
 
 
 class Network(Protocol):
@@ -68,14 +67,8 @@ class NetworkLM(LanguageModel, Generic[N]):
 
     # ------------------------------------------------------------ the output layer
     def output_rows(self, hidden: np.ndarray) -> np.ndarray:
-        """Logits (m, V) of top-layer outputs hidden (m, H): ``h Wᵀ + b``.
-
-        For a few rows (a single request) the product is taken as ``W hᵀ``: BLAS then streams W
-        in its own row order, about twice as fast as ``h Wᵀ`` there (bench/RESULTS.md).
-        """
-        W = self.net.output_weight
-        few = len(hidden) <= FEW_ROWS
-        logits: np.ndarray = np.ascontiguousarray((W @ hidden.T).T) if few else hidden @ W.T
+        """Logits (m, V) of top-layer outputs hidden (m, H): ``h Wᵀ + b`` (``times_rows``)."""
+        logits = times_rows(hidden, self.net.output_weight)
         logits += self.net.params["output.b"]  # in place: no second (m, V) array
         return logits
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from model.network.class_softmax import class_log_probs_at, class_softmax_loss
 from model.network.init import init_embedding
-from model.network.layers import Grad, log_softmax_at, softmax_output_loss
+from model.network.layers import Grad, log_softmax_at, softmax_output_loss, times_rows
 from model.network.recurrent import ModelConfig, NetworkState, RecurrentStack, check_params
 from model.text.batches import length_grouped
 from model.text.vocab import Vocabulary
@@ -177,7 +177,7 @@ class BiRNNLM:
         """log P(targets[m]) from the (M, 2H) states: a class softmax costs K + |class| rows."""
         p = self.params
         if self.classes is None:
-            logits = states @ p["output.W"].T + p["output.b"]
+            logits = times_rows(states, p["output.W"]) + p["output.b"]
             return log_softmax_at(logits, np.arange(len(targets)), targets)[0]
         return class_log_probs_at(
             states, targets, p["output.W"], p["output.b"],

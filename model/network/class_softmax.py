@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.network.layers import NonFiniteError, exp_rows, log_softmax
+from model.network.layers import NonFiniteError, exp_rows, log_softmax, times_rows
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def class_log_probs(
     short = classes.shortlist
     out[:, :short] = class_lp[:, :short]
     for c, (lo, hi) in enumerate(itertools.pairwise(classes.bounds[short:]), start=short):
-        out[:, lo:hi] = log_softmax(flat @ W[lo:hi].T + b[lo:hi]) + class_lp[:, c : c + 1]
+        out[:, lo:hi] = log_softmax(times_rows(flat, W[lo:hi]) + b[lo:hi]) + class_lp[:, c : c + 1]
     return out.reshape(*lead, classes.vocab_size)
 
 
@@ -163,7 +163,7 @@ def class_log_probs_at(
     out[~listed] += _dot_rows(x64[~listed], Wc[band]) + bc[band]
     for c, at in _by_class(cs, classes):
         lo, hi = classes.bounds[c], classes.bounds[c + 1]
-        norms = _log_norms(xw[at] @ W[lo:hi].T + b[lo:hi])
+        norms = _log_norms(times_rows(xw[at], W[lo:hi]) + b[lo:hi])
         out[at] += _dot_rows(x64[at], W[tokens[at]]) + b[tokens[at]] - norms
     result: np.ndarray = out
     return result
@@ -174,12 +174,12 @@ def head_logits(
     classes: WordClasses,
 ) -> np.ndarray:  # fmt: skip
     """The class softmax's logits (M, K) from states (M, H): the shortlisted words' own rows,
-    then the bands' rows. Two products, no copy of the weights."""
-    bands: np.ndarray = x @ Wc.T + bc
+    then the bands' rows. Two products (``times_rows``), no copy of the weights."""
+    bands: np.ndarray = times_rows(x, Wc) + bc
     short = classes.shortlist
     if not short:
         return bands
-    return np.concatenate([x @ W[:short].T + b[:short], bands], axis=-1)
+    return np.concatenate([times_rows(x, W[:short]) + b[:short], bands], axis=-1)
 
 
 def _dot_rows(x64: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -348,7 +348,7 @@ def class_softmax_loss(
         db[:short] = dz_listed.sum(axis=0)
     for c, at in _by_class(cs, classes):
         lo, hi = classes.bounds[c], classes.bounds[c + 1]
-        word_lp = log_softmax(xs[at] @ W[lo:hi].T + b[lo:hi])  # (m, |c|)
+        word_lp = log_softmax(times_rows(xs[at], W[lo:hi]) + b[lo:hi])  # (m, |c|)
         local = ys[at] - lo
         nll[at] -= word_lp[np.arange(len(at)), local]
         dz = np.exp(word_lp)

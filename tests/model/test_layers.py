@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from model.network.layers import (
+    FEW_ROWS,
     SAFE_EXP_RANGE,
     NonFiniteError,
     RowSparse,
@@ -20,6 +21,7 @@ from model.network.layers import (
     sum_rows_by_id,
     temporal_affine_backward,
     temporal_affine_forward,
+    times_rows,
 )
 from tests.gradcheck import numerical_gradient, relative_error
 
@@ -154,3 +156,17 @@ def test_dropout_gradient_uses_the_same_mask() -> None:
     dx = dropout_backward(dout, mask)
     num = numerical_gradient(lambda: float(np.sum(x * mask * dout)), x)
     assert relative_error(dx, num) < TOL
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 3, FEW_ROWS, FEW_ROWS + 1])
+@pytest.mark.parametrize("words", [30, 3000])  # below and past SMALL_PRODUCT: every branch
+def test_times_rows_is_the_product_with_the_transpose_in_every_orientation(
+    rows: int, words: int
+) -> None:
+    x = rng.standard_normal((rows, 50))
+    W = rng.standard_normal((words, 50))
+    product = times_rows(x, W)
+    np.testing.assert_allclose(product, x @ W.T, rtol=1e-10, atol=1e-10)
+    assert product.shape == (rows, words) and product.flags.c_contiguous  # rows read in place
+    if rows == 1:  # one state without the batch axis
+        np.testing.assert_allclose(times_rows(x[0], W), product[0], rtol=1e-10, atol=1e-10)
