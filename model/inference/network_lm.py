@@ -7,7 +7,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from model.inference.language_model import LanguageModel
-from model.network.class_softmax import WordClasses, class_log_probs_at
+from model.network.class_softmax import WordClasses, class_log_probs_at, head_log_norms
 from model.network.layers import exp_rows, times_rows
 from model.network.recurrent import ModelConfig
 from model.text.tokenize import Tokenizer
@@ -80,16 +80,23 @@ class NetworkLM(LanguageModel, Generic[N]):
         """``log Σ_j exp(logit_j)`` of each top output hidden (M, H): (M,), float64.
 
         One output product per chunk of rows; the (M, V) log-probabilities are never formed.
-        A class-factored output has no shared normaliser (each token's two softmaxes are
-        computed with it, ``log_probs_given_norms``): zeros.
+        A class-factored output's is its class softmax's (``head_log_norms``): what every
+        token after that output shares, the within-class normaliser being each class's own.
         """
-        if self.net.config.softmax == "class":
-            return np.zeros(len(hidden), dtype=np.float64)
         norms = np.empty(len(hidden), dtype=np.float64)
         for start in range(0, len(hidden), OUTPUT_CHUNK_ROWS):
-            logits = self.output_rows(hidden[start : start + OUTPUT_CHUNK_ROWS])  # (m, V)
-            c, total = exp_rows(logits, blas_sum=True)
-            norms[start : start + len(logits)] = c + np.log(total.astype(np.float64))
+            chunk = hidden[start : start + OUTPUT_CHUNK_ROWS]
+            norms[start : start + len(chunk)] = self._log_norms(chunk)
+        return norms
+
+    def _log_norms(self, hidden: np.ndarray) -> np.ndarray:
+        classes = self.net.classes
+        if classes is not None:
+            p = self.net.params
+            W, Wc = self.net.output_weight, p["output.class.W"]
+            return head_log_norms(hidden, W, p["output.b"], Wc, p["output.class.b"], classes)
+        c, total = exp_rows(self.output_rows(hidden), blas_sum=True)  # (m, V) logits
+        norms: np.ndarray = c + np.log(total.astype(np.float64))
         return norms
 
     def log_probs_given_norms(
@@ -100,18 +107,16 @@ class NetworkLM(LanguageModel, Generic[N]):
 
         The logit is summed in float64 (more exact than the float32 output product, which only
         the normaliser comes from), so a token scores the same number whether its normaliser
-        was computed now or kept from an earlier call. A class-factored output computes each
-        token's class softmax and its class's rows instead (``norms`` are its zeros).
+        was computed now or kept from an earlier call. A class-factored output adds its token's
+        class's rows (``class_log_probs_at``, ``norms`` being the class softmax's).
         """
         classes = self.net.classes  # made once with the network
         if classes is not None:
             p = self.net.params
             W, Wc = self.net.output_weight, p["output.class.W"]
-            exact = class_log_probs_at(
-                hidden, tokens, W, p["output.b"], Wc, p["output.class.b"], classes
+            return class_log_probs_at(
+                hidden, tokens, W, p["output.b"], Wc, p["output.class.b"], classes, norms
             )
-            result: np.ndarray = exact - norms
-            return result
         weights = self.net.output_weight[tokens].astype(np.float64)  # (K, H)
         logits: np.ndarray = np.einsum("kh,kh->k", weights, hidden.astype(np.float64))
         logits += self.net.params["output.b"][tokens]

@@ -7,7 +7,8 @@ the same either way; results agree to float32 rounding.
 
 An entry also keeps the log-normaliser of the distribution after its prefix once a call has
 computed it (``log_norm``): competing words after one prefix, the common case in a beam search,
-then cost a dot product each instead of the full output layer.
+then cost a dot product each instead of the full output layer (a class-factored output: each
+its own class's rows, the class softmax's normaliser being the one kept).
 
 The state after ``<s>`` alone is the same for every request: it is kept apart (``start``), never
 evicted, and a lookup that finds nothing longer counts as a miss, so the hit rate measures work
@@ -38,7 +39,8 @@ CacheObserver = Callable[[bool, int], None]  # (hit, network steps saved), on ea
 class CachedPrefix:
     state: NetworkState  # per layer, arrays of shape (1, H): the state after the prefix
     hidden: np.ndarray  # (H,) the top layer's output after the prefix's last token
-    # log Σ_j exp(logit_j) of the next-token distribution, once computed: set at most once,
+    # log Σ_j exp(logit_j) of the next-token distribution (of a class-factored output, its
+    # class softmax's: ``NetworkLM.log_normalisers``), once computed: set at most once,
     # always to the same value, so sharing an entry between threads needs no lock
     log_norm: float | None = None
 

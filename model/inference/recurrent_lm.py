@@ -136,7 +136,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
         r's context, then come the continuations of multi-token candidates. One output product
         gives the normaliser of every row whose normaliser is not yet known; a cached context
         keeps its own, so competing words after one prefix (a beam search) cost a dot product
-        each after the first call."""
+        each after the first call (a class-factored output: their own classes' rows)."""
         candidates = [
             Candidate(r, tokens, self.vocab.encode(tokens))
             for r, (_, texts) in enumerate(requests)

@@ -144,6 +144,7 @@ def class_log_probs_at(
     Wc: np.ndarray,
     bc: np.ndarray,
     classes: WordClasses,
+    head_norms: np.ndarray | None = None,
 ) -> np.ndarray:
     """log P(tokens[k]) after hidden state x[k], (K,) float64 from x (K, H): the class softmax
     and the token's own class's rows only, K + |c| rows a token (targets grouped by class).
@@ -151,12 +152,16 @@ def class_log_probs_at(
     As for the full softmax (``NetworkLM.log_probs_given_norms``), the two normalisers come
     from products in the weights' dtype and the token's own two logits are float64 dot
     products: the number is as exact as the float64 one to float32 rounding of the
-    normalisers, at float32 speed."""
+    normalisers, at float32 speed. ``head_norms`` (K,), the class softmax's normalisers
+    (``head_log_norms``) when already known, spare the K-row product: several tokens after one
+    state, or a state kept in the prefix cache, then pay for their own classes' rows only."""
     x64 = x.astype(np.float64)
     cs = classes.class_of(tokens)
     xw = x.astype(W.dtype)
     short = classes.shortlist
-    out = -_log_norms(head_logits(xw, W, b, Wc, bc, classes))
+    if head_norms is None:
+        head_norms = head_log_norms(xw, W, b, Wc, bc, classes)
+    out = -np.asarray(head_norms, dtype=np.float64)
     listed = cs < short  # a shortlisted word's head row is its word row
     out[listed] += _dot_rows(x64[listed], W[cs[listed]]) + b[cs[listed]]
     band = cs[~listed] - short
@@ -180,6 +185,15 @@ def head_logits(
     if not short:
         return bands
     return np.concatenate([times_rows(x, W[:short]) + b[:short], bands], axis=-1)
+
+
+def head_log_norms(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, Wc: np.ndarray, bc: np.ndarray,
+    classes: WordClasses,
+) -> np.ndarray:  # fmt: skip
+    """``log Σ_c exp(head logit_c)`` of each state x (M, H): the class softmax's normaliser,
+    (M,) float64, from a product in the weights' dtype. What a state's tokens all share."""
+    return _log_norms(head_logits(x.astype(W.dtype), W, b, Wc, bc, classes))
 
 
 def _dot_rows(x64: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import pytest
 
 from model.inference.checkpoint import load_checkpoint, save_checkpoint
 from model.inference.recurrent_lm import RecurrentLM
+from model.network import class_softmax
 from model.network.class_softmax import WordClasses
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.tokenize import Tokenizer
@@ -81,6 +82,29 @@ def test_every_scoring_path_agrees_with_the_distribution(
         for s, w in zip(steps, ["the", "cat", "sat", "</s>"], strict=True)
     )
     assert sentence.log_prob == pytest.approx(want, abs=1e-10)
+
+
+def test_a_cached_context_keeps_its_class_softmax(
+    class_lm: RecurrentLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A beam search asks for other words after the same context: the class softmax's normaliser
+    is kept with the cached state, so only the words' own classes are computed again."""
+    class_lm.use_prefix_cache(64, 1 << 20, None)
+    (first,) = class_lm.score_candidates("the cat", ["sat"])
+    head_rows: list[int] = []
+    real = class_softmax.head_logits
+    monkeypatch.setattr(
+        class_softmax, "head_logits", lambda x, *rest: head_rows.append(len(x)) or real(x, *rest)
+    )
+    again = class_lm.score_candidates("the cat", ["sat", "ran", "zebra"])
+    assert head_rows == []
+    assert again[0].log_prob == pytest.approx(first.log_prob, abs=1e-12)
+    full = class_lm.next_log_probs("the cat")  # its own head product, counted
+    assert again[1].log_prob == pytest.approx(full[class_lm.vocab.encode(["ran"])[0]], abs=1e-12)
+    head_rows.clear()
+    # a new context: one head row for all its words, and one for the continuation after "on"
+    class_lm.score_candidates("the dog", ["sat", "ran", "on the"])
+    assert head_rows == [2]
 
 
 def test_a_checkpoint_keeps_the_classes(class_lm: RecurrentLM, tmp_path: Path) -> None:
