@@ -9,7 +9,9 @@ Workloads, drawn from ``ptb.valid.txt`` (or the model's own vocabulary when it i
   decoder asks when it is unsure of the next word; latency p50/p99, one request at a time;
 - N-best: /v1/score with 10 hypotheses per call (an N-best list); sentences per second;
 - growing context: in-process, each context one word longer than the last, as a decoder asks,
-  with the prefix-state cache on.
+  with the prefix-state cache on;
+- same context: in-process, other candidates after a context already asked about (an exact
+  prefix-cache hit, its normaliser kept).
 
 Each runs in-process (``RecurrentLM``), over HTTP against ``nextword serve`` on loopback, and
 in PyTorch (the same weights copied into ``torch.nn.LSTM``, ``inference_mode``) when installed.
@@ -319,6 +321,16 @@ def main() -> None:
     it = iter(growing)
     results["inprocess_candidates_growing_context_cached"] = summary(
         latencies(lambda: lm.score_candidates(*next(it)), min(args.requests * 5, len(growing)))
+    )
+
+    # a beam search's other pattern: other words after a context already asked about (every
+    # context in the cache, with its normaliser: an exact hit)
+    lm.cache = PrefixCache()
+    for request in requests:
+        lm.score_candidates(*request)
+    again = iter([(c, requests[(i + 1) % len(requests)][1]) for i, (c, _) in enumerate(requests)])
+    results["inprocess_candidates_same_context_cached"] = summary(
+        latencies(lambda: lm.score_candidates(*next(again)), len(requests))
     )
     lm.cache = None
 
