@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     code = args.code.resolve()
     sys.path[:0] = [str(code), str(code / "bench")]
-    from serve_speed import DEFAULT_VALID, workload
+    from serve_speed import DEFAULT_VALID, latencies, summary, workload
 
     import model
     from model.inference.checkpoint import load_checkpoint
@@ -46,12 +44,8 @@ def main() -> None:
     requests, _ = workload(lm, DEFAULT_VALID, args.requests)
 
     def p50(calls: list) -> float:
-        times = []
-        for call in calls:
-            start = time.perf_counter()
-            lm.score_candidates(*call)
-            times.append(time.perf_counter() - start)
-        return round(statistics.median(times) * 1000, 3)
+        it = iter(calls)
+        return summary(latencies(lambda: lm.score_candidates(*next(it)), len(calls)))["p50_ms"]
 
     for request in requests[:50]:  # warm-up
         lm.score_candidates(*request)

@@ -90,6 +90,7 @@ class NetworkLM(LanguageModel, Generic[N]):
         return norms
 
     def _log_norms(self, hidden: np.ndarray) -> np.ndarray:
+        """One chunk of ``log_normalisers``: the class head's product, or the whole (m, V) one."""
         classes = self.net.classes
         if classes is not None:
             p = self.net.params
