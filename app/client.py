@@ -7,13 +7,16 @@
         print(best.hypotheses[0].text)
 
 Responses are the pydantic models of ``app.schemas``; an error answer raises ``NextwordError``
-with the status code and the server's message.
+with the status code and the server's message. Every scoring call takes its endpoint's options
+as typed keywords (``OovOptions``, ``ScoreOptions``...), ``model=`` included: it overrides the
+client's model for that call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
@@ -23,6 +26,32 @@ from app import schemas
 Text = str | list[str]
 Response = TypeVar("Response", bound=BaseModel)
 HypothesisLike = tuple[Text, float] | dict[str, Any] | schemas.Hypothesis
+
+
+class Options(TypedDict, total=False):
+    """Options every scoring call takes; left out, the server's defaults apply."""
+
+    model: str  # a loaded model's name; default: the client's ``model``, else the server's
+    weights: list[float]  # an interpolated model's component weights for this call
+
+
+class OovOptions(Options, total=False):
+    oov: schemas.OovPolicy  # "unk", "penalty" or "reject"
+    oov_penalty: float  # with oov="penalty": each unknown token's log-probability (≤ 0)
+
+
+class PredictOptions(Options, total=False):
+    include_special: bool  # also <unk>, <s>, </s>
+
+
+class ScoreOptions(OovOptions, total=False):
+    bos: bool  # read <s> first and score every token (default true)
+    eos: bool  # also score </s> (default true)
+
+
+class RerankOptions(ScoreOptions, total=False):
+    lm_weight: float  # combined = score + lm_weight · lm_log_prob + length_bonus · n_tokens
+    length_bonus: float
 
 
 class NextwordError(RuntimeError):
@@ -45,11 +74,6 @@ def _hypotheses(items: Sequence[HypothesisLike]) -> list[dict[str, Any]]:
     return out
 
 
-def _body(**fields: Any) -> dict[str, Any]:
-    """The JSON body: options left as None are not sent, so the server's defaults apply."""
-    return {k: v for k, v in fields.items() if v is not None}
-
-
 def _parse(response: httpx.Response, model: type[Response]) -> Response:
     if response.status_code >= 400:
         try:
@@ -66,22 +90,33 @@ class _Calls:
 
     model: str | None
 
-    def _candidates(self, context: Text, candidates: Sequence[Text], **opts: Any) -> dict[str, Any]:
-        return _body(context=context, candidates=list(candidates), model=self.model, **opts)
+    def _body(self, fields: dict[str, Any], options: Options) -> dict[str, Any]:
+        """The JSON body: the call's ``model`` option, else the client's; options left out (or
+        None) are not sent, so the server's defaults apply."""
+        body = {"model": self.model} | fields | dict(options)
+        return {k: v for k, v in body.items() if v is not None}
 
-    def _predict(self, context: Text, k: int, **opts: Any) -> dict[str, Any]:
-        return _body(context=context, k=k, model=self.model, **opts)
+    def _candidates(
+        self, context: Text, candidates: Sequence[Text], options: OovOptions
+    ) -> dict[str, Any]:
+        return self._body({"context": context, "candidates": list(candidates)}, options)
 
-    def _score(self, sentences: Sequence[Text], **opts: Any) -> dict[str, Any]:
-        return _body(sentences=list(sentences), model=self.model, **opts)
+    def _predict(self, context: Text, k: int, options: PredictOptions) -> dict[str, Any]:
+        return self._body({"context": context, "k": k}, options)
 
-    def _rerank(self, hypotheses: Sequence[HypothesisLike], **opts: Any) -> dict[str, Any]:
-        return _body(hypotheses=_hypotheses(hypotheses), model=self.model, **opts)
+    def _score(self, sentences: Sequence[Text], options: ScoreOptions) -> dict[str, Any]:
+        return self._body({"sentences": list(sentences)}, options)
+
+    def _rerank(
+        self, hypotheses: Sequence[HypothesisLike], options: RerankOptions
+    ) -> dict[str, Any]:
+        return self._body({"hypotheses": _hypotheses(hypotheses)}, options)
 
     def _fill(
-        self, left: Text, right: Text, candidates: Sequence[Text], **opts: Any
+        self, left: Text, right: Text, candidates: Sequence[Text], options: OovOptions
     ) -> dict[str, Any]:
-        return _body(left=left, right=right, candidates=list(candidates), model=self.model, **opts)
+        fields = {"left": left, "right": right, "candidates": list(candidates)}
+        return self._body(fields, options)
 
 
 class NextwordClient(_Calls):
@@ -107,46 +142,48 @@ class NextwordClient(_Calls):
         self.http.close()
 
     def candidates(
-        self, context: Text, candidates: Sequence[Text], **opts: Any
+        self, context: Text, candidates: Sequence[Text], **options: Unpack[OovOptions]
     ) -> schemas.CandidatesResponse:
-        """log P of each candidate after ``context``; opts: oov, oov_penalty."""
-        response = self.http.post(
-            "/v1/candidates", json=self._candidates(context, candidates, **opts)
-        )
-        return _parse(response, schemas.CandidatesResponse)
+        """log P of each candidate after ``context``."""
+        body = self._candidates(context, candidates, options)
+        return _parse(self.http.post("/v1/candidates", json=body), schemas.CandidatesResponse)
 
-    def predict(self, context: Text, k: int = 10, **opts: Any) -> schemas.PredictResponse:
-        return _parse(
-            self.http.post("/v1/predict", json=self._predict(context, k, **opts)),
-            schemas.PredictResponse,
-        )
+    def predict(
+        self, context: Text = "", k: int = 10, **options: Unpack[PredictOptions]
+    ) -> schemas.PredictResponse:
+        """The ``k`` most probable next words, most probable first."""
+        body = self._predict(context, k, options)
+        return _parse(self.http.post("/v1/predict", json=body), schemas.PredictResponse)
 
-    def score(self, sentences: Sequence[Text], **opts: Any) -> schemas.ScoreResponse:
-        """Sentence log-probabilities; opts: bos, eos, oov, oov_penalty."""
-        return _parse(
-            self.http.post("/v1/score", json=self._score(sentences, **opts)), schemas.ScoreResponse
-        )
+    def score(
+        self, sentences: Sequence[Text], **options: Unpack[ScoreOptions]
+    ) -> schemas.ScoreResponse:
+        """Sentence log-probabilities, token by token."""
+        body = self._score(sentences, options)
+        return _parse(self.http.post("/v1/score", json=body), schemas.ScoreResponse)
 
-    def rerank(self, hypotheses: Sequence[HypothesisLike], **opts: Any) -> schemas.RerankResponse:
-        """N-best rescoring, best first; (text, score) pairs; opts: lm_weight, length_bonus."""
-        return _parse(
-            self.http.post("/v1/rerank", json=self._rerank(hypotheses, **opts)),
-            schemas.RerankResponse,
-        )
+    def rerank(
+        self, hypotheses: Sequence[HypothesisLike], **options: Unpack[RerankOptions]
+    ) -> schemas.RerankResponse:
+        """N-best rescoring, best first; hypotheses as (text, score) pairs."""
+        body = self._rerank(hypotheses, options)
+        return _parse(self.http.post("/v1/rerank", json=body), schemas.RerankResponse)
 
     def fill(
-        self, left: Text, right: Text, candidates: Sequence[Text], **opts: Any
+        self, left: Text, right: Text, candidates: Sequence[Text], **options: Unpack[OovOptions]
     ) -> schemas.FillResponse:
-        """Candidates for the gap between ``left`` and ``right``; opts: oov, oov_penalty."""
-        response = self.http.post("/v1/fill", json=self._fill(left, right, candidates, **opts))
-        return _parse(response, schemas.FillResponse)
+        """Candidates for the gap between ``left`` and ``right``."""
+        body = self._fill(left, right, candidates, options)
+        return _parse(self.http.post("/v1/fill", json=body), schemas.FillResponse)
 
-    def models(self) -> dict[str, Any]:
-        response = self.http.get("/v1/models")
-        if response.status_code >= 400:
-            raise NextwordError(response.status_code, response.text)
-        body: dict[str, Any] = response.json()
-        return body
+    def models(self) -> schemas.ModelList:
+        """Every loaded model and the default."""
+        return _parse(self.http.get("/v1/models"), schemas.ModelList)
+
+    def describe(self, name: str) -> schemas.ModelDescription:
+        """One loaded model (404 as NextwordError when there is none of that name)."""
+        response = self.http.get(f"/v1/models/{quote(name, safe='')}")
+        return _parse(response, schemas.ModelDescription)
 
     def ready(self) -> bool:
         return self.http.get("/readyz").status_code == 200
@@ -175,41 +212,42 @@ class AsyncNextwordClient(_Calls):
         await self.http.aclose()
 
     async def candidates(
-        self, context: Text, candidates: Sequence[Text], **opts: Any
+        self, context: Text, candidates: Sequence[Text], **options: Unpack[OovOptions]
     ) -> schemas.CandidatesResponse:
-        response = await self.http.post(
-            "/v1/candidates", json=self._candidates(context, candidates, **opts)
-        )
+        body = self._candidates(context, candidates, options)
+        response = await self.http.post("/v1/candidates", json=body)
         return _parse(response, schemas.CandidatesResponse)
 
-    async def predict(self, context: Text, k: int = 10, **opts: Any) -> schemas.PredictResponse:
-        response = await self.http.post("/v1/predict", json=self._predict(context, k, **opts))
+    async def predict(
+        self, context: Text = "", k: int = 10, **options: Unpack[PredictOptions]
+    ) -> schemas.PredictResponse:
+        response = await self.http.post("/v1/predict", json=self._predict(context, k, options))
         return _parse(response, schemas.PredictResponse)
 
-    async def score(self, sentences: Sequence[Text], **opts: Any) -> schemas.ScoreResponse:
-        response = await self.http.post("/v1/score", json=self._score(sentences, **opts))
+    async def score(
+        self, sentences: Sequence[Text], **options: Unpack[ScoreOptions]
+    ) -> schemas.ScoreResponse:
+        response = await self.http.post("/v1/score", json=self._score(sentences, options))
         return _parse(response, schemas.ScoreResponse)
 
     async def rerank(
-        self, hypotheses: Sequence[HypothesisLike], **opts: Any
+        self, hypotheses: Sequence[HypothesisLike], **options: Unpack[RerankOptions]
     ) -> schemas.RerankResponse:
-        response = await self.http.post("/v1/rerank", json=self._rerank(hypotheses, **opts))
+        response = await self.http.post("/v1/rerank", json=self._rerank(hypotheses, options))
         return _parse(response, schemas.RerankResponse)
 
     async def fill(
-        self, left: Text, right: Text, candidates: Sequence[Text], **opts: Any
+        self, left: Text, right: Text, candidates: Sequence[Text], **options: Unpack[OovOptions]
     ) -> schemas.FillResponse:
-        response = await self.http.post(
-            "/v1/fill", json=self._fill(left, right, candidates, **opts)
-        )
-        return _parse(response, schemas.FillResponse)
+        body = self._fill(left, right, candidates, options)
+        return _parse(await self.http.post("/v1/fill", json=body), schemas.FillResponse)
 
-    async def models(self) -> dict[str, Any]:
-        response = await self.http.get("/v1/models")
-        if response.status_code >= 400:
-            raise NextwordError(response.status_code, response.text)
-        body: dict[str, Any] = response.json()
-        return body
+    async def models(self) -> schemas.ModelList:
+        return _parse(await self.http.get("/v1/models"), schemas.ModelList)
+
+    async def describe(self, name: str) -> schemas.ModelDescription:
+        response = await self.http.get(f"/v1/models/{quote(name, safe='')}")
+        return _parse(response, schemas.ModelDescription)
 
     async def ready(self) -> bool:
         return (await self.http.get("/readyz")).status_code == 200

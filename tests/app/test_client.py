@@ -31,7 +31,9 @@ async def test_async_client_calls_every_scoring_endpoint(
         assert [r.targets[-1] for r in scores.results] == ["sat", "dog"]
         ranked = await client.rerank([("the cat sat", -1.0), ("zebra zebra", 0.0)], lm_weight=1.0)
         assert ranked.hypotheses[0].combined >= ranked.hypotheses[1].combined
-        assert {m["name"] for m in (await client.models())["models"]} == {"tiny", "other"}
+        listed = await client.models()
+        assert {m.name for m in listed.models} == {"tiny", "other"} and listed.default == "tiny"
+        assert (await client.describe("other")).vocab_size == len(tiny_lm.vocab)
         with pytest.raises(NextwordError) as error:
             await client.candidates("the", [])
         assert error.value.status == 422 and "candidates" in error.value.detail
@@ -41,3 +43,22 @@ async def test_client_selects_a_model(registry: ModelRegistry) -> None:
     transport = httpx.ASGITransport(app=create_app(Settings(), registry))
     async with AsyncNextwordClient("http://t", model="other", transport=transport) as client:
         assert (await client.predict("the", k=1)).model == "other"
+
+
+async def test_every_call_takes_its_own_model(registry: ModelRegistry) -> None:
+    """``model=`` on a call overrides the client's (it raised "multiple values for keyword
+    argument 'model'" on every method)."""
+    transport = httpx.ASGITransport(app=create_app(Settings(), registry))
+    async with AsyncNextwordClient("http://t", model="tiny", transport=transport) as client:
+        answers = [
+            await client.candidates("the", ["cat"], model="other"),
+            await client.predict("the", k=1, model="other"),
+            await client.score(["the cat"], model="other"),
+            await client.rerank([("the cat", 0.0)], model="other", lm_weight=1.0),
+            await client.fill("the", "sat", ["cat"], model="other"),
+        ]
+        assert [a.model for a in answers] == ["other"] * 5
+        assert (await client.predict("the", k=1)).model == "tiny"  # the client's own again
+        with pytest.raises(NextwordError) as error:
+            await client.describe("gpt")
+        assert error.value.status == 404
