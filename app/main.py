@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 import model
 from app.api.routes import health, models, scoring, ui
@@ -51,7 +52,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         READY.set(0)
         worker_exiting()
 
-    app = FastAPI(
+    # the Swagger UI and ReDoc assets are served from the fastapi-offline package, not a CDN,
+    # so /docs works on a machine without internet access
+    app = FastAPIOffline(
         title="nextword", version=model.__version__, description=DESCRIPTION, lifespan=lifespan
     )
     app.state.settings, app.state.registry = settings, registry

@@ -9,11 +9,12 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from app.client import NextwordClient
+from app.client import NextwordClient, NextwordError
 from app.launch import start_server
 from model.inference.checkpoint import load_checkpoint
 
@@ -52,7 +53,17 @@ def test_every_endpoint_over_http(server: str) -> None:
         )
         assert ranked.hypotheses[0].combined >= ranked.hypotheses[1].combined
         assert client.predict("the", k=3).predictions[0].word == lm.top_k("the", 1)[0][0]
-        assert client.models()["default"] == "golden"
+        assert client.models().default == "golden"
+        assert client.describe("golden").checkpoint == GOLDEN.name
+    with NextwordClient(server, model="absent") as client:  # each call names its own model
+        assert client.candidates("the", ["time"], model="golden").model == "golden"
+        assert client.predict("the", k=2, model="golden").model == "golden"
+        assert client.score(["the time"], model="golden", eos=False).model == "golden"
+        assert client.rerank([("the time", 0.0)], model="golden").model == "golden"
+        assert client.fill("the", "traveller", ["time"], model="golden").model == "golden"
+        with pytest.raises(NextwordError) as error:
+            client.predict("the")  # the client's own model, which this server does not have
+        assert error.value.status == 404
     assert httpx.get(f"{server}/healthz").json() == {"status": "alive"}
     assert (
         httpx.get(f"{server}/v1/models/golden/vocab", params={"prefix": "tim"}).json()["total"] >= 1
@@ -71,20 +82,53 @@ def chromium() -> str:
     return path
 
 
+def launch(playwright: Any, path: str) -> Any:
+    """Debian's Chromium, headless, with nothing of its own going out to the network."""
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update"]  # fmt: skip
+    return playwright.chromium.launch(executable_path=path, args=args)
+
+
+def test_the_api_docs_render_with_the_network_blocked(server: str) -> None:
+    """/docs is Swagger UI from assets the service itself serves: with every request to any
+    other host refused, the page still renders every endpoint (it was blank offline: its
+    script and styles came from a CDN)."""
+    browser_path = chromium()
+    from playwright.sync_api import sync_playwright
+
+    elsewhere: list[str] = []
+
+    def only_the_server(route: Any) -> None:
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = launch(p, browser_path)
+        page = browser.new_page()
+        page.route("**/*", only_the_server)
+        page.goto(f"{server}/docs")
+        page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)
+        paths = page.eval_on_selector_all(
+            ".opblock-summary-path", "spans => spans.map(s => s.textContent.trim())"
+        )
+        title = page.text_content(".swagger-ui .info .title")
+        browser.close()
+    assert elsewhere == []
+    assert {"/v1/candidates", "/v1/score", "/v1/rerank", "/v1/predict", "/v1/fill"} <= {
+        path.replace("\u200b", "") for path in paths
+    }
+    assert title is not None and "nextword" in title
+
+
 def test_the_page_shows_candidate_and_next_word_bars(server: str) -> None:
     browser_path = chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=browser_path,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
+        browser = launch(p, browser_path)
         page = browser.new_page()
         page.goto(server)
         page.wait_for_selector("body[data-state=done]")
@@ -125,15 +169,7 @@ def test_the_page_reranks_an_nbest_list_and_colours_each_token(server: str) -> N
         ("-2.9", "the time machine was here"),
     ]
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=browser_path,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
+        browser = launch(p, browser_path)
         page = browser.new_page()
         page.goto(server)
         page.wait_for_selector("body[data-state=done]")
