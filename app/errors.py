@@ -15,11 +15,20 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from app.registry import ModelNotFoundError, NotReadyError
 from app.service import RequestError
 
 log = logging.getLogger("nextword")
+
+
+def is_branch_label(part: Any) -> bool:
+    """pydantic's names for the branches of a union (``str``, ``list[constrained-str]``...) in
+    an error's location: they are not fields."""
+    return isinstance(part, str) and (
+        part in ("str", "list[str]", "function-after[...]") or "constrained-str" in part
+    )
 
 
 def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -29,11 +38,46 @@ def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     for p in parts:
         if isinstance(p, int):
             name += f"[{p}]"
-        elif p in ("str", "list[str]", "function-after[...]") or "constrained-str" in str(p):
-            continue  # pydantic's union-branch labels are not fields
+        elif is_branch_label(p):
+            continue
         else:
             name += f".{p}" if name else str(p)
     return name or "body"
+
+
+def relevant(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The errors a user can act on. A text is a string or a list of tokens, and pydantic
+    reports a bad value against both branches of that union ("should match pattern '\\S';
+    … should be a valid list"): the complaint that the value is not of the other branch's type
+    is dropped, so what is left is about the type that was sent; a value of neither type gets
+    one error saying what is expected."""
+    kept: list[dict[str, Any]] = []
+    neither: dict[str, dict[str, Any]] = {}
+    for e in errors:
+        labels = [p for p in e.get("loc", ()) if is_branch_label(p)]
+        if labels and e.get("type") in ("string_type", "list_type") and labels[-1] == e["loc"][-1]:
+            loc = tuple(p for p in e["loc"] if not is_branch_label(p))
+            neither.setdefault(field_name(loc), {"type": "text_type", "loc": loc,
+                               "msg": "must be a string or a list of token strings"})  # fmt: skip
+            continue  # "not a string" of the list branch's value, or the reverse
+        kept.append(e)
+    answered = [field_name(e.get("loc", ())) for e in kept]
+    return kept + [e for name, e in neither.items() if not within(name, answered)]
+
+
+def within(name: str, fields: list[str]) -> bool:
+    """Whether ``name`` or a part of it (``name[1]``, ``name.score``) is among ``fields``."""
+    return any(f == name or f.startswith((f"{name}[", f"{name}.")) for f in fields)
+
+
+def message(error: dict[str, Any]) -> str:
+    """``field: what is wrong``, in words that say what to send instead."""
+    name = field_name(error.get("loc", ()))
+    kind, sent = error.get("type"), error.get("input")
+    blank = isinstance(sent, str) and not sent.strip()
+    if blank and kind in ("string_pattern_mismatch", "string_too_short"):
+        return f"{name} is empty: give a word or phrase, or leave the item out"
+    return f"{name}: {error.get('msg', 'invalid')}"
 
 
 async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -45,14 +89,28 @@ async def validation_error(_: Request, exc: RequestValidationError) -> JSONRespo
         if tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), str | bytes):
             detail = "the request body must be a JSON object (send Content-Type: application/json)"
             return JSONResponse({"detail": detail}, 400)
+    errors = relevant(list(errors))
     messages = []
     for e in errors:
-        message = f"{field_name(e.get('loc', ()))}: {e.get('msg', 'invalid')}"
-        if message not in messages:
-            messages.append(message)
+        text = message(e)
+        if text not in messages:
+            messages.append(text)
     # the offending values are not echoed back: they may be huge, or NaN (not valid JSON)
     listed = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in errors]
     return JSONResponse({"detail": "; ".join(messages), "errors": jsonable_encoder(listed)}, 422)
+
+
+async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's and FastAPI's own errors in the API's format. FastAPI reports a body it
+    cannot decode as "There was an error parsing the body": say it must be UTF-8, and where it
+    is not."""
+    detail: Any = exc.detail
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        bad = cause.object[cause.start : cause.start + 1].hex()
+        detail = (f"the request body must be JSON in UTF-8; byte 0x{bad} at offset {cause.start} "
+                  "is not UTF-8 (encode the text as UTF-8 before sending it)")  # fmt: skip
+    return JSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
 
 
 async def request_error(_: Request, exc: RequestError) -> JSONResponse:
@@ -74,6 +132,7 @@ async def unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestError, request_error)  # type: ignore[arg-type]
     app.add_exception_handler(ModelNotFoundError, model_not_found)  # type: ignore[arg-type]
     app.add_exception_handler(NotReadyError, not_ready)  # type: ignore[arg-type]

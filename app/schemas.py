@@ -75,6 +75,11 @@ class ScoreMeta(BaseModel):
         description="probabilities are exactly normalised over the vocabulary "
         "(false with oov='penalty')",
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what makes the answer less telling than it looks, e.g. every word of the "
+        "request outside the model's vocabulary (text in another language or script)",
+    )
 
 
 # ---------------------------------------------------------------- /v1/candidates

@@ -108,6 +108,21 @@ def apply_oov_policy(
             )
 
 
+def unknown_words_warning(lm: LanguageModel, token_lists: Sequence[list[str]]) -> list[str]:
+    """A warning when every token of the request is outside the vocabulary: the numbers are
+    then those of ``<unk>`` (or the penalty) alone, equal for every such word, and say nothing
+    about the text: typically text in another language or script than the model's."""
+    tokens = [t for tokens in token_lists for t in tokens]
+    if not tokens or len(lm.oov_indices(tokens)) < len(tokens):
+        return []
+    tokenizer = lm.tokenizer.to_dict()
+    return [
+        f"every token of the request ({len(tokens)}) is outside the model's vocabulary of "
+        f"{len(lm.vocab):,}, so the scores cannot tell these words apart; is the text in the "
+        f"language and form the model was trained on (its tokenizer: {tokenizer})?"
+    ]
+
+
 def penalised(
     log_probs: list[float], oov_targets: list[int], request: schemas.OovOptions
 ) -> list[float]:
@@ -151,6 +166,7 @@ def candidates(
         context_tokens=context,
         context_oov_positions=lm.oov_indices(context),
         results=candidate_results(req.candidates, scores, log_probs),
+        warnings=unknown_words_warning(lm, [context, *token_lists]),
     )
 
 
@@ -167,6 +183,7 @@ def predict(
     return schemas.PredictResponse(
         model=name,
         context_tokens=context,
+        warnings=unknown_words_warning(lm, [context]),
         predictions=[
             schemas.Prediction(word=w, probability=math.exp(lp), log_prob=lp) for w, lp in top
         ],
@@ -180,8 +197,9 @@ def score_texts(
     req: schemas.ScoreRequest | schemas.RerankRequest,
     field: str,
     settings: Settings,
-) -> list[schemas.SentenceResult]:
-    """Score sentences as one padded batch; the shared core of /v1/score and /v1/rerank."""
+) -> tuple[list[schemas.SentenceResult], list[str]]:
+    """Score sentences as one padded batch; the shared core of /v1/score and /v1/rerank.
+    Returns the results and the answer's warnings."""
     with model_errors(name, {"sentences": field}):
         lm.require(Call.SCORE)
         lm = weighted(lm, req)
@@ -216,21 +234,24 @@ def score_texts(
         [r.log_prob for r in results],
         None,
     )
-    return results
+    return results, unknown_words_warning(lm, token_lists)
 
 
 def score(
     lm: LanguageModel, name: str, req: schemas.ScoreRequest, settings: Settings
 ) -> schemas.ScoreResponse:
-    results = score_texts(lm, name, req.sentences, req, "sentences", settings)
-    return schemas.ScoreResponse(model=name, normalized=req.oov != "penalty", results=results)
+    results, warnings = score_texts(lm, name, req.sentences, req, "sentences", settings)
+    return schemas.ScoreResponse(
+        model=name, normalized=req.oov != "penalty", results=results, warnings=warnings
+    )
 
 
 def rerank(
     lm: LanguageModel, name: str, req: schemas.RerankRequest, settings: Settings
 ) -> schemas.RerankResponse:
     """N-best rescoring: combined = score + lm_weight * lm_log_prob + length_bonus * n_tokens."""
-    results = score_texts(lm, name, [h.text for h in req.hypotheses], req, "hypotheses", settings)
+    texts = [h.text for h in req.hypotheses]
+    results, warnings = score_texts(lm, name, texts, req, "hypotheses", settings)
     ranked = [
         schemas.RankedHypothesis(
             index=i,
@@ -244,7 +265,9 @@ def rerank(
         for i, (h, r) in enumerate(zip(req.hypotheses, results, strict=True))
     ]
     ranked.sort(key=lambda h: (-h.combined, h.index))  # best first; ties keep request order
-    return schemas.RerankResponse(model=name, normalized=req.oov != "penalty", hypotheses=ranked)
+    return schemas.RerankResponse(
+        model=name, normalized=req.oov != "penalty", hypotheses=ranked, warnings=warnings
+    )
 
 
 def fill(
@@ -274,6 +297,7 @@ def fill(
         left_tokens=left,
         right_tokens=right,
         results=candidate_results(req.candidates, scores, log_probs),
+        warnings=unknown_words_warning(lm, [left, right, *token_lists]),
     )
 
 
