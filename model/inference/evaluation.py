@@ -61,8 +61,7 @@ def stream_cross_entropy(
     total, count = 0.0, 0
     for inputs, targets in bptt_windows(data, bptt):
         with np.errstate(over="ignore", invalid="ignore"):  # check_finite reports it instead
-            log_probs, state = net.log_probs(inputs, state)  # (t, N, V)
-        picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+            picked, state = net.target_log_probs(inputs, targets, state)  # (t, N)
         mask = target_mask(targets, vocab)
         total -= float(np.dot(picked.ravel().astype(np.float64), mask.ravel()))
         check_finite(total, count, int(mask.sum()))
@@ -78,8 +77,8 @@ def stream_token_log_probs(
     state, parts = net.init_state(1), []
     for inputs, targets in bptt_windows(stream[:, None], bptt):
         with np.errstate(over="ignore", invalid="ignore"):
-            log_probs, state = net.log_probs(inputs, state)  # (t, 1, V)
-        picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[:, 0, 0]
+            lp, state = net.target_log_probs(inputs, targets, state)  # (t, 1)
+        picked = lp[:, 0]
         parts.append(picked[targets[:, 0] != vocab.bos_id].astype(np.float64))
     return np.concatenate(parts) if parts else np.zeros(0)
 
@@ -96,9 +95,9 @@ def isolated_cross_entropy(
         batch = PaddedSentences.from_sentences(
             [sentences[i] for i in order[start : start + batch_size]], vocab
         )
+        state = net.start_state(batch.inputs.shape[1])
         with np.errstate(over="ignore", invalid="ignore"):  # check_finite reports it instead
-            log_probs, _ = net.log_probs(batch.inputs, net.start_state(batch.inputs.shape[1]))
-        picked = np.take_along_axis(log_probs, batch.targets[..., None], axis=-1)[..., 0]
+            picked, _ = net.target_log_probs(batch.inputs, batch.targets, state)  # (T, N)
         total -= float(np.dot(picked.ravel().astype(np.float64), batch.mask.ravel()))
         tokens = int(batch.mask.sum())
         check_finite(total, count, tokens)

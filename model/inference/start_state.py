@@ -29,39 +29,35 @@ def mean_boundary_state(
     running text (``<s> w … </s> <s> …``), each tensor (1, H) in the network's dtype; None when
     there are too few sentences to average.
 
-    The sentences are cut into up to ``STREAMS`` contiguous runs read side by side, one token
-    step at a time; a stream whose sentence has ended keeps its state through the padding.
+    The sentences are cut into up to ``STREAMS`` contiguous runs, each read as one stream from
+    a zero state; the streams advance side by side, one token a step, and the states of the
+    streams about to read a counted ``<s>`` are added up. A stream that has ended reads padding
+    nobody counts, so the cost is the longest stream's tokens, not the sum of each round's
+    longest sentence (the earlier loop padded every sentence to the longest of its round).
     """
     chosen = [s for s in sentences[:limit] if len(s)]
     count = min(STREAMS, len(chosen) // (BURN_IN + 1))
     if count == 0:
         return None
     runs = np.array_split(np.arange(len(chosen)), count)
+    framed = [
+        [np.concatenate([[vocab.bos_id], chosen[i], [vocab.eos_id]]) for i in r] for r in runs
+    ]
+    length = max(sum(len(f) for f in stream) for stream in framed)
+    ids = np.full((length, count), vocab.eos_id, dtype=np.int64)
+    counted = np.zeros((length, count), dtype=bool)  # the stream reads a counted <s> at step t
+    for b, stream in enumerate(framed):
+        ids[: sum(len(f) for f in stream), b] = np.concatenate(stream)
+        starts = np.cumsum([0] + [len(f) for f in stream[:-1]])
+        counted[starts[BURN_IN:], b] = True
     state = net.init_state(count)
-    total = [np.zeros_like(t[:1], dtype=np.float64) for layer in state for t in layer]
-    n = 0
-    for j in range(max(len(r) for r in runs)):
-        none = np.zeros(0, dtype=np.int64)
-        framed = [
-            np.concatenate([[vocab.bos_id], chosen[r[j]], [vocab.eos_id]]) if j < len(r) else none
-            for r in runs
-        ]
-        if j >= BURN_IN:
-            active = np.array([len(f) > 0 for f in framed])
-            flat = (t for layer in state for t in layer)
-            total = [
-                a + t[active].sum(axis=0, keepdims=True) for a, t in zip(total, flat, strict=True)
-            ]
-            n += int(active.sum())
-        length = max(len(f) for f in framed)
-        ids = np.zeros((length, count), dtype=np.int64)
-        reading = np.zeros((length, count), dtype=bool)
-        for b, f in enumerate(framed):
-            ids[: len(f), b], reading[: len(f), b] = f, True
-        for t in range(length):
-            _, new, _ = net.forward(ids[t : t + 1], state, keep_cache=False)
-            keep = reading[t][:, None]
-            state = [tuple(np.where(keep, a, b) for a, b in zip(nl, ol, strict=True))
-                     for nl, ol in zip(new, state, strict=True)]  # fmt: skip
+    total = [np.zeros((1, t.shape[1]), dtype=np.float64) for layer in state for t in layer]
+    for t in range(length):
+        at = counted[t]
+        if at.any():  # the state before reading <s>: after the sentence before it
+            flat = (s for layer in state for s in layer)
+            total = [a + s[at].sum(axis=0, keepdims=True) for a, s in zip(total, flat, strict=True)]
+        _, state, _ = net.forward(ids[t : t + 1], state, keep_cache=False)
+    n = int(counted.sum())
     means = iter(t / n for t in total)
     return [tuple(next(means).astype(net.dtype) for _ in layer) for layer in state]

@@ -18,7 +18,12 @@ from typing import Any, get_type_hints
 import numpy as np
 
 from model.network.cells import State, get_cell
-from model.network.class_softmax import WordClasses, class_log_probs, class_softmax_loss
+from model.network.class_softmax import (
+    WordClasses,
+    class_log_probs,
+    class_log_probs_at,
+    class_softmax_loss,
+)
 from model.network.init import init_cell, init_embedding
 from model.network.layers import (
     Grad,
@@ -28,8 +33,10 @@ from model.network.layers import (
     embedding_backward,
     embedding_forward,
     log_softmax,
+    log_softmax_at,
     softmax_output_loss,
     temporal_affine_forward,
+    times_rows,
 )
 from model.values import show
 
@@ -390,6 +397,26 @@ class RNNLM:
         """Inference: log P(next token) after each input, shape (T, N, V), and the final state."""
         hidden, final_state, _ = self.forward(ids, state, keep_cache=False)
         return self.output_log_probs(hidden), final_state
+
+    def target_log_probs(
+        self, ids: np.ndarray, targets: np.ndarray, state: NetworkState
+    ) -> tuple[np.ndarray, NetworkState]:
+        """Inference: log P(targets[t, n] | ids[:t+1, n]), shape (T, N), and the final state.
+
+        What evaluation needs, without the (T, N, V) distribution: a full softmax forms each
+        row's normaliser and picks the target (``log_softmax_at``); a class-factored one pays
+        for the class softmax and the target's own class only (``class_log_probs_at``)."""
+        hidden, final_state, _ = self.forward(ids, state, keep_cache=False)
+        flat, picked = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+        if self.classes is None:
+            logits = times_rows(flat, self.output_weight) + self.params["output.b"]
+            lp, _ = log_softmax_at(logits, np.arange(len(picked)), picked)
+        else:
+            lp = class_log_probs_at(
+                flat, picked, self.output_weight, self.params["output.b"],
+                self.params["output.class.W"], self.params["output.class.b"], self.classes,
+            )  # fmt: skip
+        return lp.reshape(targets.shape), final_state
 
     def output_log_probs(self, hidden: np.ndarray) -> np.ndarray:
         """log P(next token) over the vocabulary, (..., V), from top outputs (..., H)."""
