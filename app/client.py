@@ -3,7 +3,7 @@
     from app.client import NextwordClient
 
     with NextwordClient("http://127.0.0.1:8000") as lm:
-        best = lm.rerank([("i want to book a flight", -4.1), ("eye want two book a flight", -3.9)])
+        best = lm.rerank([("the time traveller smiled", -4.1), ("the time travel her", -3.9)])
         print(best.hypotheses[0].text)
 
 Responses are the pydantic models of ``app.schemas``; an error answer raises ``NextwordError``

@@ -94,7 +94,9 @@ class CandidatesRequest(OovOptions):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"context": "i would like to", "candidates": ["book", "look", "new york"]}]
+            "examples": [
+                {"context": "the time", "candidates": ["traveller", "travel her", "machine"]}
+            ]
         },
     )
 
@@ -127,7 +129,7 @@ class PredictRequest(Weighted):
     include_special: bool = Field(False, description="also return <unk>, <s>, </s>")
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"context": "the stock", "k": 5}]}
+        extra="forbid", json_schema_extra={"examples": [{"context": "the time traveller", "k": 5}]}
     )
 
 
@@ -153,7 +155,7 @@ class ScoreRequest(OovOptions):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"sentences": ["i want to book a flight", "eye want two book a flight"]}]
+            "examples": [{"sentences": ["the time traveller smiled", "the time travel her smiled"]}]
         },
     )
 
@@ -195,8 +197,8 @@ class RerankRequest(OovOptions):
             "examples": [
                 {
                     "hypotheses": [
-                        {"text": "recognize speech", "score": -12.1},
-                        {"text": "wreck a nice beach", "score": -11.9},
+                        {"text": "the time traveller smiled at us", "score": -12.1},
+                        {"text": "the time travel her smiled at us", "score": -11.9},
                     ],
                     "lm_weight": 0.5,
                 }
@@ -232,9 +234,9 @@ class FillRequest(OovOptions):
         json_schema_extra={
             "examples": [
                 {
-                    "left": "the stock",
-                    "right": "sharply in late trading",
-                    "candidates": ["fell", "fill", "felt"],
+                    "left": "the time",
+                    "right": "smiled at us",
+                    "candidates": ["traveller", "travel her", "machine"],
                 }
             ]
         },

@@ -40,7 +40,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("stopped")
     corpus = write_corpus(tmp / "train.txt", 200)
     options = {"layers": 2, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 3}
-    options |= {"optimizer": "adam", "lr": 0.01, "dropout": 0.2}
+    options |= {"optimizer": "adam", "lr": 0.01, "dropout": 0.2, "tie_weights": False}
     windows: list[int] = []
     real = model.training.tasks.train_step
     with pytest.MonkeyPatch.context() as patch:
@@ -317,6 +317,7 @@ def test_a_run_saved_before_per_cell_defaults_resumes_as_it_started(tmp_path: Pa
     corpus = write_corpus(tmp_path / "train.txt", 200)
     options = {"cell": "rnn", "activation": "relu", "layers": 1, "emb": 8, "hidden": 8}
     options |= {"batch_size": 4, "bptt": 6, "epochs": 2, "lr": 20.0, "max_recurrent_norm": 0.0}
+    options |= {"optimizer": "sgd"}  # the default then
     windows: list[int] = []
     real = model.training.tasks.train_step
     with pytest.MonkeyPatch.context() as patch:

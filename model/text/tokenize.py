@@ -12,6 +12,14 @@ Three schemes, chosen per model and stored in its checkpoint:
 
 All schemes first apply Unicode NFC normalisation, so a composed "é" and "e" + combining accent
 map to the same token.
+
+``normalize="spoken"`` then rewrites the text the way speech recognisers (and most OCR reranking
+set-ups) write it, before any scheme splits it (``spoken_form``): lower case; no punctuation or
+symbols; an apostrophe kept only inside a word (``don't``, ``traveller's``; ’ and ʼ count as ');
+a hyphen or slash splits words (``state-of-the-art`` → ``state of the art``); a number stays as
+written, one token with its inner separators (``1,000``, ``3.5``, ``10:30``), not spelled out.
+Training text and requests go through the same function, so a model trained on punctuated
+prose answers unpunctuated transcripts as it was trained.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any
 from model.values import show
 
 TOKENIZERS = ("whitespace", "words", "chars", "jieba")
+NORMALIZATIONS = ("none", "spoken")
 
 # A word is a run of letters/digits, optionally joined by inner apostrophes or hyphens
 # ("don't", "state-of-the-art"); anything else that is not a space is a token of its own.
@@ -34,6 +43,33 @@ TOKENIZERS = ("whitespace", "words", "chars", "jieba")
 _WORD_RE = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")
 _SPACE_RE = re.compile(r"\s+")
 SPACE_TOKEN = " "
+# What spoken form keeps: numbers with inner separators, and words (letters and digits, no
+# underscore) with inner apostrophes. Everything between two kept pieces is dropped.
+_SPOKEN_RE = re.compile(r"\d+(?:[.,:]\d+)+|[^\W_]+(?:'[^\W_]+)*")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\u2018": "'"})
+# Scripts written without spaces between words: a mark dropped between two of their characters
+# leaves nothing (你好，世界 → 你好世界), where between two words of a spaced script it leaves one.
+_UNSPACED = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\u3040-\u30ff]")
+
+
+def spoken_form(text: str) -> str:
+    """``text`` as a recogniser would write it: lower case, no punctuation (see the module
+    docstring). Idempotent, and it leaves text without punctuation as it is (but for case)."""
+    text = unicodedata.normalize("NFC", text).lower().translate(_APOSTROPHES)
+    pieces: list[str] = []
+    end = 0
+    for m in _SPOKEN_RE.finditer(text):
+        if pieces:
+            gap = text[end : m.start()]
+            joined = (
+                not gap.isspace()
+                and _UNSPACED.match(text[end - 1])
+                and _UNSPACED.match(m.group()[0])
+            )
+            pieces.append("" if joined else " ")
+        pieces.append(m.group())
+        end = m.end()
+    return "".join(pieces)
 
 
 @dataclass(frozen=True)
@@ -42,20 +78,27 @@ class Tokenizer:
 
     name: str = "whitespace"  # one of TOKENIZERS
     lowercase: bool = False  # lower-case before splitting (Unicode-aware str.lower)
+    normalize: str = "none"  # one of NORMALIZATIONS: "spoken" also lower-cases
 
     def __post_init__(self) -> None:
         if self.name not in TOKENIZERS:
             raise ValueError(f"unknown tokenizer {self.name!r}: expected one of {TOKENIZERS}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(
+                f"unknown normalization {self.normalize!r}: expected one of {NORMALIZATIONS}"
+            )
 
     def __call__(self, text: str) -> list[str]:
         """Split ``text`` into tokens."""
         text = unicodedata.normalize("NFC", text)
         if self.lowercase:
             text = text.lower()
+        if self.normalize == "spoken":
+            text = spoken_form(text)
         if self.name == "whitespace":
             return text.split()
         if self.name == "words":
-            return _WORD_RE.findall(text)
+            return text.split() if self.normalize == "spoken" else _WORD_RE.findall(text)
         if self.name == "jieba":
             return [w for w in jieba_segmenter().lcut(text) if not w.isspace()]
         return list(_SPACE_RE.sub(SPACE_TOKEN, text.strip()))
@@ -86,15 +129,18 @@ class Tokenizer:
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"must be an object, got {type(data).__name__}")
-        unknown = sorted(set(data) - {"name", "lowercase"})
+        unknown = sorted(set(data) - {"name", "lowercase", "normalize"})
         if unknown:
             raise ValueError(f"unknown tokenizer keys: {unknown}")
         name, lowercase = data.get("name"), data.get("lowercase", False)
+        normalize = data.get("normalize", "none")  # checkpoints from before it: none
         if name not in TOKENIZERS:  # also catches a missing name and non-strings
             raise ValueError(f"name must be one of {TOKENIZERS}, got {show(name)}")
         if not isinstance(lowercase, bool):
             raise ValueError(f"lowercase must be true or false, got {show(lowercase)}")
-        return cls(name=str(name), lowercase=lowercase)
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {show(normalize)}")
+        return cls(name=str(name), lowercase=lowercase, normalize=str(normalize))
 
 
 @functools.cache

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from model.network.class_softmax import WordClasses
 from model.network.recurrent import ACTIVATIONS, CELLS, SOFTMAXES, ModelConfig
 from model.text.corpus import SPLITS
-from model.text.tokenize import TOKENIZERS
+from model.text.tokenize import NORMALIZATIONS, TOKENIZERS
 from model.values import is_int, is_number
 
 PATH_FIELDS = ("train", "valid", "test", "out")
@@ -36,9 +36,17 @@ RESUMABLE_CHANGES = (
 # (measured on The Time Machine and on a small synthetic corpus, over several seeds).
 DEFAULT_SGD_LR = {"lstm": 20.0, "gru": 10.0, "rnn": 5.0, "rnn-relu": 3.0}
 DEFAULT_ADAM_LR = 0.002  # every cell
+DEFAULT_WARMUP = 300  # Adam's warm-up, in updates, when an epoch has more
 ARCHITECTURE_CHECKED = ("cell", "activation")  # ModelConfig checks these, in model_config()
-POSITIVE_INTS = ("min_count", "layers", "emb", "hidden", "batch_size", "bptt", "epochs",
-                 "patience", "checkpoint_every", "eval_batch_size")  # fmt: skip
+POSITIVE_INTS = ("min_count", "layers", "emb", "hidden", "bptt", "patience", "checkpoint_every",
+                 "eval_batch_size")  # fmt: skip
+# Sequences per update when --batch-size is not given: the most, and the fewest a small corpus
+# may go down to so that an epoch still has AUTO_MIN_UPDATES updates.
+AUTO_BATCH, AUTO_MIN_UPDATES = (20, 4), 50
+# Epochs when --epochs is not given: enough for this many updates, within these bounds. A few
+# thousand updates train a small corpus (6k tokens: 40 updates an epoch) as well as a large
+# one; PTB (1,328 updates an epoch) gets the lower bound (bench/RESULTS.md, "Training defaults").
+AUTO_EPOCH_UPDATES, AUTO_EPOCHS = 3000, (10, 50)
 
 
 T = TypeVar("T")
@@ -81,7 +89,20 @@ class TrainConfig:
     )
     tokenizer: str = option("whitespace", "how text is cut into tokens", "data", TOKENIZERS)
     lowercase: bool = option(False, "lowercase the text before tokenising", "data")
-    min_count: int = option(1, "words seen fewer times become <unk>", "data")
+    normalize: str = option(
+        "none",
+        "spoken = rewrite the text as recognisers write it, for training and for every request "
+        "to the model: lower case, no punctuation, apostrophes inside words kept, hyphens split "
+        "words, numbers as written",
+        "data",
+        NORMALIZATIONS,
+    )
+    min_count: int = option(
+        2,
+        "words seen fewer times become <unk> (2: the words seen once teach the model how often "
+        "an unknown word comes)",
+        "data",
+    )
     max_vocab: int | None = option(None, "at most this many ids, specials included", "data")
     # architecture
     cell: str = option("lstm", "recurrent cell", "architecture", CELLS)
@@ -89,9 +110,13 @@ class TrainConfig:
     layers: int = option(2, "stacked recurrent layers", "architecture")
     emb: int = option(200, "embedding size", "architecture")
     hidden: int = option(200, "hidden size", "architecture")
-    dropout: float = option(0.0, "drop probability on non-recurrent connections", "architecture")
-    tie_weights: bool = option(
-        False, "share the embedding and output matrices (needs --emb == --hidden)", "architecture"
+    dropout: float = option(0.3, "drop probability on non-recurrent connections", "architecture")
+    tie_weights: bool | None = option(
+        None,
+        "share the embedding and output matrices (needs --emb == --hidden; default: shared "
+        "when they are equal, left to right)",
+        "architecture",
+        show_default=False,
     )
     bidirectional: bool = option(
         False,
@@ -142,13 +167,32 @@ class TrainConfig:
         "optimisation",
         show_default=False,
     )
+    warmup: int | None = option(
+        None,
+        "adam: updates over which the learning rate rises linearly to --lr (default: one "
+        "epoch, at most 300; 0 off)",
+        "optimisation",
+        show_default=False,
+    )
     lr_decay: float = option(
         0.25, "lr factor after an epoch without validation improvement", "optimisation"
     )
     clip: float = option(0.25, "maximum global gradient norm", "optimisation")
-    batch_size: int = option(20, "sequences per update", "optimisation")
+    batch_size: int | None = option(
+        None,
+        "sequences per update (default: 20, fewer for a small corpus, down to 4, so that an "
+        "epoch has at least 50 updates)",
+        "optimisation",
+        show_default=False,
+    )
     bptt: int = option(35, "steps per truncated-BPTT window", "optimisation")
-    epochs: int = option(10, "passes over the training corpus", "optimisation")
+    epochs: int | None = option(
+        None,
+        "passes over the training corpus (default: enough for 3,000 updates, at least 10 and "
+        "at most 50; early stopping may end the run sooner)",
+        "optimisation",
+        show_default=False,
+    )
     patience: int = option(3, "stop after this many epochs without improvement", "optimisation")
     seed: int = option(0, "initialisation, dropout and shuffling", "optimisation")
     checkpoint_every: int = option(
@@ -177,6 +221,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.tie_weights is None:  # shared where they can be: a tied model learns faster
+            self.tie_weights = self.emb == self.hidden and not self.bidirectional
         self.validate()
 
     def validate(self) -> None:
@@ -194,7 +240,10 @@ class TrainConfig:
         if self.shortlist < 0 or (self.shortlist and self.softmax != "class"):
             raise ValueError(f"shortlist must be 0 or more, and with --softmax class only, got "
                              f"{self.shortlist!r}")  # fmt: skip
-        for name in ("max_recurrent_norm", "max_recoveries", "progress_every"):
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("max_recurrent_norm", "max_recoveries", "progress_every", "warmup"):
             if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)!r}")
         if not 0 < self.reset_prob <= 1:
@@ -203,6 +252,8 @@ class TrainConfig:
             raise ValueError("reset_prob applies to --context sentence (left to right) only")
         if not 0 < self.valid_fraction < 1:
             raise ValueError(f"valid_fraction must be between 0 and 1, got {self.valid_fraction}")
+        if self.warmup and self.optimizer != "adam":
+            raise ValueError("warmup is for --optimizer adam; SGD takes none")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
@@ -235,7 +286,7 @@ class TrainConfig:
             embed_size=self.emb,
             hidden_size=self.hidden,
             dropout=self.dropout,
-            tie_weights=self.tie_weights,
+            tie_weights=bool(self.tie_weights),
             bidirectional=self.bidirectional,
             softmax=self.softmax,
             class_bounds=bounds,
@@ -251,6 +302,44 @@ class TrainConfig:
             return DEFAULT_ADAM_LR
         relu = self.cell == "rnn" and self.activation == "relu"
         return DEFAULT_SGD_LR["rnn-relu" if relu else self.cell]
+
+    def with_epochs(self, updates_per_epoch: int) -> TrainConfig:
+        """This configuration with ``epochs`` set: as given, or enough for
+        ``AUTO_EPOCH_UPDATES`` updates within ``AUTO_EPOCHS``."""
+        if self.epochs is not None:
+            return self
+        low, high = AUTO_EPOCHS
+        wanted = -(-AUTO_EPOCH_UPDATES // max(updates_per_epoch, 1))
+        return replace(self, epochs=min(max(wanted, low), high))
+
+    def with_batch_size(self, tokens: int) -> TrainConfig:
+        """This configuration with ``batch_size`` set: as given, or ``AUTO_BATCH[0]`` unless an
+        epoch of ``tokens`` would then have fewer than ``AUTO_MIN_UPDATES`` updates."""
+        if self.batch_size is not None:
+            return self
+        most, fewest = AUTO_BATCH
+        fitting = tokens // (self.bptt * AUTO_MIN_UPDATES)
+        return replace(self, batch_size=min(most, max(fewest, fitting)))
+
+    @property
+    def sequences(self) -> int:
+        """``batch_size``, once ``with_batch_size`` has set it (``prepare_corpus`` does)."""
+        if self.batch_size is None:
+            raise ValueError("batch_size is not set yet: call with_batch_size with the tokens")
+        return self.batch_size
+
+    @property
+    def planned_epochs(self) -> int:
+        """``epochs``, once ``with_epochs`` has set it (the trainer does before the first)."""
+        if self.epochs is None:
+            raise ValueError("epochs is not set yet: call with_epochs with the corpus's updates")
+        return self.epochs
+
+    def warmup_updates(self, updates_per_epoch: int) -> int:
+        """--warmup, or Adam's default: one epoch of updates, at most ``DEFAULT_WARMUP``."""
+        if self.warmup is not None:
+            return self.warmup
+        return min(updates_per_epoch, DEFAULT_WARMUP) if self.optimizer == "adam" else 0
 
     @property
     def recurrent_norm_cap(self) -> float:

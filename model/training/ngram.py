@@ -26,7 +26,7 @@ from model.network.layers import NonFiniteError
 from model.ngram.arpa import ArpaError, read_arpa, write_arpa
 from model.ngram.kneser_ney import FALLBACK_DISCOUNTS, estimate, prune_thresholds
 from model.text.corpus import SPLITS, CorpusError, file_sha256, load_sentences
-from model.text.tokenize import TOKENIZERS, Tokenizer
+from model.text.tokenize import NORMALIZATIONS, TOKENIZERS, Tokenizer
 from model.text.vocab import Vocabulary
 from model.training.snapshot import TrainingError
 from model.training.trainer import check_output_dir
@@ -48,13 +48,19 @@ def add_ngram_arguments(parser: argparse.ArgumentParser) -> None:
         "--tokenizer", choices=TOKENIZERS, default="whitespace", help="(whitespace)"
     )
     parser.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument(
+        "--normalize",
+        choices=NORMALIZATIONS,
+        default="none",
+        help="spoken: as recognisers write text (as for nextword train) (none)",
+    )
     parser.add_argument("--min-count", type=int, default=1, help="rarer words become <unk> (1)")
     parser.add_argument("--max-vocab", type=int, help="at most this many ids, specials included")
     parser.add_argument(
         "--vocab-from",
         metavar="MODEL_DIR",
         help="use this checkpoint's vocabulary and tokenizer exactly (for nextword combine); "
-        "replaces --tokenizer, --lowercase, --min-count and --max-vocab",
+        "replaces --tokenizer, --lowercase, --normalize, --min-count and --max-vocab",
     )
     parser.add_argument(
         "--prune",
@@ -83,7 +89,7 @@ def run_ngram(args: argparse.Namespace) -> int:
 def build(args: argparse.Namespace) -> NgramLM:
     out = Path(args.out)
     check_output_dir(out, resume=False, force=args.force)
-    tokenizer = Tokenizer(args.tokenizer, args.lowercase)
+    tokenizer = Tokenizer(args.tokenizer, args.lowercase, args.normalize)
     started = time.perf_counter()
     metadata: dict[str, Any]
     if args.arpa and args.prune:
@@ -125,6 +131,7 @@ def build(args: argparse.Namespace) -> NgramLM:
                        "train_sentences": len(sentences)},
             "training": {"estimator": "interpolated modified Kneser-Ney", "order": args.order,
                          "tokenizer": tokenizer.name, "lowercase": tokenizer.lowercase,
+                         "normalize": tokenizer.normalize,
                          "split": args.split, "min_count": args.min_count,
                          "max_vocab": args.max_vocab, "vocab_from": args.vocab_from,
                          "prune": prune_thresholds(args.prune, args.order)},

@@ -120,14 +120,27 @@ class SGD:
 
 
 class Adam:
-    """Adam (Kingma & Ba 2015) with bias-corrected first and second moment estimates."""
+    """Adam (Kingma & Ba 2015) with bias-corrected first and second moment estimates, and an
+    optional linear warm-up: over the first ``warmup`` updates the step grows from lr/warmup to
+    lr. Early on the second moments rest on a few gradients and the steps come out too large;
+    without the warm-up a tied model at lr 0.002 blew up in its second epoch (bench/RESULTS.md,
+    "Training defaults"). The warm-up counts the updates ``t`` the state already keeps, so a
+    resumed run continues it exactly."""
 
     def __init__(
-        self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+        self,
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        warmup: int = 0,
     ) -> None:
         if lr <= 0:
             raise ValueError(f"learning rate must be positive, got {lr}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be 0 or more updates, got {warmup}")
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.warmup = warmup
         self.t = 0
         self.m: Arrays = {}
         self.v: Arrays = {}
@@ -138,7 +151,7 @@ class Adam:
         """One Adam update from ``grad_scale * g``. The gradients are overwritten."""
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        step_size = self.lr * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)  # bias corrections
+        step_size = self.current_lr * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)  # bias corr.
         eps = self.eps * math.sqrt(
             1 - b2**self.t
         )  # eps applies to the corrected v, as in the paper
@@ -157,6 +170,13 @@ class Adam:
             np.divide(m, update, out=update)
             update *= step_size
             params[name] -= update
+
+    @property
+    def current_lr(self) -> float:
+        """The rate of the next update: ``lr``, scaled down linearly during the warm-up."""
+        if self.warmup and self.t < self.warmup:
+            return self.lr * max(self.t, 1) / self.warmup
+        return self.lr
 
     def decay(self, factor: float) -> None:
         self.lr *= factor
@@ -278,10 +298,12 @@ class NormCap:
                 raise ValueError(f"norm-cap vector {key!r}: not a unit vector")
 
 
-def make_optimizer(name: str, lr: float) -> SGD | Adam:
-    """The optimiser called ``name`` (sgd or adam)."""
+def make_optimizer(name: str, lr: float, warmup: int = 0) -> SGD | Adam:
+    """The optimiser called ``name`` (sgd or adam); ``warmup`` updates for Adam."""
     if name == "sgd":
+        if warmup:
+            raise ValueError("a warm-up is for --optimizer adam; SGD takes none (--warmup 0)")
         return SGD(lr)
     if name == "adam":
-        return Adam(lr)
+        return Adam(lr, warmup=warmup)
     raise ValueError(f"unknown optimizer {name!r}: expected 'sgd' or 'adam'")

@@ -76,11 +76,13 @@ class Corpus:
     valid_sentences: list[np.ndarray]
 
 
-def prepare_corpus(cfg: TrainConfig) -> Corpus:
-    """Read, split and tokenise the corpora, build the vocabulary from train only, and batch."""
-    tokenizer = Tokenizer(cfg.tokenizer, cfg.lowercase)
+def prepare_corpus(cfg: TrainConfig) -> tuple[TrainConfig, Corpus]:
+    """Read, split and tokenise the corpora, build the vocabulary from train only, and batch.
+    Returns the configuration with its batch size set (``with_batch_size``) and the corpus."""
+    tokenizer = Tokenizer(cfg.tokenizer, cfg.lowercase, cfg.normalize)
     assert cfg.train is not None
-    train = load_sentences(cfg.train, tokenizer, cfg.split)
+    train_path = cfg.train
+    train = load_sentences(train_path, tokenizer, cfg.split)
     if cfg.valid:
         valid = load_sentences(cfg.valid, tokenizer, cfg.split)
     else:  # hold out the last sentences: text order is kept, nothing from valid leaks into train
@@ -97,8 +99,9 @@ def prepare_corpus(cfg: TrainConfig) -> Corpus:
             f"{cfg.train}: the vocabulary has {words} words (min_count {cfg.min_count}); need 3"
         )
     train_stream = sentence_stream(train, vocab)
-    if len(train_stream) < cfg.batch_size * (cfg.bptt + 1):
-        need = cfg.batch_size * (cfg.bptt + 1)
+    cfg = cfg.with_batch_size(len(train_stream))
+    if len(train_stream) < cfg.sequences * (cfg.bptt + 1):
+        need = cfg.sequences * (cfg.bptt + 1)
         raise CorpusError(
             f"{cfg.train}: {len(train_stream)} tokens, fewer than one batch "
             f"(batch_size × (bptt + 1) = {need}); use a smaller --batch-size or --bptt"
@@ -106,7 +109,7 @@ def prepare_corpus(cfg: TrainConfig) -> Corpus:
     valid_stream = sentence_stream(valid, vocab)
     info = {
         "train": cfg.train,
-        "train_sha256": file_sha256(cfg.train),
+        "train_sha256": file_sha256(train_path),
         "train_sentences": len(train),
         "train_tokens": int(target_mask(train_stream[1:], vocab).sum()),
         "valid": cfg.valid or f"last {cfg.valid_fraction:.0%} of train",
@@ -114,10 +117,10 @@ def prepare_corpus(cfg: TrainConfig) -> Corpus:
         "valid_tokens": int(target_mask(valid_stream[1:], vocab).sum()),
     }
     eval_batch = max(1, min(cfg.eval_batch_size, len(valid_stream) // 2))
-    return Corpus(
+    return cfg, Corpus(
         tokenizer,
         vocab,
-        batchify(train_stream, cfg.batch_size),
+        batchify(train_stream, cfg.sequences),
         batchify(valid_stream, eval_batch),
         info,
         [vocab.encode(s) for s in train],
@@ -166,7 +169,7 @@ def new_state(cfg: TrainConfig, corpus: Corpus) -> RunState:
     net = task_for(cfg).new_network(config, cfg.seed)
     return RunState(
         net,
-        make_optimizer(cfg.optimizer, cfg.learning_rate),
+        make_optimizer(cfg.optimizer, cfg.learning_rate, warmup_updates(cfg, corpus)),
         np.random.default_rng(cfg.seed + 1),
         norm_cap(cfg, net),
     )
@@ -177,6 +180,11 @@ def norm_cap(cfg: TrainConfig, net: RNNLM | BiRNNLM) -> NormCap | None:
     if not cfg.recurrent_norm_cap:
         return None
     return NormCap(sorted(k for k in net.params if k.endswith(".Wh")), cfg.recurrent_norm_cap)
+
+
+def warmup_updates(cfg: TrainConfig, corpus: Corpus) -> int:
+    """The optimiser's warm-up for this corpus (``TrainConfig.warmup_updates``)."""
+    return cfg.warmup_updates(windows_in_epoch(cfg, corpus))
 
 
 def windows_in_epoch(cfg: TrainConfig, corpus: Corpus) -> int:
@@ -255,10 +263,17 @@ def resumed_config(out: Path, given: dict[str, Any]) -> TrainConfig:
         raise ResumeError(f"{where}: metadata.training: {e}; cannot resume") from None
 
 
+# Options added after a run could be saved, with the value that does what the versions before
+# them did: a run saved by such a version continues as it started.
+ADDED_OPTIONS = {"warmup": 0, "normalize": "none"}
+
+
 def as_started(saved: dict[str, Any]) -> dict[str, Any]:
-    """A run saved before per-cell learning rates and the ReLU norm bound existed (its options
-    lack ``max_recurrent_norm``) continues as it started: SGD's rate 20 or Adam's 0.002, no
-    bound."""
+    """A run saved by an older version continues as it started: options it lacks take the
+    value that reproduces that version (``ADDED_OPTIONS``); one saved before per-cell learning
+    rates and the ReLU norm bound existed (no ``max_recurrent_norm``) keeps SGD's rate 20 or
+    Adam's 0.002, and no bound."""
+    saved = {k: v for k, v in ADDED_OPTIONS.items() if k not in saved} | saved
     if "max_recurrent_norm" in saved:
         return saved
     lr = saved.get("lr")
@@ -289,7 +304,7 @@ def load_state(out: Path, cfg: TrainConfig, corpus: Corpus) -> RunState:
             f"{where}: resume.optimizer is {resume.get('optimizer')!r}, but the run was trained "
             f"with {cfg.optimizer!r} (metadata.training.optimizer); cannot resume"
         )
-    optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate)
+    optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate, warmup_updates(cfg, corpus))
     restore_tensors(optimizer, directory, "optimizer", lm.net, where)
     if not 0 < optimizer.lr <= cfg.learning_rate:  # decay and recoveries only ever lower it
         raise ResumeError(
@@ -461,8 +476,8 @@ def check_tokens(resume: dict[str, Any], cfg: TrainConfig, corpus: Corpus, where
     never more than the training text has (for a gap-filling model, the only bound)."""
     limit, why = corpus.info["train_tokens"], "the training tokens"
     windowed = task_for(cfg).carries_state  # updates are BPTT windows
-    if windowed and resume["step"] * cfg.batch_size * cfg.bptt < limit:
-        limit, why = resume["step"] * cfg.batch_size * cfg.bptt, "resume.step × batch_size × bptt"
+    if windowed and resume["step"] * cfg.sequences * cfg.bptt < limit:
+        limit, why = resume["step"] * cfg.sequences * cfg.bptt, "resume.step × batch_size × bptt"
     if resume["tokens"] > limit:
         raise ResumeError(
             f"{where}: resume.tokens must be an integer in 0..{limit} ({why}), got "
@@ -519,7 +534,7 @@ def restore_carry(
         return None
     n = len(net.init_state(1)[0])  # cell states per layer: (h,) or (h, c)
     expected = {f"{layer}.{k}" for layer in range(cfg.layers) for k in range(n)}
-    shape = (cfg.batch_size, cfg.hidden)
+    shape = (cfg.sequences, cfg.hidden)
     if set(carry) != expected:
         raise ResumeError(
             f"{where}: the carry tensors must be {sorted(expected)} at window {step} "

@@ -104,25 +104,44 @@ class Progress:
     """Plain progress lines every ``every`` seconds, for when stderr is no terminal.
 
     Docker, Compose and Kubernetes jobs have no TTY, so tqdm's bar is off there, and an epoch
-    would pass in silence: these lines say where the run is and how long the epoch has to go.
+    would pass in silence: these lines say where the run is and how long it has to go. The ETA
+    is the whole run's: this epoch's windows left, ``epochs_after`` more epochs at this rate,
+    and ``between`` seconds after each epoch (validation and saving, as the last epoch took;
+    0 until one has ended). Early stopping can end the run sooner.
     """
 
-    def __init__(self, every: float, desc: str, total: int, first: int) -> None:
+    def __init__(
+        self,
+        every: float,
+        desc: str,
+        total: int,
+        first: int,
+        epochs_after: int = 0,
+        between: float = 0.0,
+    ) -> None:
         self.on = every > 0 and not sys.stderr.isatty()
         self.every, self.desc, self.total, self.first = every, desc, total, first
+        self.epochs_after, self.between = epochs_after, between
         self.start = self.last = time.monotonic()
+
+    def eta(self, step: int) -> tuple[float, float]:
+        """Seconds left in (the epoch's windows, the whole run) after ``step`` windows."""
+        rate = (step - self.first) / max(time.monotonic() - self.start, 1e-9)  # windows per s
+        if rate <= 0:
+            return math.inf, math.inf
+        epoch = (self.total - step) / rate
+        return epoch, epoch + self.between + self.epochs_after * (self.total / rate + self.between)
 
     def update(self, step: int, loss: float, speed: float) -> None:
         now = time.monotonic()
         if not self.on or now - self.last < self.every:
             return
         self.last = now
-        rate = (step - self.first) / max(now - self.start, 1e-9)  # windows per second
-        eta = (self.total - step) / rate if rate > 0 else math.inf
+        epoch, run = self.eta(step)
         tqdm.write(
             f"{self.desc}: window {step}/{self.total} ({100 * step / self.total:.1f}%), "
             f"loss {loss:.3f}, ppl {format_perplexity(perplexity(loss), 1)}, {speed:,.0f} tok/s, "
-            f"ETA {format_duration(eta)}",
+            f"ETA {format_duration(run)} (this epoch {format_duration(epoch)})",
             file=sys.stderr,
         )
 

@@ -137,14 +137,14 @@ class NextWordSentences(NextWord):
             return result
 
         units = self.units(cfg, corpus)
-        batches = padded_segment_batches(units, cfg.batch_size, order, corpus.vocab)
+        batches = padded_segment_batches(units, cfg.sequences, order, corpus.vocab)
         return [partial(batch_step, b) for b in batches]
 
     def units(self, cfg: TrainConfig, corpus: Corpus) -> list[list[np.ndarray]]:
         return segments(corpus.train_sentences, cfg.reset_prob, np.random.default_rng(cfg.seed))
 
     def updates_per_epoch(self, cfg: TrainConfig, corpus: Corpus) -> int:
-        return math.ceil(len(self.units(cfg, corpus)) / cfg.batch_size)
+        return math.ceil(len(self.units(cfg, corpus)) / cfg.sequences)
 
     def validate(self, state: RunState, corpus: Corpus) -> dict[str, float]:
         figures = super().validate(state, corpus)
@@ -172,14 +172,14 @@ class GapFilling(TrainingTask):
                 cap.apply(net.params)
             return result
 
-        batches = sentence_batches(corpus.train_sentences, cfg.batch_size, order, bos, eos)
+        batches = sentence_batches(corpus.train_sentences, cfg.sequences, order, bos, eos)
         return [partial(batch_step, b) for b in batches]
 
     def updates_per_epoch(self, cfg: TrainConfig, corpus: Corpus) -> int:
         bos, eos = corpus.vocab.bos_id, corpus.vocab.eos_id
         order = np.random.default_rng(0)  # the count does not depend on the order
         return sum(
-            1 for _ in sentence_batches(corpus.train_sentences, cfg.batch_size, order, bos, eos)
+            1 for _ in sentence_batches(corpus.train_sentences, cfg.sequences, order, bos, eos)
         )
 
     def validate(self, state: RunState, corpus: Corpus) -> dict[str, float]:

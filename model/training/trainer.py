@@ -57,7 +57,7 @@ from model.inference.evaluation import (
 )
 from model.network.class_softmax import describe as describe_classes
 from model.network.layers import NonFiniteError
-from model.training.config import TrainConfig
+from model.training.config import AUTO_EPOCH_UPDATES, AUTO_EPOCHS, AUTO_MIN_UPDATES, TrainConfig
 from model.training.plot import plot_history
 from model.training.snapshot import (
     RESUME_DIR,
@@ -70,9 +70,11 @@ from model.training.snapshot import (
     prepare_corpus,
     resumed_config,
     save_state,
+    windows_in_epoch,
 )
 from model.training.steps import (
     Progress,
+    format_duration,
     format_perplexity,
 )
 from model.training.tasks import TrainingTask, task_for
@@ -186,8 +188,11 @@ def run_epoch(run: Run, stop: StopRequest) -> float:
     state, cfg = run.state, run.cfg
     steps = task_for(cfg).epoch_steps(state, cfg, run.corpus)
     start, tokens = time.perf_counter(), 0
-    desc = f"epoch {state.epoch + 1}/{cfg.epochs}"
-    progress = Progress(cfg.progress_every, desc, len(steps), state.step)
+    desc = f"epoch {state.epoch + 1}/{cfg.planned_epochs}"
+    epochs_after = cfg.planned_epochs - state.epoch - 1
+    progress = Progress(
+        cfg.progress_every, desc, len(steps), state.step, epochs_after, run.between_epochs
+    )
     with tqdm(
         total=len(steps), initial=state.step, desc=desc, unit="step", file=sys.stderr, disable=None
     ) as bar:
@@ -202,7 +207,7 @@ def run_epoch(run: Run, stop: StopRequest) -> float:
             if state.step % 10 == 0 or state.step == len(steps):
                 bar.set_postfix_str(
                     f"loss {loss:.3f}  ppl {format_perplexity(perplexity(loss), 1)}  "
-                    f"{speed:,.0f} tok/s"
+                    f"{speed:,.0f} tok/s  run ETA {format_duration(progress.eta(state.step)[1])}"
                 )
             bar.update(1)
             progress.update(state.step, loss, speed)
@@ -230,7 +235,9 @@ def end_epoch(run: Run, speed: float) -> None:
     if state.cap is not None:
         state.cap.apply_exactly(state.net.params)  # the saved model meets the bound exactly
     task = task_for(cfg)
+    started = time.perf_counter()
     figures = validate(state, corpus, task)
+    validate_s = time.perf_counter() - started
     valid_ce = next(iter(figures.values()))
     limit = diverged_cross_entropy(len(corpus.vocab))
     if not math.isfinite(valid_ce):
@@ -251,6 +258,7 @@ def end_epoch(run: Run, speed: float) -> None:
         **named_perplexities(figures, "valid_{}_ppl"),
         "lr": state.optimizer.lr,
         "tokens_per_s": round(speed),
+        "validate_s": round(validate_s, 2),
         "elapsed_s": round(state.elapsed, 1),
         "best": improved,
         "recoveries": state.recoveries,
@@ -294,7 +302,7 @@ def end_epoch(run: Run, speed: float) -> None:
     if len(figures) > 1:  # "(stream 91.20, isolated 97.85)": the first one chose the model
         named = (f"{name} {format_perplexity(perplexity(ce))}" for name, ce in figures.items())
         ppl += f" ({', '.join(named)})"
-    log(f"epoch {record['epoch']}: {ppl}, {speed:,.0f} tok/s{mark}")
+    log(f"epoch {record['epoch']}: {ppl}, {speed:,.0f} tok/s, validation {validate_s:.1f} s{mark}")
 
 
 def named_perplexities(figures: dict[str, float], key: str) -> dict[str, float | None]:
@@ -331,6 +339,7 @@ class Run:
     def __init__(self, out: Path, cfg: TrainConfig, corpus: Corpus, state: RunState) -> None:
         self.out, self.cfg, self.corpus, self.state = out, cfg, corpus, state
         self.started = time.perf_counter()  # since when training time is not yet in the state
+        self.between_epochs = 0.0  # seconds the last epoch spent after its windows
 
     def snapshot(self) -> None:
         """Save the state in ``resume/``: the rollback point, so only finite weights qualify."""
@@ -406,28 +415,47 @@ def train(
         cfg = resumed_config(out, given or {})
     elif not cfg.train:
         raise TrainingError("a training corpus (--train, --config or --preset) is needed")
-    corpus = prepare_corpus(cfg)
+    chosen = (cfg.batch_size is None, cfg.epochs is None)
+    cfg, corpus = prepare_corpus(cfg)
+    cfg = cfg.with_epochs(windows_in_epoch(cfg, corpus))
     state = load_state(out, cfg, corpus) if resume else new_state(cfg, corpus)
     out.mkdir(parents=True, exist_ok=True)
     log_start(cfg, corpus, state, resume)
+    if any(chosen):
+        log(planned(cfg, windows_in_epoch(cfg, corpus), *chosen))
     run = Run(out, cfg, corpus, state)
     if not resume:
         run.snapshot()  # the first rollback point, and a kill -9 in the first windows resumes
     # A diverging step overflows somewhere before NonFiniteError names it: no warnings meanwhile.
     with (stop or StopRequest()).installed() as stop, np.errstate(over="ignore", invalid="ignore"):
-        while run.state.epoch < cfg.epochs and run.state.bad_epochs < cfg.patience:
+        while run.state.epoch < cfg.planned_epochs and run.state.bad_epochs < cfg.patience:
             try:
                 speed = run_epoch(run, stop)
+                windows_done = time.perf_counter()
                 run.account_time()
                 end_epoch(run, speed)
             except NonFiniteError as e:
                 run.recover(e)
                 continue
             run.snapshot()
+            run.between_epochs = time.perf_counter() - windows_done
     if run.state.bad_epochs >= cfg.patience:
         log(f"stopped early: {cfg.patience} epochs without improvement")
     finish(run)
     return out
+
+
+def planned(cfg: TrainConfig, updates: int, batch_chosen: bool, epochs_chosen: bool) -> str:
+    """The log line that says what the defaults chose for this corpus, and how to override."""
+    parts = []
+    if batch_chosen:
+        parts.append(f"batch size {cfg.sequences} (an epoch of at least {AUTO_MIN_UPDATES} "
+                     "updates; --batch-size to choose)")  # fmt: skip
+    if epochs_chosen:
+        parts.append(f"{cfg.planned_epochs} epochs of {updates:,} updates (at least "
+                     f"{AUTO_EPOCH_UPDATES:,} updates, {AUTO_EPOCHS[0]} to {AUTO_EPOCHS[1]} "
+                     "epochs; --epochs to choose)")  # fmt: skip
+    return "for this corpus: " + "; ".join(parts)
 
 
 def log_start(cfg: TrainConfig, corpus: Corpus, state: RunState, resume: bool) -> None:
