@@ -2,11 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-MODEL ?= models/default
+DEFAULT_MODEL := models/default
+MODEL ?= $(DEFAULT_MODEL)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench-train bench-serve clean
+.PHONY: run test test-fast lint bench-train bench-serve clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +19,15 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet flashlight-text==0.0.7
 	touch $@
 
-run: $(BIN)/.installed  ## serve the default model on http://$(HOST):$(PORT), training it first if needed
-	test -f $(MODEL)/config.json || $(BIN)/nextword train --preset default --out $(MODEL)
+run: $(BIN)/.installed  ## serve MODEL on http://$(HOST):$(PORT); the built-in one is trained first if needed
+	@if [ ! -f "$(MODEL)/config.json" ]; then \
+	  if [ "$(MODEL)" != "$(DEFAULT_MODEL)" ]; then \
+	    echo "make run: $(MODEL) holds no model (no $(MODEL)/config.json); only the built-in $(DEFAULT_MODEL) is trained by make run: check MODEL=, or train yours first with nextword train --out $(MODEL)" >&2; \
+	    exit 2; \
+	  fi; \
+	  $(BIN)/nextword train --preset default --out $(MODEL); \
+	fi
+	@echo "nextword commands: . $(VENV)/bin/activate (or run $(BIN)/nextword)"
 	$(BIN)/nextword serve --model $(MODEL) --host $(HOST) --port $(PORT)
 
 lint: $(BIN)/.installed  ## ruff (lint, formatting) and mypy --strict on model/ and app/
@@ -29,6 +37,9 @@ lint: $(BIN)/.installed  ## ruff (lint, formatting) and mypy --strict on model/ 
 
 test: lint  ## install into .venv, lint, run the test suite
 	$(BIN)/pytest
+
+test-fast: $(BIN)/.installed  ## the tests without real processes, sockets or a browser (no lint)
+	$(BIN)/pytest -m "not slow"
 
 bench-train: $(BIN)/.installed  ## training speed beside PyTorch (installs torch==2.13.0, CPU)
 	$(BIN)/pip install --quiet -e '.[bench]'

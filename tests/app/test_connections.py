@@ -19,6 +19,8 @@ import pytest
 
 from app.launch import start_server
 
+pytestmark = pytest.mark.slow  # real processes and sockets: `make test-fast` skips them
+
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden_model"
 
 

@@ -3,6 +3,7 @@ valid and invalid. No 5xx, and every response conforms to the documented schema 
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
@@ -31,6 +32,7 @@ def fuzz_app():
 schema = schemathesis.openapi.from_asgi("/openapi.json", fuzz_app())
 
 
+@pytest.mark.slow  # hundreds of generated requests: `make test-fast` skips them
 @schema.parametrize()
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_every_operation_answers_within_its_schema(case: schemathesis.Case) -> None:

@@ -18,6 +18,8 @@ from app.client import NextwordClient, NextwordError
 from app.launch import start_server
 from model.inference.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # real processes and sockets: `make test-fast` skips them
+
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden_model"
 
 

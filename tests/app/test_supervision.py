@@ -22,6 +22,8 @@ from model.inference.recurrent_lm import RecurrentLM
 from model.network.bidirectional import BiRNNLM
 from model.network.recurrent import RNNLM, ModelConfig
 
+pytestmark = pytest.mark.slow  # real processes and sockets: `make test-fast` skips them
+
 
 def start(model_dir: Path, workers: int) -> tuple[subprocess.Popen, str]:
     return start_server([f"m={model_dir}"], workers=workers)
