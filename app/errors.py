@@ -107,10 +107,22 @@ async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
     detail: Any = exc.detail
     cause = exc.__cause__
     if isinstance(cause, UnicodeDecodeError):
-        bad = cause.object[cause.start : cause.start + 1].hex()
-        detail = (f"the request body must be JSON in UTF-8; byte 0x{bad} at offset {cause.start} "
-                  "is not UTF-8 (encode the text as UTF-8 before sending it)")  # fmt: skip
+        detail = not_utf8(cause.object)
     return JSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
+
+
+def not_utf8(body: bytes) -> str:
+    """What is wrong with a body JSON could not decode: where it stops being UTF-8, or that it
+    is in another encoding (``json.loads`` guesses UTF-16 or UTF-32 from zero bytes or a
+    byte-order mark, and then its error names a byte that is fine in UTF-8)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = body[e.start : e.start + 1].hex()
+        return (f"the request body must be JSON in UTF-8; byte 0x{bad} at offset {e.start} is "
+                "not UTF-8 (encode the text as UTF-8 before sending it)")  # fmt: skip
+    return ("the request body must be JSON in UTF-8; it looks like UTF-16 or UTF-32 (zero bytes "
+            "or a byte-order mark): encode it as UTF-8")  # fmt: skip
 
 
 async def request_error(_: Request, exc: RequestError) -> JSONResponse:

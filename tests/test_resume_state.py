@@ -24,6 +24,7 @@ from safetensors.numpy import save as save_safetensors
 import model.training.tasks
 import model.training.trainer
 from model.cli import main
+from model.inference.checkpoint import load_checkpoint
 from model.training.config import merge
 from model.training.snapshot import StoppedError
 from model.training.trainer import train
@@ -340,3 +341,38 @@ def test_a_run_saved_before_per_cell_defaults_resumes_as_it_started(tmp_path: Pa
     assert main(["train", "--resume", "--out", str(tmp_path / "run")]) == 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["metadata"]["training"]
     assert (saved["lr"], saved["max_recurrent_norm"]) == (20.0, 0.0)
+
+
+def test_a_run_saved_before_the_warm_up_and_normalisation_resumes_as_it_started(
+    tmp_path: Path,
+) -> None:
+    """An Adam run stopped by a version without ``warmup`` and ``normalize``: it continues with
+    no warm-up (the default now warms up for an epoch) and no normalisation, and ends with the
+    weights of an uninterrupted run of the same options with --warmup 0."""
+    corpus = write_corpus(tmp_path / "train.txt", 200)
+    options = {"layers": 1, "emb": 8, "hidden": 8, "batch_size": 4, "bptt": 6, "epochs": 2}
+    options |= {"optimizer": "adam", "lr": 0.01, "dropout": 0.0}
+    windows: list[int] = []
+    real = model.training.tasks.train_step
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model.training.tasks, "train_step", lambda *a: windows.append(1) or real(*a))
+        with pytest.raises(StoppedError):
+            cfg = merge(
+                {"train": str(corpus), "out": str(tmp_path / "run"), "warmup": 0, **options}
+            )
+            train(cfg, stop=StopWhen(lambda: len(windows) >= 5))
+
+    def older(config: Config) -> None:
+        for key in ("warmup", "normalize"):
+            config["metadata"]["training"].pop(key)
+        config["metadata"].pop("metadata_sha256", None)
+
+    edit_config(tmp_path / "run" / "resume", older)
+    assert main(["train", "--resume", "--out", str(tmp_path / "run")]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["metadata"]["training"]
+    assert (saved["warmup"], saved["normalize"]) == (0, "none")
+    straight = merge({"train": str(corpus), "out": str(tmp_path / "straight"), "warmup": 0,
+                      **options})  # fmt: skip
+    train(straight)
+    for name, p in load_checkpoint(tmp_path / "straight").net.params.items():
+        np.testing.assert_array_equal(load_checkpoint(tmp_path / "run").net.params[name], p)

@@ -20,7 +20,8 @@ flashlight identifies a history by an ``LMState`` object: ``state.child(k)`` is 
 each time it is asked, so the adapter keeps, per state, the words read and the score that led
 to it. The map is emptied at each ``start`` (a new utterance), which bounds its memory. In
 process, the model's prefix cache makes a ``score`` one network step; ``flashlight_lm`` also
-takes a ``Scorer`` (``model.adapters.scoring.http_scorer``) to ask a running service instead.
+takes a ``Scorer`` (``model.adapters.scoring.http_scorer``) to ask a running service instead,
+with ``tokenize=served_tokenizer(client)`` so lexicon words are cut as the service cuts text.
 
 flashlight-text is not a dependency of nextword: ``pip install flashlight-text`` (0.0.7, no torch
 needed).
@@ -29,7 +30,7 @@ needed).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from model.adapters.scoring import Scorer, in_process_scorer
@@ -44,7 +45,7 @@ def _adapter_class() -> type:
     class NextwordFlashlightLM(LM):  # type: ignore[misc]
         """A flashlight ``LM`` answering from a nextword ``Scorer``."""
 
-        def __init__(self, scorer: Scorer, words: Sequence[str], oov_penalty: float) -> None:
+        def __init__(self, scorer: Scorer, words: Sequence[list[str]], oov_penalty: float) -> None:
             LM.__init__(self)
             self.scorer, self.words, self.oov_penalty = scorer, list(words), oov_penalty
             self.end = len(self.words)  # the child index of the state after </s>
@@ -59,13 +60,16 @@ def _adapter_class() -> type:
             self.histories[state] = ()
             return state
 
-        def _step(self, state: Any, index: int, token: str) -> tuple[Any, float]:
+        def _step(self, state: Any, index: int, tokens: list[str]) -> tuple[Any, float]:
             child = state.child(index)
             if child not in self.scores:
+                self.histories[child] = (*self.histories[state], *tokens)
+                if not tokens:  # a lexicon entry with no tokens (only punctuation): no step
+                    self.scores[child] = 0.0
+                    return child, 0.0
                 self.calls += 1
-                ((log_prob, oov),) = self.scorer(list(self.histories[state]), [[token]])
+                ((log_prob, oov),) = self.scorer(list(self.histories[state]), [tokens])
                 self.scores[child] = log_prob + (self.oov_penalty if oov else 0.0)
-                self.histories[child] = (*self.histories[state], token)
             return child, self.scores[child]
 
         def score(self, state: Any, usr_token_idx: int) -> tuple[Any, float]:
@@ -75,15 +79,24 @@ def _adapter_class() -> type:
             return self._step(state, usr_token_idx, self.words[usr_token_idx])
 
         def finish(self, state: Any) -> tuple[Any, float]:
-            return self._step(state, self.end, "</s>")
+            return self._step(state, self.end, ["</s>"])
 
     return NextwordFlashlightLM
 
 
 def flashlight_lm(
-    source: LanguageModel | Scorer, words: Sequence[str], oov_penalty: float = 0.0
+    source: LanguageModel | Scorer,
+    words: Sequence[str],
+    oov_penalty: float = 0.0,
+    tokenize: Callable[[str], list[str]] | None = None,
 ) -> Any:
     """A flashlight-text ``LM`` over a loaded model (prefix cache turned on) or a ``Scorer``;
-    ``words[k]`` is the word whose trie label is k."""
-    scorer = in_process_scorer(source) if isinstance(source, LanguageModel) else source
-    return _adapter_class()(scorer, words, float(oov_penalty))
+    ``words[k]`` is the word whose trie label is k. Each lexicon word is cut into the model's
+    tokens once, by ``tokenize``: by default a loaded model's own tokenizer (its normalisation
+    included: ``CAT`` is ``cat`` to a spoken-form model); for a ``Scorer`` pass the served
+    model's, ``served_tokenizer(client)`` (without one, each word is one token, as written)."""
+    if isinstance(source, LanguageModel):
+        scorer, cut = in_process_scorer(source), tokenize or source.tokenize
+    else:
+        scorer, cut = source, tokenize or (lambda word: [word])
+    return _adapter_class()(scorer, [cut(w) for w in words], float(oov_penalty))

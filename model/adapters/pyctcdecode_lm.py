@@ -35,7 +35,13 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from model.adapters.scoring import Scorer, http_scorer, in_process_scorer, unigrams_of
+from model.adapters.scoring import (
+    Scorer,
+    http_scorer,
+    in_process_scorer,
+    served_tokenizer,
+    unigrams_of,
+)
 from model.inference.language_model import LanguageModel
 from model.text.vocab import SPECIALS
 
@@ -88,10 +94,11 @@ class NextwordCTCLM:
         cls, client: Any, unigrams: Iterable[str], tokenize: Tokenize | None = None, **params: Any
     ) -> NextwordCTCLM:
         """Backed by a running service through ``app.client.NextwordClient`` (or anything with
-        its ``candidates`` method; the client names the model). ``unigrams``: the model's words
-        (a service does not list its vocabulary), e.g. ``unigrams_of`` the same checkpoint.
-        Tokens are sent as lists, as ``tokenize`` (default: whitespace) cut them."""
-        return cls(http_scorer(client), tokenize or str.split, unigrams, **params)
+        its ``candidates`` and ``models`` methods; the client names the model). ``unigrams``:
+        the model's words (a service does not list its vocabulary), e.g. ``unigrams_of`` the
+        same checkpoint. Tokens are sent as lists, as ``tokenize`` cut them: by default the
+        served model's own tokenizer and normalisation (``served_tokenizer``)."""
+        return cls(http_scorer(client), tokenize or served_tokenizer(client), unigrams, **params)
 
     # ------------------------------------------------------------ pyctcdecode's interface
     @property
@@ -126,8 +133,9 @@ class NextwordCTCLM:
         the last are words, and some word starts with the last), else the OOV offset."""
         if partial_token in self._prefixes:
             return 0.0
+        # as the model cuts it: "daewoo'" → daewoo + "'", "CA" → "ca" for a spoken-form model
         *done, last = self._tokenize(partial_token) or [""]
-        if len(done) > 0 and last in self._prefixes and all(t in self._words for t in done):
+        if last in self._prefixes and all(t in self._words for t in done):
             return 0.0
         penalty = self.unk_score_offset
         if len(partial_token) > AVG_TOKEN_LEN:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from model.inference.language_model import LanguageModel
+from model.text.tokenize import Tokenizer
 from model.text.vocab import SPECIALS
 
 CACHE_ENTRIES, CACHE_BYTES = 65_536, 256 << 20  # the prefix cache an in-process adapter turns on
@@ -41,6 +42,21 @@ def http_scorer(client: Any) -> Scorer:
         return [(float(r.log_prob), bool(r.oov)) for r in answer.results]
 
     return scorer
+
+
+def served_tokenizer(client: Any) -> Tokenizer:
+    """The tokenizer of the model a client asks (its ``model``, else the service's default), as
+    ``/v1/models`` describes it: normalisation included, so a decoder's words are cut into the
+    model's tokens here exactly as the service would cut a string (``CAT`` → ``cat`` for a
+    model trained with ``--normalize spoken``)."""
+    listed = client.models()
+    name = getattr(client, "model", None) or listed.default
+    described = [m for m in listed.models if m.name == name]
+    if not described:
+        raise ValueError(
+            f"the service has no model {name!r}; it has {[m.name for m in listed.models]}"
+        )
+    return Tokenizer.from_dict(described[0].tokenizer)
 
 
 def unigrams_of(lm: LanguageModel) -> Sequence[str]:

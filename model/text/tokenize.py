@@ -43,26 +43,46 @@ NORMALIZATIONS = ("none", "spoken")
 _WORD_RE = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")
 _SPACE_RE = re.compile(r"\s+")
 SPACE_TOKEN = " "
-# What spoken form keeps: numbers with inner separators, and words (letters and digits, no
-# underscore) with inner apostrophes. Everything between two kept pieces is dropped.
-_SPOKEN_RE = re.compile(r"\d+(?:[.,:]\d+)+|[^\W_]+(?:'[^\W_]+)*")
+# Spoken form keeps numbers with inner separators, and words with inner apostrophes; a word's
+# characters are letters, digits and combining marks (Devanagari vowel signs, Thai tone marks,
+# Arabic harakat: without them "हिन्दी" fell apart). Everything between two kept pieces goes.
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\u2018": "'"})
-# Scripts written without spaces between words: a mark dropped between two of their characters
-# leaves nothing (你好，世界 → 你好世界), where between two words of a spaced script it leaves one.
-_UNSPACED = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\u3040-\u30ff]")
+# Scripts written without spaces between words (Chinese, Japanese, Thai, Lao, Khmer, Myanmar):
+# punctuation right between two of their characters leaves nothing (你好，世界 → 你好世界);
+# anywhere else (Korean included, which spaces its words) it leaves one space.
+_UNSPACED = re.compile(
+    r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u2e80-\u9fff\uf900-\ufaff\u3040-\u30ff]"
+)
+
+
+@functools.cache
+def _spoken_re() -> re.Pattern[str]:
+    """The pattern of the pieces spoken form keeps, made on first use: the class of combining
+    marks comes from this Python's Unicode database (a scan of every code point, ~0.3 s)."""
+    marks: list[str] = []
+    start = None
+    for code in range(0x110001):
+        is_mark = code < 0x110000 and unicodedata.category(chr(code)).startswith("M")
+        if is_mark and start is None:
+            start = code
+        elif not is_mark and start is not None:
+            marks.append(f"{re.escape(chr(start))}-{re.escape(chr(code - 1))}")
+            start = None
+    letter = rf"(?:[^\W_]|[{''.join(marks)}])"
+    return re.compile(rf"\d+(?:[.,:]\d+)+|{letter}+(?:'{letter}+)*")
 
 
 def spoken_form(text: str) -> str:
     """``text`` as a recogniser would write it: lower case, no punctuation (see the module
     docstring). Idempotent, and it leaves text without punctuation as it is (but for case)."""
-    text = unicodedata.normalize("NFC", text).lower().translate(_APOSTROPHES)
+    text = unicodedata.normalize("NFC", text.lower()).translate(_APOSTROPHES)
     pieces: list[str] = []
     end = 0
-    for m in _SPOKEN_RE.finditer(text):
+    for m in _spoken_re().finditer(text):
         if pieces:
             gap = text[end : m.start()]
-            joined = (
-                not gap.isspace()
+            joined = (  # nothing but marks between two characters of an unspaced script
+                not any(c.isspace() for c in gap)
                 and _UNSPACED.match(text[end - 1])
                 and _UNSPACED.match(m.group()[0])
             )
@@ -87,6 +107,8 @@ class Tokenizer:
             raise ValueError(
                 f"unknown normalization {self.normalize!r}: expected one of {NORMALIZATIONS}"
             )
+        if self.normalize == "spoken":
+            _spoken_re()  # made now, when a model loads, not in its first request
 
     def __call__(self, text: str) -> list[str]:
         """Split ``text`` into tokens."""
@@ -118,7 +140,12 @@ class Tokenizer:
         return "".join(tokens) if self.name in ("chars", "jieba") else " ".join(tokens)
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The checkpoint's "tokenizer" section; ``normalize`` only when it is not "none", so a
+        model without it loads in versions from before the option (a rollback)."""
+        data: dict[str, object] = asdict(self)
+        if self.normalize == "none":
+            del data["normalize"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Tokenizer:

@@ -41,7 +41,8 @@ ARCHITECTURE_CHECKED = ("cell", "activation")  # ModelConfig checks these, in mo
 POSITIVE_INTS = ("min_count", "layers", "emb", "hidden", "bptt", "patience", "checkpoint_every",
                  "eval_batch_size")  # fmt: skip
 # Sequences per update when --batch-size is not given: the most, and the fewest a small corpus
-# may go down to so that an epoch still has AUTO_MIN_UPDATES updates.
+# may go down to so that an epoch of BPTT windows still has about AUTO_MIN_UPDATES updates
+# (fewer below 4 × bptt × 50 tokens; a sentence-batched task's count differs a little).
 AUTO_BATCH, AUTO_MIN_UPDATES = (20, 4), 50
 # Epochs when --epochs is not given: enough for this many updates, within these bounds. A few
 # thousand updates train a small corpus (6k tokens: 40 updates an epoch) as well as a large
@@ -180,8 +181,8 @@ class TrainConfig:
     clip: float = option(0.25, "maximum global gradient norm", "optimisation")
     batch_size: int | None = option(
         None,
-        "sequences per update (default: 20, fewer for a small corpus, down to 4, so that an "
-        "epoch has at least 50 updates)",
+        "sequences per update (default: 20, or for a small corpus fewer, down to 4: its tokens "
+        "/ (bptt × 50), so that an epoch of windows has about 50 updates or more)",
         "optimisation",
         show_default=False,
     )
@@ -314,7 +315,8 @@ class TrainConfig:
 
     def with_batch_size(self, tokens: int) -> TrainConfig:
         """This configuration with ``batch_size`` set: as given, or ``AUTO_BATCH[0]`` unless an
-        epoch of ``tokens`` would then have fewer than ``AUTO_MIN_UPDATES`` updates."""
+        epoch of ``tokens`` in BPTT windows would then have fewer than ``AUTO_MIN_UPDATES``
+        updates, down to ``AUTO_BATCH[1]``."""
         if self.batch_size is not None:
             return self
         most, fewest = AUTO_BATCH

@@ -57,7 +57,13 @@ from model.inference.evaluation import (
 )
 from model.network.class_softmax import describe as describe_classes
 from model.network.layers import NonFiniteError
-from model.training.config import AUTO_EPOCH_UPDATES, AUTO_EPOCHS, AUTO_MIN_UPDATES, TrainConfig
+from model.training.config import (
+    AUTO_BATCH,
+    AUTO_EPOCH_UPDATES,
+    AUTO_EPOCHS,
+    AUTO_MIN_UPDATES,
+    TrainConfig,
+)
 from model.training.plot import plot_history
 from model.training.snapshot import (
     RESUME_DIR,
@@ -449,8 +455,8 @@ def planned(cfg: TrainConfig, updates: int, batch_chosen: bool, epochs_chosen: b
     """The log line that says what the defaults chose for this corpus, and how to override."""
     parts = []
     if batch_chosen:
-        parts.append(f"batch size {cfg.sequences} (an epoch of at least {AUTO_MIN_UPDATES} "
-                     "updates; --batch-size to choose)")  # fmt: skip
+        parts.append(f"batch size {cfg.sequences} (tokens / (bptt × {AUTO_MIN_UPDATES}), between "
+                     f"{AUTO_BATCH[1]} and {AUTO_BATCH[0]}; --batch-size to choose)")  # fmt: skip
     if epochs_chosen:
         parts.append(f"{cfg.planned_epochs} epochs of {updates:,} updates (at least "
                      f"{AUTO_EPOCH_UPDATES:,} updates, {AUTO_EPOCHS[0]} to {AUTO_EPOCHS[1]} "

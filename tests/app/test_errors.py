@@ -198,6 +198,20 @@ async def test_a_body_that_is_not_utf8_says_so_and_where(client: httpx.AsyncClie
     assert "UTF-8" in detail and f"offset {body.index(0xE9)}" in detail and "0xe9" in detail
 
 
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"\xff\xfe{", "byte 0xff at offset 0 is not UTF-8"),  # a UTF-16 byte-order mark
+        ('{"context": "the"}'.encode("utf-16-le")[:-1], "looks like UTF-16 or UTF-32"),
+    ],
+)
+async def test_a_body_in_another_encoding_is_named_as_such(
+    client: httpx.AsyncClient, body: bytes, says: str
+) -> None:
+    r = await post_raw(client, "/v1/candidates", body)
+    assert r.status_code == 400 and says in r.json()["detail"], r.json()
+
+
 @pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
 async def test_a_blank_candidate_is_named_as_empty(client: httpx.AsyncClient, blank: str) -> None:
     r = await client.post("/v1/candidates", json={"context": "the", "candidates": ["cat", blank]})

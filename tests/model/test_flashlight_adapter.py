@@ -14,8 +14,9 @@ from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
 from model.adapters.flashlight_lm import flashlight_lm
-from model.adapters.scoring import http_scorer, unigrams_of
+from model.adapters.scoring import http_scorer, served_tokenizer, unigrams_of
 from model.inference.recurrent_lm import RecurrentLM
+from model.text.tokenize import Tokenizer
 
 pytest.importorskip("flashlight.lib.text.decoder")
 
@@ -97,3 +98,28 @@ def test_flashlight_decodes_with_it(tiny_lm: RecurrentLM) -> None:
     preferred = max(["cat", "mat"], key=lambda w: lp(tiny_lm, ["the"], [w, "</s>"]))
     assert decoded == ["the", preferred]
     assert lm.calls > 0
+
+
+def test_lexicon_words_are_read_in_the_models_form(tiny_lm: RecurrentLM) -> None:
+    """Upper-case lexicon words for a model trained with --normalize spoken: each is cut into
+    the model's tokens (in process by its tokenizer, over HTTP by the served one), not scored
+    as one unknown token."""
+    spoken = RecurrentLM(tiny_lm.net, tiny_lm.vocab, Tokenizer("whitespace", normalize="spoken"))
+    test_client = TestClient(create_app(Settings(), ModelRegistry.from_models({"m": spoken})))
+
+    def forward(request: httpx.Request) -> httpx.Response:
+        r = test_client.request(request.method, request.url.path, content=request.content,
+                                headers=dict(request.headers))  # fmt: skip
+        return httpx.Response(r.status_code, content=r.content, headers=r.headers)
+
+    words = ["THE", "NEW", "YORK", "..."]
+    with NextwordClient("http://t", model="m", transport=httpx.MockTransport(forward)) as client:
+        remote = flashlight_lm(http_scorer(client), words, tokenize=served_tokenizer(client))
+        for fl in (remote, flashlight_lm(spoken, words)):
+            state = fl.start(False)
+            state, first = fl.score(state, 0)
+            state, second = fl.score(state, 1)
+            assert first == pytest.approx(lp(tiny_lm, [], ["the"]), abs=1e-5)
+            assert second == pytest.approx(lp(tiny_lm, ["the"], ["new"]), abs=1e-5)
+            state, nothing = fl.score(state, 3)  # only punctuation: no tokens, no step
+            assert nothing == 0.0 and fl.histories[state] == ("the", "new")

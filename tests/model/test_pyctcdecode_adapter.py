@@ -163,3 +163,28 @@ def test_a_written_clitic_is_scored_as_the_models_tokens(clitic_lm: RecurrentLM)
     assert plain.score_partial_token("dog'") == -4.0  # no word of the vocabulary starts so
     assert split.score_partial_token("dogx'") == -4.0  # "dogx" is no word
     assert split.score_partial_token("dog'x") == -4.0  # no clitic starts "'x"
+
+
+def test_a_spoken_form_model_reads_a_decoders_capitals_in_process_and_over_http(
+    tiny_lm: RecurrentLM,
+) -> None:
+    """A decoder with upper-case labels (wav2vec2's) spells "NEW"; a model trained with
+    --normalize spoken knows "new". Whole words and partial ones are read in its form, in
+    process and over HTTP (partial words got the OOV offset, and over HTTP every word was
+    <unk>: the words were sent as written)."""
+    spoken = RecurrentLM(tiny_lm.net, tiny_lm.vocab, Tokenizer("whitespace", normalize="spoken"))
+    test_client = TestClient(create_app(Settings(), ModelRegistry.from_models({"m": spoken})))
+
+    def forward(request: httpx.Request) -> httpx.Response:
+        r = test_client.request(request.method, request.url.path, content=request.content,
+                                headers=dict(request.headers))  # fmt: skip
+        return httpx.Response(r.status_code, content=r.content, headers=r.headers)
+
+    with NextwordClient("http://t", model="m", transport=httpx.MockTransport(forward)) as client:
+        remote = NextwordCTCLM.http(client, unigrams_of(spoken), alpha=1.0, beta=0.0)
+        local = NextwordCTCLM.in_process(spoken, alpha=1.0, beta=0.0)
+        for adapter in (remote, local):
+            assert adapter.score_partial_token("NE") == 0.0
+            score, state = adapter.score((), "NEW")
+            assert state == ("new",)
+            assert score == pytest.approx(lp(tiny_lm, [], ["new"]), abs=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,24 @@ def test_spoken_form_is_idempotent_and_keeps_recogniser_output_as_it_is() -> Non
     assert spoken_form(spoken_form(text)) == spoken_form(text)
 
 
+@pytest.mark.parametrize(
+    "word", ["हिन्दी", "ที่นี่", "مَرْحَبًا", "naïve", "e\u0301te\u0301", "Привет", "αβγ"]
+)
+def test_a_word_with_combining_marks_stays_one_word(word: str) -> None:
+    """Marks (Devanagari vowel signs, Thai tone marks, Arabic harakat, a decomposed accent) are
+    part of the word: "हिन्दी" came out as "ह न द"."""
+    assert SPOKEN(word) == [unicodedata.normalize("NFC", word.lower())]
+    assert SPOKEN(f"«{word}», {word}!") == [unicodedata.normalize("NFC", word.lower())] * 2
+
+
+def test_dotted_capital_i_lowercases_into_one_word() -> None:
+    assert SPOKEN("İstanbul") == ["i\u0307stanbul"]  # i and its dot, one token
+
+
+def test_korean_keeps_the_space_between_words_where_a_comma_was() -> None:
+    assert SPOKEN("서울, 부산, 대구") == ["서울", "부산", "대구"]
+
+
 def test_cjk_punctuation_is_dropped_without_leaving_a_space() -> None:
     chars = Tokenizer("chars", normalize="spoken")
     assert chars("你好，世界。我们走吧！") == list("你好世界我们走吧")
@@ -53,6 +72,8 @@ def test_cjk_punctuation_is_dropped_without_leaving_a_space() -> None:
 def test_the_normalisation_is_recorded_and_checked() -> None:
     assert Tokenizer.from_dict(SPOKEN.to_dict()) == SPOKEN
     assert Tokenizer.from_dict({"name": "words"}).normalize == "none"  # checkpoints before it
+    # without it, nothing new is written: older versions load the checkpoint (a rollback)
+    assert Tokenizer("words").to_dict() == {"name": "words", "lowercase": False}
     with pytest.raises(ValueError, match="normalize must be one of"):
         Tokenizer.from_dict({"name": "words", "normalize": "shouty"})
     with pytest.raises(ValueError, match="unknown normalization"):
