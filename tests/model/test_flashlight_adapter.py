@@ -4,19 +4,14 @@ decodes with it."""
 
 from __future__ import annotations
 
-import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from app.client import NextwordClient
-from app.core.config import Settings
-from app.main import create_app
-from app.registry import ModelRegistry
 from model.adapters.flashlight_lm import flashlight_lm
 from model.adapters.scoring import http_scorer, served_tokenizer, unigrams_of
 from model.inference.recurrent_lm import RecurrentLM
 from model.text.tokenize import Tokenizer
+from tests.model.served import served_client
 
 pytest.importorskip("flashlight.lib.text.decoder")
 
@@ -47,15 +42,8 @@ def test_scores_are_the_models_by_word_index(tiny_lm: RecurrentLM) -> None:
 
 
 def test_over_http_the_scores_are_the_same(tiny_lm: RecurrentLM) -> None:
-    test_client = TestClient(create_app(Settings(), ModelRegistry.from_models({"m": tiny_lm})))
-
-    def forward(request: httpx.Request) -> httpx.Response:
-        r = test_client.request(request.method, request.url.path, content=request.content,
-                                headers=dict(request.headers))  # fmt: skip
-        return httpx.Response(r.status_code, content=r.content, headers=r.headers)
-
     words = unigrams_of(tiny_lm)
-    with NextwordClient("http://t", model="m", transport=httpx.MockTransport(forward)) as client:
+    with served_client(tiny_lm) as client:
         remote, local = flashlight_lm(http_scorer(client), words), flashlight_lm(tiny_lm, words)
         a, b = remote.start(False), local.start(False)
         for word in ["the", "new", "york", "ran"]:
@@ -105,15 +93,8 @@ def test_lexicon_words_are_read_in_the_models_form(tiny_lm: RecurrentLM) -> None
     the model's tokens (in process by its tokenizer, over HTTP by the served one), not scored
     as one unknown token."""
     spoken = RecurrentLM(tiny_lm.net, tiny_lm.vocab, Tokenizer("whitespace", normalize="spoken"))
-    test_client = TestClient(create_app(Settings(), ModelRegistry.from_models({"m": spoken})))
-
-    def forward(request: httpx.Request) -> httpx.Response:
-        r = test_client.request(request.method, request.url.path, content=request.content,
-                                headers=dict(request.headers))  # fmt: skip
-        return httpx.Response(r.status_code, content=r.content, headers=r.headers)
-
     words = ["THE", "NEW", "YORK", "..."]
-    with NextwordClient("http://t", model="m", transport=httpx.MockTransport(forward)) as client:
+    with served_client(spoken) as client:
         remote = flashlight_lm(http_scorer(client), words, tokenize=served_tokenizer(client))
         for fl in (remote, flashlight_lm(spoken, words)):
             state = fl.start(False)

@@ -6,15 +6,9 @@ from __future__ import annotations
 
 import math
 
-import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from app.client import NextwordClient
-from app.core.config import Settings
-from app.main import create_app
-from app.registry import ModelRegistry
 from model.adapters.pyctcdecode_lm import AVG_TOKEN_LEN, NextwordCTCLM, unigrams_of
 from model.adapters.spelling import treebank_split
 from model.inference.recurrent_lm import RecurrentLM
@@ -22,6 +16,7 @@ from model.network.recurrent import RNNLM, ModelConfig
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
 from tests.conftest import perturbed
+from tests.model.served import served_client
 
 LN10 = math.log(10.0)
 
@@ -80,14 +75,7 @@ def test_each_word_costs_one_network_step_with_the_prefix_cache(tiny_lm: Recurre
 
 
 def test_over_http_the_scores_are_the_same(tiny_lm: RecurrentLM) -> None:
-    test_client = TestClient(create_app(Settings(), ModelRegistry.from_models({"m": tiny_lm})))
-
-    def forward(request: httpx.Request) -> httpx.Response:
-        r = test_client.request(request.method, request.url.path, content=request.content,
-                                headers=dict(request.headers))  # fmt: skip
-        return httpx.Response(r.status_code, content=r.content, headers=r.headers)
-
-    with NextwordClient("http://t", model="m", transport=httpx.MockTransport(forward)) as client:
+    with served_client(tiny_lm) as client:
         remote = NextwordCTCLM.http(client, unigrams_of(tiny_lm), alpha=0.6, beta=0.5)
         local = NextwordCTCLM.in_process(tiny_lm, alpha=0.6, beta=0.5)
         a, b = remote.get_start_state(), local.get_start_state()
@@ -173,14 +161,7 @@ def test_a_spoken_form_model_reads_a_decoders_capitals_in_process_and_over_http(
     process and over HTTP (partial words got the OOV offset, and over HTTP every word was
     <unk>: the words were sent as written)."""
     spoken = RecurrentLM(tiny_lm.net, tiny_lm.vocab, Tokenizer("whitespace", normalize="spoken"))
-    test_client = TestClient(create_app(Settings(), ModelRegistry.from_models({"m": spoken})))
-
-    def forward(request: httpx.Request) -> httpx.Response:
-        r = test_client.request(request.method, request.url.path, content=request.content,
-                                headers=dict(request.headers))  # fmt: skip
-        return httpx.Response(r.status_code, content=r.content, headers=r.headers)
-
-    with NextwordClient("http://t", model="m", transport=httpx.MockTransport(forward)) as client:
+    with served_client(spoken) as client:
         remote = NextwordCTCLM.http(client, unigrams_of(spoken), alpha=1.0, beta=0.0)
         local = NextwordCTCLM.in_process(spoken, alpha=1.0, beta=0.0)
         for adapter in (remote, local):
