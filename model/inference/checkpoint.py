@@ -52,12 +52,14 @@ from model.inference.checkpoint_checks import (
     parse_json,
 )
 from model.inference.gap_filling_lm import GapFillingLM
-from model.inference.interpolated_lm import InterpolatedLM, normalised_weights
+from model.inference.interpolated_lm import MAX_COMPONENTS, InterpolatedLM, normalised_weights
 from model.inference.network_lm import NetworkLM
 from model.inference.ngram_lm import NgramLM
 from model.inference.recurrent_lm import RecurrentLM
 from model.network.bidirectional import BiRNNLM
 from model.network.recurrent import RNNLM, ModelConfig, NetworkState
+from model.ngram.checks import MAX_ORDER as MAX_NGRAM_ORDER
+from model.ngram.checks import MIN_IDS
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
 from model.values import is_int
@@ -75,8 +77,6 @@ __all__ = [
 ]
 
 FILE_MODE = 0o644
-MAX_NGRAM_ORDER = 10
-MAX_COMPONENTS = 16
 COMPONENTS_DIR = "components"  # an interpolation's copies of its models: components/<sha12>
 COMPONENT_RE = re.compile(r"[0-9a-f]{12}")
 START_ROLE = "start_state"  # a stream-trained model's sentence start state (optional)
@@ -451,8 +451,10 @@ def _load_ngram(directory: Path, config: dict[str, Any]) -> NgramLM:
         raise CheckpointError(
             f"{where}: model: order must be 1 to {MAX_NGRAM_ORDER}, got {order!r}"
         )
-    if not (is_int(size) and size >= 4):
-        raise CheckpointError(f"{where}: model: vocab_size must be an integer ≥ 4, got {size!r}")
+    if not (is_int(size) and size >= MIN_IDS):
+        raise CheckpointError(
+            f"{where}: model: vocab_size must be an integer ≥ {MIN_IDS}, got {size!r}"
+        )
     tokenizer = _section(where, "tokenizer", Tokenizer.from_dict, config)
     vocab = _load_vocab(directory, config, size)
     path = directory / config["roles"]["weights"]

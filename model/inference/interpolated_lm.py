@@ -32,6 +32,9 @@ from model.inference.prefix_cache import CacheObserver
 SERVED = frozenset({Call.CANDIDATES, Call.PREDICT, Call.SCORE})  # what every component must serve
 
 
+MAX_COMPONENTS = 16  # models in one interpolation: what nextword combine writes and loads
+
+
 class InterpolatedLM(LanguageModel):
     """Components sharing one vocabulary and tokenizer, mixed with weights that sum to 1."""
 
@@ -48,8 +51,10 @@ class InterpolatedLM(LanguageModel):
         sources: Sequence[Path] | None = None,
     ) -> None:
         """``sources``: the checkpoint directory of each component, which a save copies."""
-        if len(components) < 2:
-            raise ValueError(f"an interpolation needs 2 models or more, got {len(components)}")
+        if not 2 <= len(components) <= MAX_COMPONENTS:
+            raise ValueError(
+                f"an interpolation mixes 2 to {MAX_COMPONENTS} models, got {len(components)}"
+            )
         first = components[0]
         for i, c in enumerate(components):
             check_component(i, c, first)

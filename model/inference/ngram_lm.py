@@ -22,6 +22,7 @@ from model.inference.language_model import (
     SentenceScore,
     Text,
 )
+from model.ngram.checks import check_model
 from model.ngram.kneser_ney import Order, as_keys, log10_distribution, log10_probs
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
@@ -44,8 +45,7 @@ class NgramLM(LanguageModel):
         checksum: str | None = None,
     ) -> None:
         super().__init__(vocab, tokenizer, metadata, checksum)
-        if not tables or len(tables[0].keys) != len(vocab):
-            raise ValueError(f"the unigrams must be the vocabulary's {len(vocab)} tokens")
+        check_model(tables, len(vocab))  # the same checks for estimated, imported and loaded
         self.tables = tables
         self.order = len(tables)
 
@@ -72,7 +72,8 @@ class NgramLM(LanguageModel):
 
     @classmethod
     def tables_from(cls, tensors: dict[str, np.ndarray], order: int) -> list[Order]:
-        """The inverse of ``tensors``, checked: shapes, lengths, no n-gram twice."""
+        """The inverse of ``tensors``, checked: shapes and lengths (the rest is ``check_model``'s,
+        which the constructor runs)."""
         tables = []
         for k in range(1, order + 1):
             ids = tensors[f"{k}.ids"]
@@ -85,8 +86,6 @@ class NgramLM(LanguageModel):
                 raise ValueError(f"the {k}-gram tensors differ in length")
             by_key = np.argsort(keys, kind="stable")  # as written already, unless edited
             keys, prob, backoff = keys[by_key], prob[by_key], backoff[by_key]
-            if len(keys) > 1 and not bool(np.all(keys[1:] != keys[:-1])):
-                raise ValueError(f"tensor '{k}.ids' lists an n-gram twice")
             tables.append(Order(keys, prob, backoff))
         return tables
 

@@ -18,12 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from model.ngram.checks import MAX_ORDER, bad_value, first_repeat
 from model.ngram.kneser_ney import Order, as_keys, from_keys
 from model.text.vocab import SPECIALS, Vocabulary
 
 ARPA_BLOCK = 100_000  # n-grams formatted at a time
-_COUNT_RE = re.compile(r"ngram (\d+)=(\d+)$")
+_COUNT_RE = re.compile(r"ngram[ \t]+(\d+)[ \t]*=[ \t]*(\d+)$")
 _SECTION_RE = re.compile(r"\\(\d+)-grams:$")
+# What separates fields, as KenLM reads ARPA (its kARPASpaces: tab, space and newline, "stricter
+# than isspace"): a token may hold U+00A0, U+0085 or U+2028, which Python's split() and
+# splitlines() would cut.
+_FIELDS_RE = re.compile(r"[ \t]+")
 
 
 class ArpaError(ValueError):
@@ -56,31 +61,39 @@ def write_arpa(path: str | Path, tables: list[Order], vocab: Vocabulary) -> None
 
 
 def read_arpa(path: str | Path) -> tuple[list[Order], Vocabulary]:
-    """An ARPA file's tables and vocabulary (its unigrams: the specials first, then in order)."""
+    """An ARPA file's tables and vocabulary (its unigrams: the specials first, then in order).
+
+    Read as KenLM reads it: lines end at a newline (a carriage return before it is dropped),
+    fields are separated by tabs and spaces only. Unlike KenLM, a UTF-8 byte-order mark at the
+    start is skipped (KenLM stops at it), text before the data section is skipped (KenLM allows
+    only ``#`` lines), and every number is checked (``model.ngram.checks``), naming the line.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise ArpaError(f"{path}: cannot be read ({e.strerror})") from None
     except UnicodeDecodeError as e:
         raise ArpaError(f"{path}: not UTF-8 text ({e})") from None
-    lines = text.splitlines()
+    lines = [line.removesuffix("\r") for line in text.removeprefix("\ufeff").split("\n")]
     counts: dict[int, int] = {}
     i = 0
-    while i < len(lines) and lines[i].strip() != "\\data\\":
+    while i < len(lines) and lines[i].strip(" \t") != "\\data\\":
         i += 1
     if i == len(lines):
         raise ArpaError(f"{path}: no \\data\\ section: not an ARPA file")
     i += 1
-    while i < len(lines) and (m := _COUNT_RE.match(lines[i].strip())):
+    while i < len(lines) and (m := _COUNT_RE.match(lines[i].strip(" \t"))):
         counts[int(m.group(1))] = int(m.group(2))
         i += 1
     if not counts or sorted(counts) != list(range(1, len(counts) + 1)):
         raise ArpaError(f"{path}: line {i + 1}: expected 'ngram N=count' lines for orders 1..N")
+    if len(counts) > MAX_ORDER:
+        raise ArpaError(f"{path}: orders 1 to {len(counts)}; nextword serves 1 to {MAX_ORDER}")
     sections: dict[int, list[tuple[int, list[str]]]] = {}
     order = 0
     for n in range(i, len(lines)):
-        line = lines[n].strip()
+        line = lines[n].strip(" \t")
         if not line:
             continue
         if line == "\\end\\":
@@ -91,12 +104,12 @@ def read_arpa(path: str | Path) -> tuple[list[Order], Vocabulary]:
             continue
         if order == 0:
             raise ArpaError(f"{path}: line {n + 1}: an n-gram before any \\N-grams: section")
-        sections[order].append((n + 1, line.split()))
+        sections[order].append((n + 1, _FIELDS_RE.split(line)))
     for k, expected in counts.items():
         if len(sections.get(k, [])) != expected:
             found = len(sections.get(k, []))
             raise ArpaError(f"{path}: \\{k}-grams: has {found} entries, \\data\\ says {expected}")
-    unigrams = [fields[1] if len(fields) > 1 else "" for _, fields in sections[1]]
+    unigrams = [fields[1] if len(fields) > 1 else "" for _, fields in sections.get(1, [])]
     missing = [t for t in SPECIALS if t not in unigrams]
     if missing:
         raise ArpaError(f"{path}: the unigrams lack {missing}")
@@ -105,7 +118,7 @@ def read_arpa(path: str | Path) -> tuple[list[Order], Vocabulary]:
     tables = []
     top = len(counts)
     for k in range(1, top + 1):
-        entries = sections[k]
+        entries = sections.get(k, [])  # "ngram 2=0" may come without its section
         widths = {len(fields) for _, fields in entries}
         allowed = {k + 1} if k == top else {k + 1, k + 2}
         if not widths <= allowed:
@@ -120,6 +133,9 @@ def read_arpa(path: str | Path) -> tuple[list[Order], Vocabulary]:
         except ValueError:
             n, fields = next((n, f) for n, f in entries if not _is_number_pair(f, k))
             raise ArpaError(f"{path}: line {n}: not a number: {fields[0]!r}") from None
+        bad = bad_value(prob, backoff)
+        if bad is not None:
+            raise ArpaError(f"{path}: line {entries[bad[0]][0]}: {bad[1]}")
         try:
             ids = np.array([[index[w] for w in fields[1 : k + 1]] for _, fields in entries],
                            dtype=np.int64).reshape(len(entries), k)  # fmt: skip
@@ -132,6 +148,10 @@ def read_arpa(path: str | Path) -> tuple[list[Order], Vocabulary]:
             ) from None
         keys = as_keys(ids)
         order_by = np.argsort(keys, kind="stable")
+        repeat = first_repeat(keys[order_by])
+        if repeat is not None:
+            first, again = sorted(entries[j][0] for j in order_by[repeat - 1 : repeat + 1])
+            raise ArpaError(f"{path}: line {again}: the {k}-gram of line {first} again")
         tables.append(Order(keys[order_by], prob[order_by], backoff[order_by]))
     return tables, vocab
 

@@ -24,6 +24,7 @@ from model.inference.evaluation import evaluate_file
 from model.inference.ngram_lm import NgramLM
 from model.network.layers import NonFiniteError
 from model.ngram.arpa import ArpaError, read_arpa, write_arpa
+from model.ngram.checks import MAX_ORDER, MIN_IDS
 from model.ngram.kneser_ney import FALLBACK_DISCOUNTS, estimate, prune_thresholds
 from model.text.corpus import SPLITS, CorpusError, file_sha256, load_sentences
 from model.text.tokenize import NORMALIZATIONS, TOKENIZERS, Tokenizer
@@ -32,7 +33,6 @@ from model.training.snapshot import TrainingError
 from model.training.trainer import check_output_dir
 
 ARPA_FILE = "model.arpa"
-MAX_ORDER = 10
 
 
 def add_ngram_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +121,11 @@ def build(args: argparse.Namespace) -> NgramLM:
             vocab = Vocabulary.from_corpus(
                 sentences, min_count=args.min_count, max_size=args.max_vocab
             )
+            if len(vocab) < MIN_IDS:  # the loader's bound: refused before counting, not after
+                raise ValueError(
+                    f"{args.train}: the vocabulary has {len(vocab) - 3} words besides <unk>, <s> "
+                    f"and </s> (--min-count {args.min_count}); need at least 1"
+                )
         ids = [vocab.encode(s) for s in sentences]
         log(f"{len(sentences):,} sentences, vocabulary {len(vocab):,}; counting {args.order}-grams")
         tables = estimate(

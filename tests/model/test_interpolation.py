@@ -147,7 +147,7 @@ def test_models_that_cannot_be_mixed_are_refused_naming_the_difference(
     lowercased = NgramLM(kn3.tables, kn3.vocab, Tokenizer("whitespace", lowercase=True))
     with pytest.raises(ValueError, match="model 2 tokenizes as"):
         InterpolatedLM([rnn, lowercased], [1, 1])
-    with pytest.raises(ValueError, match="2 models or more"):
+    with pytest.raises(ValueError, match="2 to 16 models"):
         InterpolatedLM([rnn], [1])
 
 
