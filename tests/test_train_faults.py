@@ -563,3 +563,57 @@ def test_progress_lines_appear_every_so_often_when_stderr_is_no_terminal(
         main(["train", "--resume", "--out", str(tmp_path / "s"), "--progress-every", "1e-9"]) == 0
     )
     assert [x[1] for x in progress_lines(capsys.readouterr().err)] == list(range(6, WINDOWS + 1))
+
+
+# ------------------------------------------------------------------ one very long line
+def one_long_line(path: Path, tokens: int) -> Path:
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in rng.zipf(1.3, size=tokens) % 500]
+    path.write_text(" ".join(words) + "\n" + "a short line\n" * 30, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("task", [["--context", "sentence"], ["--bidirectional"]])
+def test_a_task_reading_whole_sentences_cuts_a_very_long_line(
+    tmp_path: Path, task: list[str]
+) -> None:
+    """A 200k-token line under a 1.5 GB address-space limit: whole-sentence training padded
+    one batch to its length (a 5 MB line asked for 18.6 GiB) and died with a traceback (exit 1,
+    the code for divergence); it is cut into pieces of 256 tokens, and the log says so."""
+    corpus = one_long_line(tmp_path / "long.txt", 200_000)
+    out = tmp_path / "m"
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))\n"
+        "from model.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["train", "--train", str(corpus), "--out", str(out), "--layers", "1", "--emb", "8",
+            "--hidden", "8", "--epochs", "1", "--min-count", "1", *task]  # fmt: skip
+    env = os.environ | {"OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          env=env, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "cut 1 training and 0 validation sentences longer than 256 tokens" in done.stderr
+    metadata = json.loads((out / "config.json").read_text())["metadata"]
+    assert metadata["corpus"]["sentences_cut"] == {"train": 1, "valid": 0, "max_tokens": 256}
+
+
+def test_the_stream_reads_a_long_line_whole_and_scores_it_in_windows(tmp_path: Path) -> None:
+    """Windows of the running text need no cut; the isolated validation figure reads a long
+    sentence in windows of 256 steps with the state carried: the same number as at once."""
+    from model.inference.evaluation import isolated_cross_entropy
+    from model.training.snapshot import prepare_corpus
+
+    corpus = one_long_line(tmp_path / "long.txt", 3_000)
+    cfg, data = prepare_corpus(merge({"train": str(corpus), "min_count": 1, "hidden": 8,
+                                      "emb": 8, "layers": 1}))  # fmt: skip
+    assert max(len(s) for s in data.train_sentences) == 3_000
+    assert "sentences_cut" not in data.info
+    from model.network.recurrent import RNNLM
+
+    net = RNNLM(cfg.model_config(len(data.vocab)), seed=0, dtype=np.float64)
+    sentences = [data.train_sentences[0], *data.train_sentences[1:4]]
+    windowed = isolated_cross_entropy(net, sentences, data.vocab, window=256)
+    whole = isolated_cross_entropy(net, sentences, data.vocab, window=10_000)
+    assert windowed == pytest.approx(whole, rel=1e-12)

@@ -84,7 +84,11 @@ def stream_token_log_probs(
 
 
 def isolated_cross_entropy(
-    net: RNNLM, sentences: list[np.ndarray], vocab: Vocabulary, batch_size: int = 64
+    net: RNNLM,
+    sentences: list[np.ndarray],
+    vocab: Vocabulary,
+    batch_size: int = 64,
+    window: int = 256,
 ) -> tuple[float, int]:
     """Cross-entropy of each sentence read on its own, ``<s> w_1 … w_n </s>`` from the
     network's start state (zero unless set): how /v1/score and /v1/rerank see text (the stream
@@ -96,9 +100,14 @@ def isolated_cross_entropy(
             [sentences[i] for i in order[start : start + batch_size]], vocab
         )
         state = net.start_state(batch.inputs.shape[1])
-        with np.errstate(over="ignore", invalid="ignore"):  # check_finite reports it instead
-            picked, _ = net.target_log_probs(batch.inputs, batch.targets, state)  # (T, N)
-        total -= float(np.dot(picked.ravel().astype(np.float64), batch.mask.ravel()))
+        # in windows of the batch's time steps, the state carried: the same numbers, and the
+        # memory of a window, however long a sentence is (a 5 MB line is one sentence)
+        for t in range(0, len(batch.inputs), window):
+            inputs, targets = batch.inputs[t : t + window], batch.targets[t : t + window]
+            with np.errstate(over="ignore", invalid="ignore"):  # check_finite reports it instead
+                picked, state = net.target_log_probs(inputs, targets, state)  # (t, N)
+            mask = batch.mask[t : t + window]
+            total -= float(np.dot(picked.ravel().astype(np.float64), mask.ravel()))
         tokens = int(batch.mask.sum())
         check_finite(total, count, tokens)
         count += tokens

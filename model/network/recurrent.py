@@ -40,6 +40,8 @@ from model.network.layers import (
 )
 from model.values import show
 
+OUTPUT_CHUNK = 1 << 22  # logits formed at a time by target_log_probs (16 MB of float32)
+
 NetworkState = list[State]  # one cell state per layer
 CELLS, ACTIVATIONS = ("rnn", "lstm", "gru"), ("tanh", "relu")
 SOFTMAXES = ("full", "class")  # the output layer: one softmax over V, or class-factored
@@ -408,14 +410,19 @@ class RNNLM:
         for the class softmax and the target's own class only (``class_log_probs_at``)."""
         hidden, final_state, _ = self.forward(ids, state, keep_cache=False)
         flat, picked = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
-        if self.classes is None:
-            logits = times_rows(flat, self.output_weight) + self.params["output.b"]
-            lp, _ = log_softmax_at(logits, np.arange(len(picked)), picked)
-        else:
-            lp = class_log_probs_at(
-                flat, picked, self.output_weight, self.params["output.b"],
-                self.params["output.class.W"], self.params["output.class.b"], self.classes,
-            )  # fmt: skip
+        rows = max(64, OUTPUT_CHUNK // self.config.vocab_size)  # the logits never all at once
+        parts = []
+        for lo in range(0, len(picked), rows):
+            x, y = flat[lo : lo + rows], picked[lo : lo + rows]
+            if self.classes is None:
+                logits = times_rows(x, self.output_weight) + self.params["output.b"]
+                parts.append(log_softmax_at(logits, np.arange(len(y)), y)[0])
+            else:
+                parts.append(class_log_probs_at(
+                    x, y, self.output_weight, self.params["output.b"],
+                    self.params["output.class.W"], self.params["output.class.b"], self.classes,
+                ))  # fmt: skip
+        lp = np.concatenate(parts) if parts else np.zeros(0, dtype=hidden.dtype)
         return lp.reshape(targets.shape), final_state
 
     def output_log_probs(self, hidden: np.ndarray) -> np.ndarray:

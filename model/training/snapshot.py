@@ -48,6 +48,7 @@ from model.training.tasks import task_for
 from model.values import is_int, is_number, show
 
 RESUME_DIR = "resume"
+MAX_SENTENCE_TOKENS = 256  # a sentence read whole in training (sentence batches) is cut beyond
 # The metadata sections that define the run, and the key of their sha256 in the metadata.
 DIGESTED_SECTIONS = ("resume", "training", "corpus")
 DIGEST_KEY = "metadata_sha256"
@@ -107,7 +108,7 @@ def prepare_corpus(cfg: TrainConfig) -> tuple[TrainConfig, Corpus]:
             f"(batch_size × (bptt + 1) = {need}); use a smaller --batch-size or --bptt"
         )
     valid_stream = sentence_stream(valid, vocab)
-    info = {
+    info: dict[str, Any] = {
         "train": cfg.train,
         "train_sha256": file_sha256(train_path),
         "train_sentences": len(train),
@@ -117,15 +118,36 @@ def prepare_corpus(cfg: TrainConfig) -> tuple[TrainConfig, Corpus]:
         "valid_tokens": int(target_mask(valid_stream[1:], vocab).sum()),
     }
     eval_batch = max(1, min(cfg.eval_batch_size, len(valid_stream) // 2))
+    train_ids, valid_ids = [vocab.encode(s) for s in train], [vocab.encode(s) for s in valid]
+    if task_for(cfg).reads_whole_sentences:  # one padded batch a sentence's length: bounded
+        (train_ids, cut_train), (valid_ids, cut_valid) = map(cut_long, (train_ids, valid_ids))
+        if cut_train or cut_valid:
+            info["sentences_cut"] = {"train": cut_train, "valid": cut_valid,
+                                     "max_tokens": MAX_SENTENCE_TOKENS}  # fmt: skip
     return cfg, Corpus(
         tokenizer,
         vocab,
         batchify(train_stream, cfg.sequences),
         batchify(valid_stream, eval_batch),
         info,
-        [vocab.encode(s) for s in train],
-        [vocab.encode(s) for s in valid],
+        train_ids,
+        valid_ids,
     )
+
+
+def cut_long(sentences: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """Sentences with every one longer than ``MAX_SENTENCE_TOKENS`` cut into pieces of at most
+    that many tokens (in order), and how many were cut. A task that batches whole sentences
+    holds a (T, N, V) output for the longest: one 5 MB line asked for 18.6 GiB."""
+    out: list[np.ndarray] = []
+    cut = 0
+    for s in sentences:
+        if len(s) <= MAX_SENTENCE_TOKENS:
+            out.append(s)
+            continue
+        cut += 1
+        out.extend(s[i : i + MAX_SENTENCE_TOKENS] for i in range(0, len(s), MAX_SENTENCE_TOKENS))
+    return out, cut
 
 
 @dataclass

@@ -43,6 +43,7 @@ Step = Callable[[], StepResult]
 class TrainingTask(ABC):
     name: ClassVar[str]  # the servable model's task, stored in the checkpoint's metadata
     carries_state: ClassVar[bool]  # the hidden state runs on from one update to the next
+    reads_whole_sentences: ClassVar[bool] = True  # an update backpropagates a whole sentence
     perplexity_label: ClassVar[str]  # how the log names its perplexities
 
     @abstractmethod
@@ -67,6 +68,7 @@ class NextWord(TrainingTask):
     """Truncated-BPTT windows over the stream, carrying the hidden state between them."""
 
     name, carries_state, perplexity_label = "next-word", True, "ppl"
+    reads_whole_sentences = False  # windows of the stream
     warm_start: ClassVar[bool] = True  # sentences alone start from the mean boundary state
 
     def new_network(self, config: ModelConfig, seed: int) -> RNNLM:
@@ -119,6 +121,7 @@ class NextWordSentences(NextWord):
     """
 
     carries_state = False
+    reads_whole_sentences = True
     warm_start = False  # it learnt to start sentences from zero
 
     def epoch_steps(self, state: RunState, cfg: TrainConfig, corpus: Corpus) -> list[Step]:

@@ -473,6 +473,11 @@ def log_start(cfg: TrainConfig, corpus: Corpus, state: RunState, resume: bool) -
         log(describe_classes(state.net.classes))
     if state.cap is not None:
         log(f"recurrent weights kept at spectral norm ≤ {state.cap.limit:g} (--max-recurrent-norm)")
+    cut = corpus.info.get("sentences_cut")
+    if cut:
+        log(f"cut {cut['train']:,} training and {cut['valid']:,} validation sentences longer than "
+            f"{cut['max_tokens']} tokens into pieces of at most that many: this task reads whole "
+            "sentences, one padded batch at a time")  # fmt: skip
     if task_for(cfg).name == "gap-filling":
         note = "perplexities are of the gap-filling task, P(w | both sides)"
         log(f"bidirectional: {note}; they are not comparable with left-to-right perplexity")
