@@ -2,7 +2,8 @@
 
 - invalid JSON → 400; schema violations (types, ranges, empty lists, NaN) → 422 naming each field;
 - limits and OOV rejection from the service → 422 naming the field;
-- unknown model → 404; models still loading → 503 with Retry-After;
+- unknown model → 404; models still loading, a client's queue over its limit (``app.scheduler``)
+  or memory exhausted → 503 with Retry-After;
 - a body over the size limit → 413, decided before the body is parsed (``app.middleware``).
 """
 
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from app.registry import ModelNotFoundError, NotReadyError
+from app.scheduler import Busy
 from app.service import RequestError
 
 log = logging.getLogger("nextword")
@@ -133,6 +135,18 @@ async def model_not_found(_: Request, exc: ModelNotFoundError) -> JSONResponse:
     return JSONResponse({"detail": str(exc.args[0]), "field": "model"}, 404)
 
 
+async def busy(_: Request, exc: Busy) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, 503, headers={"Retry-After": str(exc.retry_after)})
+
+
+async def out_of_memory(request: Request, _: MemoryError) -> JSONResponse:
+    """The worker's memory limit reached (a limit below what its settings need): this request
+    fails, the worker lives on, and the client is told to come back."""
+    log.warning("out of memory on %s %s: refused with 503", request.method, request.url.path)
+    detail = "out of memory in this worker; retry, or send a smaller request"
+    return JSONResponse({"detail": detail}, 503, headers={"Retry-After": "5"})
+
+
 async def not_ready(_: Request, exc: NotReadyError) -> JSONResponse:
     return JSONResponse({"detail": f"not ready: {exc}"}, 503, headers={"Retry-After": "5"})
 
@@ -148,4 +162,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestError, request_error)  # type: ignore[arg-type]
     app.add_exception_handler(ModelNotFoundError, model_not_found)  # type: ignore[arg-type]
     app.add_exception_handler(NotReadyError, not_ready)  # type: ignore[arg-type]
+    app.add_exception_handler(Busy, busy)  # type: ignore[arg-type]
+    app.add_exception_handler(MemoryError, out_of_memory)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -28,16 +29,27 @@ def is_ready(url: str) -> bool:
         return False
 
 
+def limit_memory(address_space: int) -> None:
+    """In the child before it runs: its address space (and its workers') at most this."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+
 def start_server(
     models: list[str],
     workers: int = 1,
     env: dict[str, str] | None = None,
     timeout: float = 60,
     output: int | None = subprocess.DEVNULL,
+    address_space: int | None = None,
+    cwd: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Run ``nextword serve --model M ...``; returns (process, base URL) once /readyz says 200.
 
-    ``models`` are ``[NAME=]DIR`` entries; ``env`` adds environment variables (NEXTWORD_*).
+    ``models`` are ``[NAME=]DIR`` entries; ``env`` adds environment variables (NEXTWORD_*);
+    ``address_space`` limits the server's memory (bytes of address space, ``ulimit -v``);
+    ``cwd`` serves from another checkout of nextword (the benchmarks' ``--code``).
     """
     port = free_port()
     command = [
@@ -57,6 +69,8 @@ def start_server(
         env=os.environ | (env or {}),
         stdout=output,
         stderr=output,
+        cwd=cwd,
+        preexec_fn=None if address_space is None else lambda: limit_memory(address_space),
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

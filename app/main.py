@@ -19,6 +19,7 @@ from app.middleware import BodySizeLimit, ConcurrencyLimit
 from app.model_metrics import publish
 from app.openapi import with_limits
 from app.registry import ModelRegistry
+from app.scheduler import FairScheduler
 from app.signals import reload_on_sighup
 
 DESCRIPTION = """Language-model scores for reranking speech-to-text and OCR output.
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         reload_on_sighup(registry)
         yield
         READY.set(0)
+        app.state.scheduler.close()
         worker_exiting()
 
     # the Swagger UI and ReDoc assets are served from the fastapi-offline package, not a CDN,
@@ -58,11 +60,14 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         title="nextword", version=model.__version__, description=DESCRIPTION, lifespan=lifespan
     )
     app.state.settings, app.state.registry = settings, registry
+    app.state.scheduler = FairScheduler(settings.max_queue_s)
     # the last added runs first: metrics see every answer, including 413, 408 and 503
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
-    app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrency)
+    app.add_middleware(
+        ConcurrencyLimit, limit=settings.max_concurrency, scheduler=app.state.scheduler
+    )
     app.add_middleware(RequestMetrics)
     install_error_handlers(app)
     for router in (scoring.router, models.router, health.router, ui.router):

@@ -1,5 +1,6 @@
 """ASGI middlewares that decide before the app does: the body-size limit (413, or 408 for a body
-that does not arrive in time) and the concurrency limit (503 with Retry-After, probes exempt).
+that does not arrive in time) and admission (503 with Retry-After, probes exempt: too many
+requests in progress, or the client's queued work over its limit).
 
 They answer in the error format of ``app.errors`` (``detail`` and, where there is one, ``field``).
 """
@@ -10,6 +11,8 @@ import asyncio
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.scheduler import Busy, FairScheduler
 
 
 def has_body(scope: Scope) -> bool:
@@ -81,7 +84,9 @@ class BodySizeLimit:
 
 
 class ConcurrencyLimit:
-    """ASGI middleware: 503 (with Retry-After) when ``limit`` requests are already in progress.
+    """ASGI middleware: 503 (with Retry-After) when ``limit`` requests are already in progress,
+    or when this client's work queued on the compute thread is already over its limit
+    (``FairScheduler.admit``): refused before the body is read, in well under a millisecond.
 
     A bounded queue instead of an unbounded one: an overloaded worker says so at once. Health,
     readiness and metrics are never refused, so probes still tell the truth under load.
@@ -89,25 +94,41 @@ class ConcurrencyLimit:
 
     EXEMPT = ("/healthz", "/readyz", "/metrics")
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit, self.active = app, limit, 0
+    def __init__(self, app: ASGIApp, limit: int, scheduler: FairScheduler | None = None) -> None:
+        self.app, self.limit, self.active, self.scheduler = app, limit, 0, scheduler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.EXEMPT:
             await self.app(scope, receive, send)
             return
+        refusal = None
         if self.active >= self.limit:
-            body = json.dumps(
-                {"detail": f"busy: {self.limit} requests in progress; retry"}
-            ).encode()
-            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
-            if has_body(scope):  # never read: what follows on the connection is not a request
-                headers.append((b"connection", b"close"))
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            refusal = f"busy: {self.limit} requests in progress; retry", 1
+        elif self.scheduler is not None:
+            try:
+                self.scheduler.admit(client_of(scope))
+            except Busy as busy:
+                refusal = busy.detail, busy.retry_after
+        if refusal is not None:
+            await self.refuse(scope, send, *refusal)
             return
         self.active += 1  # one event loop per worker: no lock needed
         try:
             await self.app(scope, receive, send)
         finally:
             self.active -= 1
+
+    async def refuse(self, scope: Scope, send: Send, detail: str, retry_after: int) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"),
+                   (b"retry-after", str(retry_after).encode())]  # fmt: skip
+        if has_body(scope):  # never read: what follows on the connection is not a request
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def client_of(scope: Scope) -> str:
+    """Who sent the request, for the fair queue: the peer's address."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"

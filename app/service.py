@@ -9,21 +9,29 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from app import schemas
 from app.core.config import Settings
 from app.metrics import observe_scores
+from app.scheduler import Work
 from model.inference.language_model import (
     Call,
     CandidateScore,
+    FillMethod,
     InputError,
     LanguageModel,
     UnsupportedCallError,
 )
 from model.network.layers import softmax
+
+T = TypeVar("T")
+# Multiply-adds a slice of a request's work may take (``LanguageModel.position_cost`` counts them):
+# about 10-20 ms on one core, so a small request waits at most that long behind a large one, and
+# only one slice's arrays are alive in a worker at a time.
+SLICE_COST = 4e8
 
 ENDPOINTS = {  # the endpoints that make each call, in the order /v1/models lists them
     Call.CANDIDATES: ["/v1/candidates"],
@@ -41,6 +49,33 @@ class RequestError(ValueError):
     ) -> None:
         super().__init__(f"{field}: {message}")
         self.field, self.message, self.status, self.extra = field, message, status, extra or {}
+
+
+def slices(sizes: Sequence[int], per_position: float) -> Iterator[list[int]]:
+    """Consecutive indices of items of ``sizes`` positions, grouped so that a group's work
+    stays within ``SLICE_COST`` (an item above it forms a group alone)."""
+    group: list[int] = []
+    cost = 0.0
+    for i, size in enumerate(sizes):
+        item = max(size, 1) * per_position
+        if group and cost + item > SLICE_COST:
+            yield group
+            group, cost = [], 0.0
+        group.append(i)
+        cost += item
+    if group:
+        yield group
+
+
+def complete(work: Work[T]) -> T:
+    """Run a request's work to its end in the calling thread (no fair queue): for the library,
+    the tests, and /v1/candidates under cross-request batching."""
+    while True:
+        try:
+            next(work)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
 
 
 def check_count(field: str, count: int, limit: int) -> None:
@@ -141,7 +176,7 @@ def candidates(
     req: schemas.CandidatesRequest,
     settings: Settings,
     score: Callable[[list[str], list[list[str]]], list[CandidateScore]] | None = None,
-) -> schemas.CandidatesResponse:
+) -> Work[schemas.CandidatesResponse]:
     """``score`` computes the candidates: the model by default; the app passes its batcher
     (which batches with the model's own weights: a request giving others is scored alone)."""
     with model_errors(name):
@@ -155,7 +190,15 @@ def candidates(
             (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
         ]
         apply_oov_policy(lm, req, fields)
-        scores = (score or lm.score_candidates)(context, token_lists)
+    per, sizes = lm.position_cost(), [len(t) for t in token_lists]
+    left = per * (len(context) + sum(sizes))
+    yield left
+    scores: list[CandidateScore] = []
+    for group in slices(sizes, per):
+        with model_errors(name):
+            scores += (score or lm.score_candidates)(context, [token_lists[i] for i in group])
+        left -= per * sum(sizes[i] for i in group)
+        yield max(left, 0.0)
     log_probs = [math.fsum(penalised(s.token_log_probs, s.oov_targets, req)) for s in scores]
     observe_scores(
         name, sum(len(t) for t in token_lists), sum(s.oov for s in scores), log_probs, len(scores)
@@ -172,13 +215,15 @@ def candidates(
 
 def predict(
     lm: LanguageModel, name: str, req: schemas.PredictRequest, settings: Settings
-) -> schemas.PredictResponse:
+) -> Work[schemas.PredictResponse]:
     with model_errors(name):
         lm.require(Call.PREDICT)
         lm = weighted(lm, req)
         if req.k > settings.max_k:
             raise RequestError("k", f"{req.k} is above the limit of {settings.max_k}")
         context = tokens_of(lm, "context", req.context, settings.max_tokens)
+    yield lm.position_cost() * (len(context) + 1)
+    with model_errors(name):
         top = lm.top_k(context, req.k, include_special=req.include_special)
     return schemas.PredictResponse(
         model=name,
@@ -197,9 +242,9 @@ def score_texts(
     req: schemas.ScoreRequest | schemas.RerankRequest,
     field: str,
     settings: Settings,
-) -> tuple[list[schemas.SentenceResult], list[str]]:
-    """Score sentences as one padded batch; the shared core of /v1/score and /v1/rerank.
-    Returns the results and the answer's warnings."""
+) -> Work[tuple[list[schemas.SentenceResult], list[str]]]:
+    """Score sentences, a slice of them at a time (each slice one padded batch); the shared
+    core of /v1/score and /v1/rerank. Returns the results and the answer's warnings."""
     with model_errors(name, {"sentences": field}):
         lm.require(Call.SCORE)
         lm = weighted(lm, req)
@@ -208,10 +253,18 @@ def score_texts(
         check_lengths(field, token_lists, settings.max_tokens)
         lm.check_scorable(token_lists, req.bos, req.eos)  # refused before its words are looked up
         apply_oov_policy(lm, req, [(f"{field}[{i}]", t) for i, t in enumerate(token_lists)])
-        # one padded batch per call: max_sentences bounds it (and its memory, with max_tokens)
-        scores = lm.score_sentences(
-            token_lists, bos=req.bos, eos=req.eos, batch_size=settings.max_sentences
-        )
+    per, sizes = lm.position_cost(), [len(t) + 2 for t in token_lists]
+    left = per * sum(sizes)
+    yield left
+    scores = []
+    for group in slices(sizes, per):
+        with model_errors(name, {"sentences": field}):
+            scores += lm.score_sentences(
+                [token_lists[i] for i in group], bos=req.bos, eos=req.eos,
+                batch_size=settings.max_sentences,
+            )  # fmt: skip
+        left -= per * sum(sizes[i] for i in group)
+        yield max(left, 0.0)
     results = []
     for s in scores:
         lps = penalised(s.token_log_probs, s.oov_targets, req)
@@ -239,8 +292,8 @@ def score_texts(
 
 def score(
     lm: LanguageModel, name: str, req: schemas.ScoreRequest, settings: Settings
-) -> schemas.ScoreResponse:
-    results, warnings = score_texts(lm, name, req.sentences, req, "sentences", settings)
+) -> Work[schemas.ScoreResponse]:
+    results, warnings = yield from score_texts(lm, name, req.sentences, req, "sentences", settings)
     return schemas.ScoreResponse(
         model=name, normalized=req.oov != "penalty", results=results, warnings=warnings
     )
@@ -248,10 +301,10 @@ def score(
 
 def rerank(
     lm: LanguageModel, name: str, req: schemas.RerankRequest, settings: Settings
-) -> schemas.RerankResponse:
+) -> Work[schemas.RerankResponse]:
     """N-best rescoring: combined = score + lm_weight * lm_log_prob + length_bonus * n_tokens."""
     texts = [h.text for h in req.hypotheses]
-    results, warnings = score_texts(lm, name, texts, req, "hypotheses", settings)
+    results, warnings = yield from score_texts(lm, name, texts, req, "hypotheses", settings)
     ranked = [
         schemas.RankedHypothesis(
             index=i,
@@ -272,8 +325,9 @@ def rerank(
 
 def fill(
     lm: LanguageModel, name: str, req: schemas.FillRequest, settings: Settings
-) -> schemas.FillResponse:
-    """Candidates for a gap with words on both sides (``LanguageModel.fill`` has the methods)."""
+) -> Work[schemas.FillResponse]:
+    """Candidates for a gap with words on both sides (``LanguageModel.fill`` has the methods),
+    a slice of the candidates at a time."""
     with model_errors(name):
         lm.require(Call.FILL)
         lm = weighted(lm, req)
@@ -285,7 +339,19 @@ def fill(
             (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
         ]
         apply_oov_policy(lm, req, fields)
-        method, scores = lm.fill(left, right, token_lists)
+    # a candidate costs its sentence (the sentence method), or a pass per token (bidirectional)
+    per = lm.position_cost()
+    sizes = [(len(left) + len(t) + len(right) + 2) * max(len(t), 1) for t in token_lists]
+    todo = per * sum(sizes)
+    yield todo
+    method: FillMethod = "sentence"
+    scores: list[CandidateScore] = []
+    for group in slices(sizes, per):
+        with model_errors(name):
+            method, part = lm.fill(left, right, [token_lists[i] for i in group])
+        scores += part
+        todo -= per * sum(sizes[i] for i in group)
+        yield max(todo, 0.0)
     log_probs = [math.fsum(penalised(s.token_log_probs, s.oov_targets, req)) for s in scores]
     scored = sum(len(s.token_log_probs) for s in scores)  # whole sentences for the sentence method
     observe_scores(name, scored, sum(s.oov for s in scores), log_probs, len(scores))

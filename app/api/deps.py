@@ -1,4 +1,5 @@
-"""Dependencies shared by the routes: the model registry and the settings of this app."""
+"""Dependencies shared by the routes: the model registry, the settings, the fair compute queue
+of this worker, and who the client is."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.core.config import Settings
+from app.middleware import client_of
 from app.registry import ModelRegistry
+from app.scheduler import FairScheduler
 
 
 # async: a plain def dependency would cost each request a trip through the thread pool
@@ -21,5 +24,17 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_scheduler(request: Request) -> FairScheduler:
+    scheduler: FairScheduler = request.app.state.scheduler
+    return scheduler
+
+
+async def get_client(request: Request) -> str:
+    """Who sent the request, for the fair queue: the peer's address."""
+    return client_of(request.scope)
+
+
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+SchedulerDep = Annotated[FairScheduler, Depends(get_scheduler)]
+ClientDep = Annotated[str, Depends(get_client)]

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
     body_timeout_s: float = Field(10, gt=0)  # a body not received in this time gets 408
     max_concurrency: int = Field(64, ge=1)  # requests in progress per worker; beyond: 503
+    max_queue_s: float = Field(10, gt=0)  # a client's queued work beyond this (est.): 503
     header_timeout_s: float = Field(10, gt=0)  # request headers not complete in this time: closed
     max_connections: int = Field(512, ge=1)  # per worker; beyond it the longest-idle is closed
     keep_alive_s: int = Field(5, ge=1)  # idle keep-alive connections are closed after this

@@ -78,6 +78,9 @@ class InterpolatedLM(LanguageModel):
     def num_parameters(self) -> int:
         return sum(c.num_parameters() for c in self.components)
 
+    def position_cost(self) -> float:
+        return sum(c.position_cost() for c in self.components)
+
     def check_parameters(self) -> None:
         for c in self.components:
             c.check_parameters()

@@ -140,6 +140,11 @@ class LanguageModel(ABC):
     @abstractmethod
     def num_parameters(self) -> int: ...
 
+    def position_cost(self) -> float:
+        """About how many multiply-adds scoring one position takes: the unit in which the
+        service weighs a request's work (its fair queue, its slices). A lookup table's."""
+        return 64.0
+
     def self_check(self) -> None:
         """Raise FloatingPointError unless the parameters are finite and the model answers one
         gap-filling call (every kind serves fill) with a finite number; this also warms it up,

@@ -9,11 +9,9 @@ import numpy as np
 from model.inference.language_model import LanguageModel
 from model.network.class_softmax import WordClasses, class_log_probs_at, head_log_norms
 from model.network.layers import exp_rows, times_rows
-from model.network.recurrent import ModelConfig
+from model.network.recurrent import OUTPUT_CHUNK, ModelConfig
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
-
-OUTPUT_CHUNK_ROWS = 2048  # rows of (rows, V) logits computed at once, bounding memory
 
 
 class Network(Protocol):
@@ -59,6 +57,18 @@ class NetworkLM(LanguageModel, Generic[N]):
     def num_parameters(self) -> int:
         return self.net.num_parameters()
 
+    def position_cost(self) -> float:
+        """H × (output rows + 8 H per layer): the output layer's rows (all V, or a class
+        softmax's head and one band) and each layer's step (an LSTM's 4H gates from 2H inputs)."""
+        c = self.net.config
+        classes = self.net.classes
+        rows = (
+            c.vocab_size
+            if classes is None
+            else classes.num_classes + c.vocab_size / max(classes.num_classes, 1)
+        )
+        return float(c.hidden_size * (rows + 8 * c.num_layers * c.hidden_size))
+
     def check_parameters(self) -> None:
         for name, value in self.net.params.items():
             bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
@@ -84,8 +94,9 @@ class NetworkLM(LanguageModel, Generic[N]):
         token after that output shares, the within-class normaliser being each class's own.
         """
         norms = np.empty(len(hidden), dtype=np.float64)
-        for start in range(0, len(hidden), OUTPUT_CHUNK_ROWS):
-            chunk = hidden[start : start + OUTPUT_CHUNK_ROWS]
+        rows = max(64, OUTPUT_CHUNK // self.net.config.vocab_size)  # 16 MB of logits at a time
+        for start in range(0, len(hidden), rows):
+            chunk = hidden[start : start + rows]
             norms[start : start + len(chunk)] = self._log_norms(chunk)
         return norms
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
 from app.core.config import Settings
 from app.main import create_app
 from app.registry import ModelRegistry
+from model.inference.recurrent_lm import RecurrentLM
 
 pytestmark = pytest.mark.anyio
 
@@ -160,6 +163,28 @@ async def test_requests_while_models_load_get_503() -> None:
         assert r.status_code == 503 and r.headers["retry-after"] == "5"
         assert (await client.get("/readyz")).status_code == 503
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_memory_exhausted_is_503_and_the_next_request_is_served(
+    client: httpx.AsyncClient, tiny_lm: RecurrentLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker at its memory limit (MemoryError) refuses that request with 503 and Retry-After,
+    and goes on serving: the compute thread is not lost with the request."""
+    real = tiny_lm.score_sentences
+    calls = []
+
+    def exhausted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_lm, "score_sentences", exhausted)
+    r = await client.post("/v1/score", json={"sentences": ["the cat"], "model": "tiny"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert "out of memory" in r.json()["detail"]
+    r = await client.post("/v1/score", json={"sentences": ["the cat"], "model": "tiny"})
+    assert r.status_code == 200 and len(calls) == 2
 
 
 @pytest.mark.parametrize(
