@@ -36,7 +36,7 @@ class Options(TypedDict, total=False):
 
 
 class OovOptions(Options, total=False):
-    oov: schemas.OovPolicy  # "unk", "penalty" or "reject"
+    oov: schemas.OovPolicy  # "spell", "unk", "penalty" or "reject"; default: the model's
     oov_penalty: float  # with oov="penalty": each unknown token's log-probability (≤ 0)
 
 

@@ -77,6 +77,8 @@ class LoadedModel:
             load_seconds=round(self.load_seconds, 4),
             network_steps=lm.steps_run,
             prefix_cache=None if cache is None else schemas.PrefixCacheStats(**cache),
+            open_vocabulary=None if lm.spelling is None
+            else schemas.OpenVocabulary(**lm.spelling.describe()),
         )  # fmt: skip
 
 

@@ -31,7 +31,7 @@ NonEmptyText = (
         Field(min_length=1, max_length=5_000, json_schema_extra=limit("max_tokens")),
     ]
 )
-OovPolicy = Literal["unk", "penalty", "reject"]
+OovPolicy = Literal["spell", "unk", "penalty", "reject"]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -57,10 +57,14 @@ class OovOptions(Weighted):
     model: str | None = Field(
         None, description="a loaded model's name; default: the server's default model"
     )
-    oov: OovPolicy = Field(
-        "unk",
-        description="words outside the vocabulary: 'unk' scores them as <unk>, 'penalty' gives "
-        "each the fixed log-probability oov_penalty, 'reject' answers 422 naming them",
+    oov: OovPolicy | None = Field(
+        None,
+        description="words outside the vocabulary: 'spell' gives each its share of <unk>'s "
+        "probability by its spelling (an open vocabulary: every word, known or not, has a "
+        "probability, and they sum to 1); 'unk' gives each the whole probability of <unk> (that "
+        "the next word is some word outside the vocabulary); 'penalty' the fixed "
+        "log-probability oov_penalty; 'reject' answers 422 naming them. Default: 'spell' for a "
+        "model with a spelling model (/v1/models: open_vocabulary), else 'unk'",
     )
     oov_penalty: FiniteFloat | None = Field(
         None, ge=-100, le=0, description="log-probability given to each OOV token (-100 to 0)"
@@ -72,8 +76,12 @@ class ScoreMeta(BaseModel):
     log_base: Literal["e"] = "e"
     normalized: bool = Field(
         True,
-        description="probabilities are exactly normalised over the vocabulary "
-        "(false with oov='penalty')",
+        description="probabilities are exactly normalised: over every word with oov='spell', "
+        "over the vocabulary (<unk> standing for every word outside it) with 'unk'; false with "
+        "'penalty'",
+    )
+    oov: OovPolicy | None = Field(
+        None, description="the policy that scored words outside the vocabulary (none: predict)"
     )
     warnings: list[str] = Field(
         default_factory=list,
@@ -289,6 +297,16 @@ class PrefixCacheStats(BaseModel):
     misses: int
 
 
+class OpenVocabulary(BaseModel):
+    """How the model scores words outside its vocabulary by default (``oov: "spell"``)."""
+
+    method: str = Field(description="char-kneser-ney: a character n-gram shares out <unk>")
+    order: int = Field(description="the character n-gram's order")
+    characters: int = Field(description="characters seen in training; others share a floor")
+    source: str | None = Field(None, description="what it learnt from")
+    types: int | None = Field(None, description="word types it learnt from")
+
+
 class ModelDescription(BaseModel):
     """What /v1/models says about one model. Training metadata is shown field by field where
     it has the expected type and is null otherwise, so a hand-edited checkpoint still serves."""
@@ -313,6 +331,10 @@ class ModelDescription(BaseModel):
     load_seconds: float
     network_steps: int = Field(description="network time steps computed for requests so far")
     prefix_cache: PrefixCacheStats | None
+    open_vocabulary: OpenVocabulary | None = Field(
+        description="how words outside the vocabulary are scored by default; null: the whole "
+        "<unk> probability (add one with `nextword spell`)"
+    )
 
 
 class ModelList(BaseModel):

@@ -23,6 +23,7 @@ from model.inference.language_model import (
     FillMethod,
     InputError,
     LanguageModel,
+    SentenceScore,
     UnsupportedCallError,
 )
 from model.network.layers import softmax
@@ -129,11 +130,19 @@ def weighted(lm: LanguageModel, request: schemas.Weighted) -> LanguageModel:
 
 def apply_oov_policy(
     lm: LanguageModel, request: schemas.OovOptions, fields: Sequence[tuple[str, list[str]]]
-) -> None:
-    """Reject (422 naming the words and fields) or check the penalty, as the request asks."""
-    if request.oov == "penalty" and request.oov_penalty is None:
+) -> schemas.OovPolicy:
+    """The OOV policy that applies (the request's, else ``spell`` for a model with a spelling
+    model and ``unk`` for one without); rejects (422 naming the words and fields) or checks the
+    penalty, as the request asks."""
+    policy: schemas.OovPolicy = request.oov or ("spell" if lm.spelling is not None else "unk")
+    if policy == "spell" and lm.spelling is None:
+        raise RequestError(
+            "oov", "'spell': this model has no spelling model for words outside its vocabulary; "
+            "use 'unk' or 'penalty', or add one with `nextword spell --model DIR`",
+        )  # fmt: skip
+    if policy == "penalty" and request.oov_penalty is None:
         raise RequestError("oov_penalty", "is required when oov is 'penalty'")
-    if request.oov == "reject":
+    if policy == "reject":
         unknown = {field: [tokens[i] for i in lm.oov_indices(tokens)] for field, tokens in fields}
         unknown = {field: words for field, words in unknown.items() if words}
         if unknown:
@@ -141,33 +150,45 @@ def apply_oov_policy(
             raise RequestError(
                 first, f"words outside the vocabulary: {unknown[first]}", extra={"oov": unknown}
             )
+    return policy
 
 
-def unknown_words_warning(lm: LanguageModel, token_lists: Sequence[list[str]]) -> list[str]:
-    """A warning when every token of the request is outside the vocabulary: the numbers are
-    then those of ``<unk>`` (or the penalty) alone, equal for every such word, and say nothing
-    about the text: typically text in another language or script than the model's."""
+def unknown_words_warning(
+    lm: LanguageModel, token_lists: Sequence[list[str]], policy: str
+) -> list[str]:
+    """A warning when every token of the request is outside the vocabulary: the numbers then
+    say nothing of the words in context, only of ``<unk>`` (and, with ``spell``, of how word-like
+    each spelling is); typically text in another language or script than the model's."""
     tokens = [t for tokens in token_lists for t in tokens]
     if not tokens or len(lm.oov_indices(tokens)) < len(tokens):
         return []
     tokenizer = lm.tokenizer.to_dict()
+    what = (
+        "the scores tell these words apart by their spelling alone, not by their context"
+        if policy == "spell"
+        else "the scores cannot tell these words apart"
+    )
     return [
         f"every token of the request ({len(tokens)}) is outside the model's vocabulary of "
-        f"{len(lm.vocab):,}, so the scores cannot tell these words apart; is the text in the "
-        f"language and form the model was trained on (its tokenizer: {tokenizer})?"
+        f"{len(lm.vocab):,}, so {what}; is the text in the language and form the model was "
+        f"trained on (its tokenizer: {tokenizer})?"
     ]
 
 
-def penalised(
-    log_probs: list[float], oov_targets: list[int], request: schemas.OovOptions
+def oov_scored(
+    lm: LanguageModel, score: CandidateScore | SentenceScore, policy: str, penalty: float | None
 ) -> list[float]:
-    """Token log-probabilities with each OOV target's replaced by the penalty, when asked."""
-    if request.oov != "penalty" or not oov_targets:
-        return log_probs
-    out = list(log_probs)
-    for i in oov_targets:
-        out[i] = float(request.oov_penalty)  # type: ignore[arg-type]
-    return out
+    """Token log-probabilities under the OOV policy: ``spell`` adds each OOV word's share of
+    ``<unk>`` by its spelling (log P(<unk> | h) + log P_spell(w | w ∉ V)), ``penalty`` puts the
+    penalty in its place; ``unk`` and ``reject`` leave ``<unk>``'s own."""
+    if not score.oov_targets or policy in ("unk", "reject"):
+        return score.token_log_probs
+    if policy == "penalty":
+        out = list(score.token_log_probs)
+        for i in score.oov_targets:
+            out[i] = float(penalty)  # type: ignore[arg-type]
+        return out
+    return lm.spelled(score)  # "spell": apply_oov_policy checked that the model has one
 
 
 def candidates(
@@ -189,7 +210,7 @@ def candidates(
         fields = [("context", context)] + [
             (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
         ]
-        apply_oov_policy(lm, req, fields)
+        policy = apply_oov_policy(lm, req, fields)
     per, sizes = lm.position_cost(), [len(t) for t in token_lists]
     left = per * (len(context) + sum(sizes))
     yield left
@@ -199,17 +220,18 @@ def candidates(
             scores += (score or lm.score_candidates)(context, [token_lists[i] for i in group])
         left -= per * sum(sizes[i] for i in group)
         yield max(left, 0.0)
-    log_probs = [math.fsum(penalised(s.token_log_probs, s.oov_targets, req)) for s in scores]
+    log_probs = [math.fsum(oov_scored(lm, s, policy, req.oov_penalty)) for s in scores]
     observe_scores(
         name, sum(len(t) for t in token_lists), sum(s.oov for s in scores), log_probs, len(scores)
     )
     return schemas.CandidatesResponse(
         model=name,
-        normalized=req.oov != "penalty",
+        normalized=policy != "penalty",
+        oov=policy,
         context_tokens=context,
         context_oov_positions=lm.oov_indices(context),
         results=candidate_results(req.candidates, scores, log_probs),
-        warnings=unknown_words_warning(lm, [context, *token_lists]),
+        warnings=unknown_words_warning(lm, [context, *token_lists], policy),
     )
 
 
@@ -228,7 +250,7 @@ def predict(
     return schemas.PredictResponse(
         model=name,
         context_tokens=context,
-        warnings=unknown_words_warning(lm, [context]),
+        warnings=unknown_words_warning(lm, [context], "unk"),
         predictions=[
             schemas.Prediction(word=w, probability=math.exp(lp), log_prob=lp) for w, lp in top
         ],
@@ -242,9 +264,10 @@ def score_texts(
     req: schemas.ScoreRequest | schemas.RerankRequest,
     field: str,
     settings: Settings,
-) -> Work[tuple[list[schemas.SentenceResult], list[str]]]:
+) -> Work[tuple[list[schemas.SentenceResult], list[str], schemas.OovPolicy]]:
     """Score sentences, a slice of them at a time (each slice one padded batch); the shared
-    core of /v1/score and /v1/rerank. Returns the results and the answer's warnings."""
+    core of /v1/score and /v1/rerank. Returns the results, the answer's warnings and the OOV
+    policy applied."""
     with model_errors(name, {"sentences": field}):
         lm.require(Call.SCORE)
         lm = weighted(lm, req)
@@ -252,7 +275,8 @@ def score_texts(
         token_lists = [lm.tokenize(t) for t in texts]
         check_lengths(field, token_lists, settings.max_tokens)
         lm.check_scorable(token_lists, req.bos, req.eos)  # refused before its words are looked up
-        apply_oov_policy(lm, req, [(f"{field}[{i}]", t) for i, t in enumerate(token_lists)])
+        fields = [(f"{field}[{i}]", t) for i, t in enumerate(token_lists)]
+        policy = apply_oov_policy(lm, req, fields)
     per, sizes = lm.position_cost(), [len(t) + 2 for t in token_lists]
     left = per * sum(sizes)
     yield left
@@ -267,7 +291,7 @@ def score_texts(
         yield max(left, 0.0)
     results = []
     for s in scores:
-        lps = penalised(s.token_log_probs, s.oov_targets, req)
+        lps = oov_scored(lm, s, policy, req.oov_penalty)
         total = math.fsum(lps)
         results.append(
             schemas.SentenceResult(
@@ -287,15 +311,17 @@ def score_texts(
         [r.log_prob for r in results],
         None,
     )
-    return results, unknown_words_warning(lm, token_lists)
+    return results, unknown_words_warning(lm, token_lists, policy), policy
 
 
 def score(
     lm: LanguageModel, name: str, req: schemas.ScoreRequest, settings: Settings
 ) -> Work[schemas.ScoreResponse]:
-    results, warnings = yield from score_texts(lm, name, req.sentences, req, "sentences", settings)
+    results, warnings, policy = yield from score_texts(
+        lm, name, req.sentences, req, "sentences", settings
+    )
     return schemas.ScoreResponse(
-        model=name, normalized=req.oov != "penalty", results=results, warnings=warnings
+        model=name, normalized=policy != "penalty", oov=policy, results=results, warnings=warnings
     )
 
 
@@ -304,7 +330,7 @@ def rerank(
 ) -> Work[schemas.RerankResponse]:
     """N-best rescoring: combined = score + lm_weight * lm_log_prob + length_bonus * n_tokens."""
     texts = [h.text for h in req.hypotheses]
-    results, warnings = yield from score_texts(lm, name, texts, req, "hypotheses", settings)
+    results, warnings, policy = yield from score_texts(lm, name, texts, req, "hypotheses", settings)
     ranked = [
         schemas.RankedHypothesis(
             index=i,
@@ -319,8 +345,9 @@ def rerank(
     ]
     ranked.sort(key=lambda h: (-h.combined, h.index))  # best first; ties keep request order
     return schemas.RerankResponse(
-        model=name, normalized=req.oov != "penalty", hypotheses=ranked, warnings=warnings
-    )
+        model=name, normalized=policy != "penalty", oov=policy, hypotheses=ranked,
+        warnings=warnings,
+    )  # fmt: skip
 
 
 def fill(
@@ -338,7 +365,7 @@ def fill(
         fields = [("left", left), ("right", right)] + [
             (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
         ]
-        apply_oov_policy(lm, req, fields)
+        policy = apply_oov_policy(lm, req, fields)
     # a candidate costs its sentence (the sentence method), or a pass per token (bidirectional)
     per = lm.position_cost()
     sizes = [(len(left) + len(t) + len(right) + 2) * max(len(t), 1) for t in token_lists]
@@ -352,18 +379,19 @@ def fill(
         scores += part
         todo -= per * sum(sizes[i] for i in group)
         yield max(todo, 0.0)
-    log_probs = [math.fsum(penalised(s.token_log_probs, s.oov_targets, req)) for s in scores]
+    log_probs = [math.fsum(oov_scored(lm, s, policy, req.oov_penalty)) for s in scores]
     scored = sum(len(s.token_log_probs) for s in scores)  # whole sentences for the sentence method
     observe_scores(name, scored, sum(s.oov for s in scores), log_probs, len(scores))
     exact = method == "sentence" or all(len(t) == 1 for t in token_lists)
     return schemas.FillResponse(
         model=name,
         method=method,
-        normalized=exact and req.oov != "penalty",
+        normalized=exact and policy != "penalty",
+        oov=policy,
         left_tokens=left,
         right_tokens=right,
         results=candidate_results(req.candidates, scores, log_probs),
-        warnings=unknown_words_warning(lm, [left, right, *token_lists]),
+        warnings=unknown_words_warning(lm, [left, right, *token_lists], policy),
     )
 
 

@@ -3,6 +3,7 @@
 nextword train --train FILE --out DIR [options]     train a model (see nextword train --help)
 nextword ngram --train FILE --order N --out DIR     a Kneser-Ney n-gram model (or --import ARPA)
 nextword combine --model DIR --model DIR --out DIR  several models mixed per token (EM weights)
+nextword spell --model DIR                          an open vocabulary for an existing checkpoint
 nextword eval --model DIR --data FILE               perplexity of a model on a file, as JSON
 nextword info DIR                                   what a checkpoint holds, as JSON
 """
@@ -22,6 +23,7 @@ from model.text.corpus import SPLITS, CorpusError
 from model.training.combine import add_combine_arguments, run_combine
 from model.training.command import add_train_arguments, run_train
 from model.training.ngram import add_ngram_arguments, run_ngram
+from model.training.spell import add_spell_arguments, run_spell
 
 
 def info(args: argparse.Namespace) -> int:
@@ -38,6 +40,7 @@ def info(args: argparse.Namespace) -> int:
         "vocab_size": len(lm.vocab),
         "parameters": lm.num_parameters(),
         "checksum": lm.checksum,
+        "open_vocabulary": None if lm.spelling is None else lm.spelling.describe(),
         "metadata": lm.metadata,
     }
     sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
@@ -86,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_combine_arguments(combine_parser)
     combine_parser.set_defaults(run=run_combine)
+
+    spell_parser = commands.add_parser(
+        "spell", help="give a checkpoint an open vocabulary: words outside it scored by spelling"
+    )
+    add_spell_arguments(spell_parser)
+    spell_parser.set_defaults(run=run_spell)
 
     eval_parser = commands.add_parser("eval", help="perplexity of a model on a text file")
     eval_parser.add_argument("--model", required=True, help="checkpoint directory")

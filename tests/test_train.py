@@ -252,7 +252,11 @@ def test_eval_reports_penn_treebank_style_perplexity(
     assert main(["eval", "--model", str(out), "--data", str(data)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"tokens", "cross_entropy", "perplexity", "oov_rate", "task",
-                           "isolated_cross_entropy", "isolated_perplexity"}  # fmt: skip
+                           "isolated_cross_entropy", "isolated_perplexity", "open_cross_entropy",
+                           "open_perplexity", "open_isolated_cross_entropy",
+                           "open_isolated_perplexity"}  # fmt: skip
+    # the open vocabulary's figures: zebra and unicorn scored by spelling, not all of <unk>
+    assert result["open_perplexity"] > result["perplexity"]
     assert result["task"] == "next-word"  # a gap-filling model says "gap-filling"
     assert result["tokens"] == 6 + 5 + 2  # words plus one </s> per line
     assert result["oov_rate"] == pytest.approx(2 / 13, abs=1e-6)  # zebra, unicorn

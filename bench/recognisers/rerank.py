@@ -59,6 +59,8 @@ BONUSES = np.linspace(-16.0, 16.0, 129)  # nats per token, inside the weight: sc
 OOV_PENALTIES = np.linspace(-30.0, 0.0, 7)  # nats per out-of-vocabulary word
 BOOTSTRAP = 10_000  # resamples of the test lists for a paired difference's interval
 PROBE = -10.0  # a second call at this penalty tells how many OOV words each hypothesis has
+# the OOV policies scored besides the tuned penalty (``--oov-policies``): (policy, penalty)
+EXTRA_POLICIES: list[tuple[str, float | None]] = []
 
 
 @dataclass
@@ -139,25 +141,31 @@ def start_service(models: list[str], port: int) -> subprocess.Popen[bytes]:
 def lm_scores(utterances: list[Utterance], base_url: str, name: str) -> list[float]:
     """Each list's lm_log_prob (OOV words at 0), OOV count and n_tokens from two /v1/rerank
     calls (OOV penalty 0 and ``PROBE``: the difference counts the OOV words, so any penalty is
-    a sum away); returns ms per call (the first of each list's two)."""
+    a sum away); with ``--oov-policies``, also under the other policies (``unk``: every OOV
+    word all of <unk>; ``spell``: its share by spelling), as systems ``NAME+unk`` and
+    ``NAME+spell`` whose OOV words are already priced. Returns ms per call (the first of each
+    list's)."""
     client = NextwordClient(base_url, model=name, timeout=60.0)
     times = []
     for u in utterances:
         hypotheses = [{"text": t or "</s>", "score": 0.0} for t in u.texts]
-        by_penalty = {}
-        for penalty in (0.0, PROBE):
+        by_policy = {}
+        for policy, penalty in [("penalty", 0.0), ("penalty", PROBE), *EXTRA_POLICIES]:
             start = time.perf_counter()
             answer = client.rerank(
-                hypotheses, lm_weight=1.0, length_bonus=0.0, oov="penalty", oov_penalty=penalty
+                hypotheses, lm_weight=1.0, length_bonus=0.0, oov=policy, oov_penalty=penalty
             )
-            if penalty == 0.0:
+            if penalty == 0.0 and policy == "penalty":
                 times.append((time.perf_counter() - start) * 1e3)
             lm, n = np.zeros(len(u.texts)), np.zeros(len(u.texts))
             for h in answer.hypotheses:
                 lm[h.index], n[h.index] = h.lm_log_prob, h.n_tokens
-            by_penalty[penalty] = lm
-        u.lm[name], u.n_tokens = by_penalty[0.0], n
-        u.oov[name] = np.rint((by_penalty[0.0] - by_penalty[PROBE]) / -PROBE)
+            by_policy[policy, penalty] = lm
+        u.lm[name], u.n_tokens = by_policy["penalty", 0.0], n
+        u.oov[name] = np.rint((by_policy["penalty", 0.0] - by_policy["penalty", PROBE]) / -PROBE)
+        for policy, penalty in EXTRA_POLICIES:
+            u.lm[f"{name}+{policy}"] = by_policy[policy, penalty]
+            u.oov[f"{name}+{policy}"] = np.zeros(len(u.texts))  # priced: no penalty to tune
     return times
 
 
@@ -193,7 +201,7 @@ def tune(dev: list[Utterance], name: str) -> Weights:
     errs = padded(dev, [u.word_errs for u in dev], 0.0)
     rows = np.arange(len(dev))
     trials = []
-    for penalty in OOV_PENALTIES:
+    for penalty in OOV_PENALTIES if "+" not in name else [0.0]:  # +spell, +unk: priced
         penalised = lm + penalty * oov
         for weight in WEIGHTS:
             for bonus in BONUSES if weight > 0 else [0.0]:
@@ -276,9 +284,20 @@ def main() -> None:
     parser.add_argument("--url", help="a running service instead of starting one")
     parser.add_argument("--score-field", default="score", help="the hypotheses' recogniser score")
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
+    parser.add_argument(
+        "--oov-policies", action="store_true",
+        help="also rerank with each model's OOV words under 'spell' and 'unk' (issue 30): "
+        "systems NAME+spell and NAME+unk beside NAME (the tuned penalty); NAME+spell first",
+    )  # fmt: skip
     args = parser.parse_args()
     models = args.model or DEFAULT_MODELS
     names = [m.split("=", 1)[0] for m in models]
+    if args.oov_policies:
+        EXTRA_POLICIES[:] = [("spell", None), ("unk", None)]
+        names = [f"{names[0]}+spell"] + [
+            f"{n}{suffix}" for n in names for suffix in ("", "+unk", "+spell") if
+            f"{n}{suffix}" != f"{names[0]}+spell"
+        ]  # fmt: skip
     server = None
     url = args.url
     if url is None:
@@ -296,7 +315,8 @@ def main() -> None:
     try:
         for path in args.sets:
             utterances = load_set(path, args.score_field)
-            call_ms = {name: lm_scores(utterances, url, name) for name in names}
+            served = [m.split("=", 1)[0] for m in models]
+            call_ms = {name: lm_scores(utterances, url, name) for name in served}
             result = report(utterances, names)
             sizes = [len(u.texts) for u in utterances]
             result["mean_list_size"] = round(statistics.mean(sizes), 1)

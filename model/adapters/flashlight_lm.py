@@ -13,8 +13,9 @@ flashlight asks ``start``, ``score(state, word index)`` for each word a beam com
 ``finish(state)`` at the end of the utterance. The answers are natural-log probabilities under
 the model (``log P(word | <s> words so far)``; ``finish``: ``log P(</s> | …)``); the decoder
 applies its own ``lm_weight`` and ``word_score``, as it does with its KenLM model. A lexicon word
-outside the model's vocabulary is scored as ``<unk>``, plus ``oov_penalty`` (natural log, 0 by
-default).
+outside the model's vocabulary is scored as ``<unk>`` shared out by its spelling when the model
+has an open vocabulary (``nextword train`` builds one; over HTTP, the service's default), else
+as ``<unk>``'s whole probability; plus ``oov_penalty`` (natural log, 0 by default).
 
 flashlight identifies a history by an ``LMState`` object: ``state.child(k)`` is the same object
 each time it is asked, so the adapter keeps, per state, the words read and the score that led

@@ -15,7 +15,10 @@ the same parameters: the score of a word is ``alpha · (log P(word | text so far
 (natural log, ``<s>`` first, ``</s>`` added after the last word when ``score_boundary``), where
 ``oov`` is ``unk_score_offset`` (log10 units, as pyctcdecode's: −10 by default) times ln 10 for a
 word outside the vocabulary; a partial word that no vocabulary word starts with gets
-``unk_score_offset`` (scaled up past 6 characters), as pyctcdecode does.
+``unk_score_offset`` (scaled up past 6 characters), as pyctcdecode does. A model with an open
+vocabulary (``/v1/models``: ``open_vocabulary``; ``nextword train`` builds one) prices a whole
+OOV word itself, by its spelling, so ``oov`` is 0 for it and the offset applies to partial words
+only (``open_vocabulary=False`` restores the offset).
 
 ``tokenize`` turns a decoded word into the model's tokens: by default the model's own tokenizer
 in process and whitespace over HTTP; ``tokenize=treebank_split`` (``model.adapters.spelling``)
@@ -39,6 +42,7 @@ from model.adapters.scoring import (
     Scorer,
     http_scorer,
     in_process_scorer,
+    served_model,
     served_tokenizer,
     unigrams_of,
 )
@@ -69,10 +73,14 @@ class NextwordCTCLM:
         beta: float = 1.5,
         unk_score_offset: float = -10.0,
         score_boundary: bool = True,
+        open_vocabulary: bool = False,
     ) -> None:
         """``scorer`` answers candidates queries, ``tokenize`` splits a decoded word as the
-        model does, ``unigrams`` are the words a partial word may grow into."""
+        model does, ``unigrams`` are the words a partial word may grow into;
+        ``open_vocabulary``: the scorer already prices a whole OOV word (by its spelling), so
+        ``unk_score_offset`` applies to partial words only."""
         self._scorer, self._tokenize = scorer, tokenize
+        self.open_vocabulary = open_vocabulary
         self._words = {w for w in unigrams if w not in SPECIALS}
         self._prefixes = {w[:i] for w in self._words for i in range(1, len(w) + 1)}
         self.alpha, self.beta = 0.0, 0.0
@@ -87,6 +95,7 @@ class NextwordCTCLM:
     ) -> NextwordCTCLM:
         """Backed by a loaded model (a recurrent one gets a prefix cache if it has none);
         ``tokenize`` defaults to the model's own."""
+        params.setdefault("open_vocabulary", lm.spelling is not None)
         return cls(in_process_scorer(lm), tokenize or lm.tokenize, lm.vocab.tokens, **params)
 
     @classmethod
@@ -98,6 +107,8 @@ class NextwordCTCLM:
         the model's words (a service does not list its vocabulary), e.g. ``unigrams_of`` the
         same checkpoint. Tokens are sent as lists, as ``tokenize`` cut them: by default the
         served model's own tokenizer and normalisation (``served_tokenizer``)."""
+        if "open_vocabulary" not in params:
+            params["open_vocabulary"] = served_model(client).open_vocabulary is not None
         return cls(http_scorer(client), tokenize or served_tokenizer(client), unigrams, **params)
 
     # ------------------------------------------------------------ pyctcdecode's interface
@@ -153,7 +164,8 @@ class NextwordCTCLM:
         if not tokens and not end:
             return 0.0, prev_state
         ((log_prob, oov),) = self._scorer(list(prev_state), [tokens + (["</s>"] if end else [])])
-        raw = log_prob + (self.unk_score_offset * LN10 if oov else 0.0)
+        offset = 0.0 if self.open_vocabulary or not oov else self.unk_score_offset * LN10
+        raw = log_prob + offset
         return self.alpha * raw + (self.beta if tokens else 0.0), prev_state + tuple(tokens)
 
     def save_to_dir(self, filepath: str) -> None:

@@ -2,12 +2,15 @@
 far, and whether any of them is outside the vocabulary, in process or over HTTP.
 
 A ``Scorer`` takes the context's tokens and candidate token lists and answers, per candidate,
-``(log P (natural log), any token OOV)``: one ``/v1/candidates`` question. The pyctcdecode and
+``(log P (natural log), any token OOV)``: one ``/v1/candidates`` question. A model with an open
+vocabulary scores an OOV word by its spelling (``LanguageModel.spelled``, the service's default
+``oov: "spell"``), so a decoder needs no fixed OOV offset for it. The pyctcdecode and
 flashlight adapters are thin layers over it that combine the numbers as their decoder expects.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,7 +31,8 @@ def in_process_scorer(lm: LanguageModel) -> Scorer:
         lm.use_prefix_cache(CACHE_ENTRIES, CACHE_BYTES, None)
 
     def scorer(context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
-        return [(s.log_prob, s.oov) for s in lm.score_candidates(context, candidates)]
+        scores = lm.score_candidates(context, candidates)
+        return [(math.fsum(lm.spelled(s)), s.oov) for s in scores]  # OOV words by spelling
 
     return scorer
 
@@ -44,11 +48,9 @@ def http_scorer(client: Any) -> Scorer:
     return scorer
 
 
-def served_tokenizer(client: Any) -> Tokenizer:
-    """The tokenizer of the model a client asks (its ``model``, else the service's default), as
-    ``/v1/models`` describes it: normalisation included, so a decoder's words are cut into the
-    model's tokens here exactly as the service would cut a string (``CAT`` → ``cat`` for a
-    model trained with ``--normalize spoken``)."""
+def served_model(client: Any) -> Any:
+    """``/v1/models``' description of the model a client asks (its ``model``, else the
+    service's default)."""
     listed = client.models()
     name = getattr(client, "model", None) or listed.default
     described = [m for m in listed.models if m.name == name]
@@ -56,7 +58,15 @@ def served_tokenizer(client: Any) -> Tokenizer:
         raise ValueError(
             f"the service has no model {name!r}; it has {[m.name for m in listed.models]}"
         )
-    return Tokenizer.from_dict(described[0].tokenizer)
+    return described[0]
+
+
+def served_tokenizer(client: Any) -> Tokenizer:
+    """The tokenizer of the model a client asks (its ``model``, else the service's default), as
+    ``/v1/models`` describes it: normalisation included, so a decoder's words are cut into the
+    model's tokens here exactly as the service would cut a string (``CAT`` → ``cat`` for a
+    model trained with ``--normalize spoken``)."""
+    return Tokenizer.from_dict(served_model(client).tokenizer)
 
 
 def unigrams_of(lm: LanguageModel) -> Sequence[str]:

@@ -56,6 +56,7 @@ from model.inference.interpolated_lm import MAX_COMPONENTS, InterpolatedLM, norm
 from model.inference.network_lm import NetworkLM
 from model.inference.ngram_lm import NgramLM
 from model.inference.recurrent_lm import RecurrentLM
+from model.inference.spelling import SpellingError, SpellingModel
 from model.network.bidirectional import BiRNNLM
 from model.network.recurrent import RNNLM, ModelConfig, NetworkState
 from model.ngram.checks import MAX_ORDER as MAX_NGRAM_ORDER
@@ -80,6 +81,7 @@ FILE_MODE = 0o644
 COMPONENTS_DIR = "components"  # an interpolation's copies of its models: components/<sha12>
 COMPONENT_RE = re.compile(r"[0-9a-f]{12}")
 START_ROLE = "start_state"  # a stream-trained model's sentence start state (optional)
+SPELLING_ROLE = "spelling"  # the open vocabulary's character model (optional, any kind)
 T = TypeVar("T")
 
 
@@ -149,6 +151,8 @@ def save_checkpoint(
     vocab_bytes = json.dumps(lm.vocab.to_dict(), ensure_ascii=False).encode("utf-8")
     weights = lm.tensors() if isinstance(lm, NgramLM | InterpolatedLM) else lm.net.params
     groups = {"weights": weights, **(extra_tensors or {})}
+    if lm.spelling is not None:  # the open vocabulary, whatever the kind
+        groups[SPELLING_ROLE] = lm.spelling.tensors()
     if isinstance(lm, NetworkLM) and isinstance(lm.net, RNNLM) and lm.net.start is not None:
         groups[START_ROLE] = {
             f"{layer}.{k}": t.astype(lm.net.dtype)
@@ -175,6 +179,7 @@ def save_checkpoint(
         "files": files,
         "roles": roles,
         "metadata": dict(metadata or {}),
+        **({} if lm.spelling is None else {SPELLING_ROLE: lm.spelling.to_dict()}),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False).encode())
@@ -184,6 +189,28 @@ def save_checkpoint(
     if isinstance(lm, InterpolatedLM):
         _drop_stale_components(directory, architecture)
     return directory
+
+
+def save_spelling(directory: str | Path, spelling: SpellingModel | None) -> None:
+    """Give the checkpoint in ``directory`` this spelling model (None: none), leaving every
+    other file as it is: its data file is written first, then config.json atomically, and the
+    result is loaded (and so checked) before the replaced spelling file is removed."""
+    directory = Path(directory)
+    config = read_config(directory)
+    old = config["roles"].pop(SPELLING_ROLE, None)
+    config.pop(SPELLING_ROLE, None)
+    if spelling is not None:
+        data = save_safetensors(spelling.tensors())
+        name, entry = _data_file(directory, SPELLING_ROLE, "safetensors", data)
+        config["files"][name], config["roles"][SPELLING_ROLE] = entry, name
+        config[SPELLING_ROLE] = spelling.to_dict()
+    if old is not None and old not in config["roles"].values():
+        config["files"].pop(old, None)
+    config["saved_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False).encode())
+    load_checkpoint(directory)  # what was written loads
+    if old is not None and old not in config["files"]:
+        (directory / old).unlink(missing_ok=True)
 
 
 def _save_components(directory: Path, lm: InterpolatedLM) -> dict[str, Any]:
@@ -393,30 +420,49 @@ def _config_stamp(directory: Path) -> tuple[int, int, int] | None:
 def _load(
     directory: Path, dtype: type | np.dtype[Any]
 ) -> RecurrentLM | GapFillingLM | NgramLM | InterpolatedLM:
+    """The model of the checkpoint's kind, with its spelling model (every kind may have one)."""
     with as_checkpoint_error(directory):
         config = read_config(directory)
-        where = directory / CONFIG_FILE
-        kind = config["model"].get("kind")
-        if START_ROLE in config["roles"] and (kind or config["model"].get("bidirectional")):
+        lm = _load_kind(directory, config, dtype)
+        if (SPELLING_ROLE in config) != (SPELLING_ROLE in config["roles"]):
             raise CheckpointError(
-                f"{where}: roles lists a {START_ROLE} file, which only a left-to-right "
-                "recurrent model has"
+                f"{directory / CONFIG_FILE}: a spelling section needs its spelling file, and "
+                "the reverse"
             )
-        if kind == "ngram":
-            return _load_ngram(directory, config)
-        if kind == "interpolation":
-            return _load_interpolation(directory, config, dtype)
-        model_config = _section(where, "model", ModelConfig.from_dict, config)
-        tokenizer = _section(where, "tokenizer", Tokenizer.from_dict, config)
-        vocab = _load_vocab(directory, config, model_config.vocab_size)
-        params = _load_params(directory, config)
-        checksum = model_checksum(config)
-        metadata = dict(config.get("metadata", {}))
-        network = BiRNNLM if model_config.bidirectional else RNNLM
-        net = _build(network, model_config, params, dtype, directory, config)
-        if isinstance(net, RNNLM) and START_ROLE in config["roles"]:
-            net.start = _load_start_state(directory, config, net)
-        return language_model(net, vocab, tokenizer, metadata, checksum)
+        if SPELLING_ROLE in config:
+            tensors = load_tensors(directory, SPELLING_ROLE, config)
+            try:
+                lm.use_spelling(SpellingModel.from_parts(config[SPELLING_ROLE], tensors))
+            except SpellingError as e:
+                raise CheckpointError(f"{directory / CONFIG_FILE}: {e}") from None
+        return lm
+
+
+def _load_kind(
+    directory: Path, config: dict[str, Any], dtype: type | np.dtype[Any]
+) -> RecurrentLM | GapFillingLM | NgramLM | InterpolatedLM:
+    where = directory / CONFIG_FILE
+    kind = config["model"].get("kind")
+    if START_ROLE in config["roles"] and (kind or config["model"].get("bidirectional")):
+        raise CheckpointError(
+            f"{where}: roles lists a {START_ROLE} file, which only a left-to-right "
+            "recurrent model has"
+        )
+    if kind == "ngram":
+        return _load_ngram(directory, config)
+    if kind == "interpolation":
+        return _load_interpolation(directory, config, dtype)
+    model_config = _section(where, "model", ModelConfig.from_dict, config)
+    tokenizer = _section(where, "tokenizer", Tokenizer.from_dict, config)
+    vocab = _load_vocab(directory, config, model_config.vocab_size)
+    params = _load_params(directory, config)
+    checksum = model_checksum(config)
+    metadata = dict(config.get("metadata", {}))
+    network = BiRNNLM if model_config.bidirectional else RNNLM
+    net = _build(network, model_config, params, dtype, directory, config)
+    if isinstance(net, RNNLM) and START_ROLE in config["roles"]:
+        net.start = _load_start_state(directory, config, net)
+    return language_model(net, vocab, tokenizer, metadata, checksum)
 
 
 def language_model(

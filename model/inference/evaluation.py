@@ -28,14 +28,18 @@ def evaluate_file(
 ) -> dict[str, Any]:
     """{"tokens", "cross_entropy", "perplexity", "oov_rate", "task"} of ``lm`` on the file, and
     for a next-word model "isolated_cross_entropy" and "isolated_perplexity": each sentence
-    read on its own (from the start state), as the service scores text.
+    read on its own (from the start state), as the service scores text. A model with a
+    spelling model adds "open_" figures of both: over every word, each word outside the
+    vocabulary scored by its spelling's share of ``<unk>`` (the other figures give it all of
+    ``<unk>``, the closed-vocabulary convention of published Penn Treebank figures).
 
     With ``batch_size`` 1 (the default) a left-to-right model reads the whole file as one
     sequence, exactly as published Penn Treebank figures are computed. Raises NonFiniteError
     when there is no perplexity: the model's output is not finite on the text, or the
     cross-entropy is so high (above ~709.78 nats) that its exponential overflows.
     """
-    result = lm.evaluate(load_sentences(path, lm.tokenizer, split), batch_size)
+    sentences = load_sentences(path, lm.tokenizer, split)
+    result = lm.evaluate(sentences, batch_size)
     figures: dict[str, Any] = {
         "tokens": result.tokens,
         "cross_entropy": round(result.cross_entropy, 6),
@@ -46,6 +50,16 @@ def evaluate_file(
     if result.isolated_cross_entropy is not None:
         figures["isolated_cross_entropy"] = round(result.isolated_cross_entropy, 6)
         figures["isolated_perplexity"] = finite_perplexity(result.isolated_cross_entropy)
+    if lm.spelling is not None:  # the open vocabulary: each OOV word's share of <unk> added
+        spelled = math.fsum(
+            lm.spelling.log_prob(w) for s in sentences for w in s if w not in lm.vocab
+        )
+        for name in ("", "isolated_"):
+            closed = figures.get(f"{name}cross_entropy")
+            if closed is not None:
+                open_ce = closed - spelled / max(result.tokens, 1)
+                figures[f"open_{name}cross_entropy"] = round(open_ce, 6)
+                figures[f"open_{name}perplexity"] = finite_perplexity(open_ce)
     return figures
 
 

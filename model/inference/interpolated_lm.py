@@ -156,7 +156,9 @@ class InterpolatedLM(LanguageModel):
         for r, p in zip(owners, first, strict=True):
             lps = mixed[at : at + len(p.token_log_probs)]
             at += len(lps)
-            out[r].append(CandidateScore(p.tokens, math.fsum(lps), lps, p.oov, p.oov_targets))
+            out[r].append(
+                CandidateScore(p.tokens, math.fsum(lps), lps, p.oov, p.oov_targets, p.targets)
+            )
         return out
 
     def next_log_probs(self, context: Text) -> np.ndarray:

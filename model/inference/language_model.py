@@ -16,7 +16,8 @@ Conventions, stated once here and relied on by the service:
   ``bos=False`` the first token is given as context and only the following tokens are scored.
   ``eos=True`` also scores ``</s>`` after the last token.
 - Tokens outside the vocabulary are scored as ``<unk>``; every score says which of its targets
-  were (``oov_targets``), so a caller can replace their log-probabilities with a penalty.
+  were (``oov_targets``, ``oov_words()``), so a caller can add their spelling's share
+  (``spelling``: the open vocabulary) or replace them with a penalty.
 - Bad arguments raise ``InputError`` naming the argument and item; these errors know nothing of
   HTTP (the service maps them to 422 answers in one place).
 """
@@ -34,6 +35,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import numpy as np
 
 from model.inference.prefix_cache import CacheObserver
+from model.inference.spelling import SpellingModel
 from model.text.tokenize import Tokenizer
 from model.text.vocab import SPECIALS, Vocabulary
 
@@ -58,6 +60,14 @@ class CandidateScore:
     token_log_probs: list[float]  # one per scored target (see the call for which they are)
     oov: bool  # any of the candidate's tokens is outside the vocabulary (scored as <unk>)
     oov_targets: list[int]  # indices into token_log_probs whose target is outside it
+    # the targets token_log_probs score, when they are not the candidate's tokens (the
+    # sentence method of fill scores the whole sentence)
+    targets: list[str] | None = None
+
+    def oov_words(self) -> list[str]:
+        """The words of the OOV targets, in the order of ``oov_targets``."""
+        targets = self.tokens if self.targets is None else self.targets
+        return [targets[i] for i in self.oov_targets]
 
 
 @dataclass
@@ -69,6 +79,10 @@ class SentenceScore:
     perplexity: float  # exp(-log_prob / len(targets))
     oov_positions: list[int]  # indices into tokens
     oov_targets: list[int]  # indices into targets
+
+    def oov_words(self) -> list[str]:
+        """The words of the OOV targets, in the order of ``oov_targets``."""
+        return [self.targets[i] for i in self.oov_targets]
 
 
 class GapScores(NamedTuple):
@@ -129,6 +143,7 @@ class LanguageModel(ABC):
         self.vocab, self.tokenizer = vocab, tokenizer
         self.metadata = dict(metadata or {})  # training metadata and metrics from the checkpoint
         self.checksum = checksum  # sha256 of the weights file it was loaded from
+        self.spelling: SpellingModel | None = None  # the open vocabulary (``use_spelling``)
         self.steps_run = 0  # network time steps computed for requests (for metrics)
         self._steps_lock = threading.Lock()  # requests run in several threads
 
@@ -175,6 +190,26 @@ class LanguageModel(ABC):
     def tokenize(self, text: Text) -> list[str]:
         """A string goes through the model's tokenizer; a list of tokens is taken as it is."""
         return self.tokenizer(text) if isinstance(text, str) else [str(t) for t in text]
+
+    def use_spelling(self, spelling: SpellingModel | None) -> None:
+        """Give each word outside the vocabulary its share of ``<unk>``'s probability by its
+        spelling (``model.inference.spelling``), fitted here to this model's vocabulary."""
+        self.spelling = None if spelling is None else spelling.fit(self.vocab.tokens)
+
+    def spelled(self, score: CandidateScore | SentenceScore) -> list[float]:
+        """``score``'s token log-probabilities over the open vocabulary: each OOV target's
+        ``<unk>`` plus its word's share by spelling, log P(<unk> | h) + log P_spell(w | w ∉ V)
+        (as they are for a model without a spelling model)."""
+        if self.spelling is None or not score.oov_targets:
+            return score.token_log_probs
+        out = list(score.token_log_probs)
+        for i, word in zip(score.oov_targets, score.oov_words(), strict=True):
+            out[i] += self.spelling.log_prob(word)
+        return out
+
+    def open_vocabulary(self) -> str | None:
+        """The open-vocabulary method this model has (``/v1/models`` reports it), or None."""
+        return None if self.spelling is None else self.spelling.to_dict()["method"]
 
     def is_oov(self, token: str) -> bool:
         return token not in self.vocab
@@ -250,7 +285,12 @@ class LanguageModel(ABC):
             "sentence",
             [
                 CandidateScore(
-                    t, s.log_prob, s.token_log_probs, any(map(self.is_oov, t)), s.oov_targets
+                    t,
+                    s.log_prob,
+                    s.token_log_probs,
+                    any(map(self.is_oov, t)),
+                    s.oov_targets,
+                    s.targets,
                 )
                 for t, s in zip(token_lists, sentences, strict=True)
             ],

@@ -26,8 +26,10 @@ from model.inference.checkpoint import CheckpointError, load_checkpoint, save_ch
 from model.inference.evaluation import evaluate_file, finite_perplexity
 from model.inference.interpolated_lm import InterpolatedLM, fit_weights
 from model.inference.language_model import LanguageModel
+from model.inference.spelling import SpellingModel
 from model.network.layers import NonFiniteError
 from model.text.corpus import SPLITS, CorpusError, load_sentences
+from model.text.vocab import SPECIALS
 from model.training.snapshot import TrainingError
 from model.training.trainer import check_output_dir
 
@@ -129,6 +131,12 @@ def build(args: argparse.Namespace) -> InterpolatedLM:
         metadata["valid_perplexity"] = mixed
     metadata |= {"task": lm.task, "nextword_version": model.__version__,
                  "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    # the open vocabulary: the components share one vocabulary, so the first spelling model
+    # among them serves the mixture (its P(<unk> | h) shared out by spelling); none has one:
+    # one from the vocabulary's words
+    spelling = next((c.spelling for c in components if c.spelling is not None), None)
+    known = [t for t in lm.vocab.tokens if t not in SPECIALS]
+    lm.use_spelling(spelling or SpellingModel.train(known, source="vocabulary"))
     if args.test:
         result = evaluate_file(lm, args.test, split)
         metadata |= {f"test_{k}": v for k, v in result.items()}

@@ -22,13 +22,14 @@ import model
 from model.inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.inference.evaluation import evaluate_file
 from model.inference.ngram_lm import NgramLM
+from model.inference.spelling import SpellingModel
 from model.network.layers import NonFiniteError
 from model.ngram.arpa import ArpaError, read_arpa, write_arpa
 from model.ngram.checks import MAX_ORDER, MIN_IDS
 from model.ngram.kneser_ney import FALLBACK_DISCOUNTS, estimate, prune_thresholds
 from model.text.corpus import SPLITS, CorpusError, file_sha256, load_sentences
 from model.text.tokenize import NORMALIZATIONS, TOKENIZERS, Tokenizer
-from model.text.vocab import Vocabulary
+from model.text.vocab import SPECIALS, Vocabulary
 from model.training.snapshot import TrainingError
 from model.training.trainer import check_output_dir
 
@@ -150,6 +151,14 @@ def build(args: argparse.Namespace) -> NgramLM:
             log(f"orders {fell_back}: too few n-grams seen 1-4 times to estimate the discounts; "
                 f"using {list(FALLBACK_DISCOUNTS)} (as lmplz --discount_fallback)")  # fmt: skip
     lm = NgramLM(tables, vocab, tokenizer)
+    # the open vocabulary: the spelling of every word type of the text (an imported ARPA file
+    # brings no text: the vocabulary's words)
+    words = [t for t in vocab.tokens if t not in SPECIALS]
+    if not args.arpa:
+        words += {w for sentence in sentences for w in sentence} - set(SPECIALS)
+    lm.use_spelling(
+        SpellingModel.train(words, source="vocabulary" if args.arpa else "training text")
+    )
     metadata |= {"task": lm.task, "nextword_version": model.__version__,
                  "tokenizer_libraries": tokenizer.library_versions(),
                  "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip

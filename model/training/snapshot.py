@@ -36,12 +36,13 @@ from model.inference.checkpoint import (
 )
 from model.inference.gap_filling_lm import GapFillingLM
 from model.inference.recurrent_lm import RecurrentLM
+from model.inference.spelling import SpellingModel
 from model.network.bidirectional import BiRNNLM
 from model.network.recurrent import RNNLM, NetworkState
 from model.text.batches import batchify, sentence_stream, target_mask
 from model.text.corpus import CorpusError, file_sha256, load_sentences
 from model.text.tokenize import Tokenizer
-from model.text.vocab import Vocabulary
+from model.text.vocab import SPECIALS, Vocabulary
 from model.training.config import RESUMABLE_CHANGES, TrainConfig
 from model.training.optim import SGD, Adam, NormCap, make_optimizer
 from model.training.tasks import task_for
@@ -75,6 +76,7 @@ class Corpus:
     info: dict[str, Any]  # paths, checksums and token counts, stored in the checkpoint
     train_sentences: list[np.ndarray]  # ids of each sentence (the gap-filling model's unit)
     valid_sentences: list[np.ndarray]
+    spelling: SpellingModel | None = None  # the open vocabulary, of every word type of train
 
 
 def prepare_corpus(cfg: TrainConfig) -> tuple[TrainConfig, Corpus]:
@@ -132,6 +134,9 @@ def prepare_corpus(cfg: TrainConfig) -> tuple[TrainConfig, Corpus]:
         info,
         train_ids,
         valid_ids,
+        SpellingModel.train(
+            {w for sentence in train for w in sentence} - set(SPECIALS), source="training text"
+        ),
     )
 
 

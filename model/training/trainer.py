@@ -285,6 +285,7 @@ def end_epoch(run: Run, speed: float) -> None:
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         lm = language_model(state.net, corpus.vocab, corpus.tokenizer)
+        lm.use_spelling(corpus.spelling)  # words outside the vocabulary scored by spelling
         with run.writing(f"the best model in {out}"):
             save_checkpoint(out, lm, metadata)
     else:

@@ -146,12 +146,18 @@ def test_the_page_shows_candidate_and_next_word_bars(server: str) -> None:
             "#predictions .row", "rows => rows.map(r => [r.dataset.word, Number(r.dataset.value)])"
         )
         widths = page.eval_on_selector_all("#results .bar", "bars => bars.map(b => b.style.width)")
+        marks = page.eval_on_selector_all("#results .oov", "ms => ms.map(m => m.textContent)")
+        note = page.text_content("#oov-note")
         browser.close()
     api = httpx.post(
         f"{server}/v1/candidates",
         json={"context": "the time", "candidates": ["traveller", "machine", "zebra"]},
     ).json()
     assert [w for w, _ in rows] == ["traveller", "machine", "zebra"]
+    # the unknown word is marked, and the page says how it was scored: this checkpoint, older
+    # than the open vocabulary, has no spelling model, so <unk>'s whole probability
+    assert api["oov"] == "unk" and marks == [" (unknown word)"]
+    assert note is not None and "the whole probability of an unknown word" in note
     assert [v for _, v in rows] == pytest.approx([r["share"] for r in api["results"]], rel=1e-9)
     assert len(predictions) == 10
     top = httpx.post(f"{server}/v1/predict", json={"context": "the time", "k": 10}).json()[

@@ -10,6 +10,7 @@ import pytest
 from model.adapters.flashlight_lm import flashlight_lm
 from model.adapters.scoring import http_scorer, served_tokenizer, unigrams_of
 from model.inference.recurrent_lm import RecurrentLM
+from model.inference.spelling import SpellingModel
 from model.text.tokenize import Tokenizer
 from tests.model.served import served_client
 
@@ -104,3 +105,20 @@ def test_lexicon_words_are_read_in_the_models_form(tiny_lm: RecurrentLM) -> None
             assert second == pytest.approx(lp(tiny_lm, ["the"], ["new"]), abs=1e-5)
             state, nothing = fl.score(state, 3)  # only punctuation: no tokens, no step
             assert nothing == 0.0 and fl.histories[state] == ("the", "new")
+
+
+def test_an_open_vocabulary_prices_lexicon_words_outside_it_by_spelling(
+    tiny_lm: RecurrentLM,
+) -> None:
+    tiny_lm.use_spelling(SpellingModel.train(["the", "cat", "zebra"], order=3))
+    assert tiny_lm.spelling is not None
+    words = ["the", "zebra"]
+    fl = flashlight_lm(tiny_lm, words)
+    the, _ = fl.score(fl.start(False), 0)
+    _, zebra = fl.score(the, 1)
+    want = lp(tiny_lm, ["the"], ["zebra"]) + tiny_lm.spelling.log_prob("zebra")
+    assert zebra == pytest.approx(want, abs=1e-9)
+    with served_client(tiny_lm) as client:
+        remote = flashlight_lm(http_scorer(client), words)
+        a, _ = remote.score(remote.start(False), 0)
+        assert remote.score(a, 1)[1] == pytest.approx(want, abs=1e-5)

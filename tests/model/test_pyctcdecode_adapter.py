@@ -12,6 +12,7 @@ import pytest
 from model.adapters.pyctcdecode_lm import AVG_TOKEN_LEN, NextwordCTCLM, unigrams_of
 from model.adapters.spelling import treebank_split
 from model.inference.recurrent_lm import RecurrentLM
+from model.inference.spelling import SpellingModel
 from model.network.recurrent import RNNLM, ModelConfig
 from model.text.tokenize import Tokenizer
 from model.text.vocab import Vocabulary
@@ -169,3 +170,27 @@ def test_a_spoken_form_model_reads_a_decoders_capitals_in_process_and_over_http(
             score, state = adapter.score((), "NEW")
             assert state == ("new",)
             assert score == pytest.approx(lp(tiny_lm, [], ["new"]), abs=1e-5)
+
+
+def test_an_open_vocabulary_prices_oov_words_by_spelling_in_process_and_over_http(
+    tiny_lm: RecurrentLM,
+) -> None:
+    """With a spelling model, a whole OOV word scores <unk> plus its spelling's share and no
+    offset (detected in process and from /v1/models); partial words keep pyctcdecode's offset."""
+    tiny_lm.use_spelling(SpellingModel.train(["the", "cat", "zebra", "zoo"], order=3))
+    assert tiny_lm.spelling is not None
+    local = NextwordCTCLM.in_process(tiny_lm, alpha=0.7, beta=1.0, unk_score_offset=-4.0)
+    assert local.open_vocabulary
+    state = ("the", "cat")
+    want = lp(tiny_lm, list(state), ["zebra"]) + tiny_lm.spelling.log_prob("zebra")
+    assert local.score(state, "zebra")[0] == pytest.approx(0.7 * want + 1.0, abs=1e-9)
+    assert local.score_partial_token("zq") == -4.0
+    with served_client(tiny_lm) as client:
+        remote = NextwordCTCLM.http(client, unigrams_of(tiny_lm), alpha=0.7, beta=1.0,
+                                    unk_score_offset=-4.0)  # fmt: skip
+        assert remote.open_vocabulary
+        assert remote.score(state, "zebra")[0] == pytest.approx(0.7 * want + 1.0, abs=1e-5)
+    closed = NextwordCTCLM.in_process(tiny_lm, unk_score_offset=-4.0, open_vocabulary=False)
+    assert closed.score(state, "zebra")[0] == pytest.approx(
+        0.5 * (want - 4.0 * LN10) + 1.5, abs=1e-9
+    )
