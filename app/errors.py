@@ -15,11 +15,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from app.registry import ModelNotFoundError, NotReadyError
-from app.scheduler import Busy
+from app.scheduler import Busy, ClientGone
 from app.service import RequestError
 
 log = logging.getLogger("nextword")
@@ -139,6 +139,12 @@ async def busy(_: Request, exc: Busy) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, 503, headers={"Retry-After": str(exc.retry_after)})
 
 
+async def client_gone(_: Request, __: ClientGone) -> Response:
+    """The client disconnected and its work was dropped: nobody reads this answer (nginx's
+    499, "client closed request", for the logs and metrics)."""
+    return Response(status_code=499)
+
+
 async def out_of_memory(request: Request, _: MemoryError) -> JSONResponse:
     """The worker's memory limit reached (a limit below what its settings need): this request
     fails, the worker lives on, and the client is told to come back."""
@@ -164,4 +170,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotReadyError, not_ready)  # type: ignore[arg-type]
     app.add_exception_handler(Busy, busy)  # type: ignore[arg-type]
     app.add_exception_handler(MemoryError, out_of_memory)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientGone, client_gone)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected)

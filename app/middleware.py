@@ -83,10 +83,16 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+COMPUTE_PATHS = frozenset(
+    f"/v1/{call}" for call in ("candidates", "predict", "score", "rerank", "fill")
+)
+
+
 class ConcurrencyLimit:
     """ASGI middleware: 503 (with Retry-After) when ``limit`` requests are already in progress,
-    or when this client's work queued on the compute thread is already over its limit
-    (``FairScheduler.admit``): refused before the body is read, in well under a millisecond.
+    when this client holds half of them, or (on the scoring endpoints) when its work queued on
+    the compute thread is already over its limit (``FairScheduler.admit``): refused before the
+    body is read, in well under a millisecond.
 
     A bounded queue instead of an unbounded one: an overloaded worker says so at once. Health,
     readiness and metrics are never refused, so probes still tell the truth under load.
@@ -96,27 +102,39 @@ class ConcurrencyLimit:
 
     def __init__(self, app: ASGIApp, limit: int, scheduler: FairScheduler | None = None) -> None:
         self.app, self.limit, self.active, self.scheduler = app, limit, 0, scheduler
+        # one client may hold half the slots: the others always find room (a client's own
+        # requests beyond it wait on its side, not in everyone's way)
+        self.per_client = max(1, limit // 2)
+        self.by_client: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.EXEMPT:
             await self.app(scope, receive, send)
             return
         refusal = None
+        client = client_of(scope)
         if self.active >= self.limit:
             refusal = f"busy: {self.limit} requests in progress; retry", 1
-        elif self.scheduler is not None:
+        elif self.by_client.get(client, 0) >= self.per_client:
+            refusal = (f"busy: this client has {self.per_client} requests in progress, the most "
+                       "one client may; wait for their answers", 1)  # fmt: skip
+        elif self.scheduler is not None and scope["path"] in COMPUTE_PATHS:
             try:
-                self.scheduler.admit(client_of(scope))
+                self.scheduler.admit(client)
             except Busy as busy:
                 refusal = busy.detail, busy.retry_after
         if refusal is not None:
             await self.refuse(scope, send, *refusal)
             return
         self.active += 1  # one event loop per worker: no lock needed
+        self.by_client[client] = self.by_client.get(client, 0) + 1
         try:
             await self.app(scope, receive, send)
         finally:
             self.active -= 1
+            self.by_client[client] -= 1
+            if not self.by_client[client]:
+                del self.by_client[client]
 
     async def refuse(self, scope: Scope, send: Send, detail: str, retry_after: int) -> None:
         body = json.dumps({"detail": detail}).encode()

@@ -11,20 +11,24 @@ one slice at a time, so only one slice's arrays are alive, and between two slice
    queueing: a client that becomes active starts at the least time of those already waiting,
    so it gets no credit for having been idle);
 2. within that client, a request not yet started (its first slice validates it and gives its
-   cost), else the one with the least estimated work left (the shortest first).
+   cost), else the one that has had the fewest slices (a client's requests share its turns, so
+   a small one finishes in a few and a large one is never starved by a stream of small ones).
 
-A small request therefore waits for at most the slice in progress, whoever else is busy. A
-client whose queued work would take longer than ``max_queue_s`` (at the throughput measured on
-this worker) is refused with 503 and ``Retry-After`` at once, without waiting in line.
+A slice is sized to take about ``SLICE_SECONDS`` at the rate measured for its kind of work (a
+model and an endpoint: an n-gram's positions and an LSTM's differ a thousandfold), so a small
+request waits for about one slice, whoever else is busy. A client whose queued work would take
+longer than ``max_queue_s`` at those rates is refused with 503 and ``Retry-After`` at once,
+without waiting in line. A request whose client disconnects is dropped before its next slice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,7 +38,14 @@ T = TypeVar("T")
 # each slice; returns the response. Cost units: scored positions × output rows (``work_cost``).
 Work = Generator[float, None, T]
 
-INITIAL_RATE = 2e9  # cost units a second assumed before any slice is measured (order: 1 core)
+INITIAL_RATE = 2e10  # cost units a second assumed for a kind of work before it is measured
+SLICE_SECONDS = 0.015  # the time a slice aims at
+DECAY = 0.9  # weight of the past in a kind's measured rate (sums of work and time)
+log = logging.getLogger("nextword")
+
+
+class ClientGone(Exception):  # noqa: N818 - named for what happened
+    """The client disconnected before its answer was ready: the work was dropped."""
 
 
 class Busy(Exception):  # noqa: N818 - the name the middleware and handlers speak of
@@ -52,7 +63,9 @@ class Job:
     future: Future[Any]
     left: float  # estimated cost still to do
     seq: int  # arrival order: ties go to the older
+    kind: str = ""  # what kind of work (model and endpoint): its measured rate applies
     started: bool = False
+    runs: int = 0  # slices run
 
 
 @dataclass
@@ -66,7 +79,8 @@ class FairScheduler:
 
     def __init__(self, max_queue_s: float) -> None:
         self.max_queue_s = max_queue_s
-        self.rate = INITIAL_RATE  # cost units a second, a moving average of slices measured
+        # per kind of work: decayed sums of the cost done and the seconds it took
+        self.measured: dict[str, tuple[float, float]] = {}
         self.clients: dict[str, Client] = {}
         self.cond = threading.Condition()
         self.thread: threading.Thread | None = None
@@ -75,13 +89,29 @@ class FairScheduler:
         self.slices = 0  # slices run (for tests and metrics)
 
     # ------------------------------------------------------------ the event loop's side
-    async def run(self, client: str, work: Work[T]) -> T:
-        """The result of ``work``, computed in turn; raises what the work raises, or ``Busy``."""
+    def rate(self, kind: str) -> float:
+        """Cost units a second measured for ``kind`` (``INITIAL_RATE`` before any)."""
+        work, seconds = self.measured.get(kind, (0.0, 0.0))
+        return work / seconds if seconds > 1e-3 else INITIAL_RATE
+
+    def slice_cost(self, kind: str) -> float:
+        """The cost a slice of ``kind`` may have: about ``SLICE_SECONDS`` of compute."""
+        return self.rate(kind) * SLICE_SECONDS
+
+    async def run(
+        self,
+        client: str,
+        work: Work[T],
+        kind: str = "",
+        disconnected: Callable[[], Awaitable[None]] | None = None,
+    ) -> T:
+        """The result of ``work``, computed in turn; raises what the work raises, ``Busy``, or
+        ``ClientGone`` when ``disconnected`` (awaited beside the work) returns first."""
         future: Future[T] = Future()
         with self.cond:
             self._start_thread()
             self.seq += 1
-            job = Job(client, work, future, math.inf, self.seq)
+            job = Job(client, work, future, math.inf, self.seq, kind)
             entry = self.clients.get(client)
             if entry is None or not entry.jobs:  # (re)joining: level with the least time waiting
                 waiting = [c.vtime for c in self.clients.values() if c.jobs]
@@ -89,14 +119,28 @@ class FairScheduler:
                 entry.vtime = max(entry.vtime, min(waiting, default=entry.vtime))
             entry.jobs.append(job)
             self.cond.notify()
-        return await asyncio.wrap_future(future)
+        answer = asyncio.wrap_future(future)
+        if disconnected is None:
+            return await answer
+        gone: asyncio.Future[Any] = asyncio.ensure_future(disconnected())
+        try:
+            await asyncio.wait([answer, gone], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the request itself cancelled: so is its work
+            answer.cancel()
+            raise
+        finally:
+            gone.cancel()
+        if answer.done():
+            return answer.result()
+        answer.cancel()  # cancels the job's future: dropped before its next slice
+        raise ClientGone
 
     def queued_seconds(self, client: str) -> float:
         """The estimated compute time of the client's queued work, at the measured rate."""
         with self.cond:
             entry = self.clients.get(client)
             jobs = entry.jobs if entry else []
-            return sum(j.left for j in jobs if math.isfinite(j.left)) / self.rate
+            return sum(j.left / self.rate(j.kind) for j in jobs if math.isfinite(j.left))
 
     def admit(self, client: str) -> None:
         """Refuse at once (``Busy``) when the client's queued work is already over the limit."""
@@ -133,39 +177,52 @@ class FairScheduler:
         if not waiting:
             return None
         client = min(waiting, key=lambda c: c.vtime)
-        # a job not yet started goes first: its first slice only validates and gives its cost
-        return min(client.jobs, key=lambda j: (j.left if j.started else -1.0, j.seq))
+        # a job not yet started goes first (its first slice only validates and gives its
+        # cost), then the one that has had the fewest slices: the client's requests take turns
+        return min(client.jobs, key=lambda j: (j.started, j.runs, j.seq))
 
     def _loop(self) -> None:
         while True:
-            with self.cond:
-                job = self._next()
-                while job is None and not self.closed:
-                    self.cond.wait()
-                    job = self._next()
-                if job is None:  # closed, and nothing left: the next ``run`` starts anew
-                    self.thread = None
+            try:
+                if not self._step():
                     return
-            before, started = job.left, time.perf_counter()
-            done = self._slice(job)
-            took = time.perf_counter() - started
-            with self.cond:
-                self.slices += 1
-                self.clients[job.client].vtime += took
-                if done:
-                    entry = self.clients[job.client]
+            except BaseException:  # the thread must outlive any one failure
+                log.exception("the compute thread's bookkeeping failed; it goes on")
+
+    def _step(self) -> bool:
+        """Run one slice; False when the scheduler is closed and idle (the thread ends)."""
+        with self.cond:
+            job = self._next()
+            while job is None and not self.closed:
+                self.cond.wait()
+                job = self._next()
+            if job is None:  # closed, and nothing left: the next ``run`` starts anew
+                self.thread = None
+                return False
+        before, started = job.left, time.perf_counter()
+        done = self._slice(job)
+        took = time.perf_counter() - started
+        with self.cond:
+            self.slices += 1
+            job.runs += 1
+            entry = self.clients.get(job.client)
+            if entry is not None:
+                entry.vtime += took
+                if done and job in entry.jobs:
                     entry.jobs.remove(job)
-                    if not entry.jobs:  # idle: forgotten (a returning client starts level)
-                        del self.clients[job.client]
-                if math.isfinite(before):  # a computing slice (not the first): the rate
-                    work = before - (0.0 if done else job.left)
-                    if work > 0 and took > 0:
-                        self.rate = 0.8 * self.rate + 0.2 * (work / took)
+                if not entry.jobs:  # idle: forgotten (a returning client starts level)
+                    del self.clients[job.client]
+            if math.isfinite(before):  # a computing slice (not the first): the rate
+                work = before - (0.0 if done else job.left)
+                if work > 0 and took > 0:
+                    w, t = self.measured.get(job.kind, (0.0, 0.0))
+                    self.measured[job.kind] = (DECAY * w + work, DECAY * t + took)
+        return True
 
     def _slice(self, job: Job) -> bool:
         """Run one slice of ``job``; True when the job is finished (answered, failed or given up).
 
-        A request whose client went away (its future cancelled: a disconnect, a timeout) is
+        A request whose client went away (its future cancelled: a disconnect, or the request cancelled) is
         dropped before its next slice, so nobody's compute is spent on an answer nobody reads.
         """
         if job.future.cancelled():
@@ -187,9 +244,11 @@ class FairScheduler:
 
     def _over_limit(self, job: Job) -> bool:
         """After the first slice: refuse a job that would put its client over the limit."""
-        entry = self.clients[job.client]
-        ahead = sum(j.left for j in entry.jobs if j is not job and math.isfinite(j.left))
-        seconds = (ahead + job.left) / self.rate
+        with self.cond:
+            jobs = list(self.clients[job.client].jobs)
+        ahead = sum(j.left / self.rate(j.kind) for j in jobs
+                    if j is not job and math.isfinite(j.left))  # fmt: skip
+        seconds = ahead + job.left / self.rate(job.kind)
         if seconds <= self.max_queue_s or ahead == 0:  # a lone request always gets its turn
             return False
         job.work.close()

@@ -115,6 +115,8 @@ def uvicorn_config(
         log_level=log_level,
         http=protocol,  # type: ignore[arg-type]
         limit_concurrency=None,  # the app refuses work itself: 503 with Retry-After, probes exempt
+        # the peer address is who a client is (the fair queue): a header must not choose it
+        proxy_headers=False,
         timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=30,  # in-flight requests finish on SIGTERM
         backlog=backlog,

@@ -7,7 +7,7 @@ Routes stay thin: they pick the model and call one function here. Nothing here k
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -29,10 +29,12 @@ from model.inference.language_model import (
 from model.network.layers import softmax
 
 T = TypeVar("T")
-# Multiply-adds a slice of a request's work may take (``LanguageModel.position_cost`` counts them):
-# about 10-20 ms on one core, so a small request waits at most that long behind a large one, and
-# only one slice's arrays are alive in a worker at a time.
+# Multiply-adds a slice of a request's work may take (``LanguageModel.position_cost`` counts
+# them) when the caller gives no budget; the app sizes slices by the rate it measures for each
+# kind of work (``FairScheduler.slice_cost``), so that one takes about 15 ms.
 SLICE_COST = 4e8
+# What scoring one character of an OOV word's spelling costs, in the same units (about 2 µs)
+SPELL_COST = 4e4
 
 ENDPOINTS = {  # the endpoints that make each call, in the order /v1/models lists them
     Call.CANDIDATES: ["/v1/candidates"],
@@ -52,20 +54,30 @@ class RequestError(ValueError):
         self.field, self.message, self.status, self.extra = field, message, status, extra or {}
 
 
-def slices(sizes: Sequence[int], per_position: float) -> Iterator[list[int]]:
-    """Consecutive indices of items of ``sizes`` positions, grouped so that a group's work
-    stays within ``SLICE_COST`` (an item above it forms a group alone)."""
+def slices(costs: Sequence[float], budget: float) -> Iterator[list[int]]:
+    """Consecutive indices of items of these ``costs``, grouped so that a group's work stays
+    within ``budget`` (an item above it forms a group alone)."""
     group: list[int] = []
     cost = 0.0
-    for i, size in enumerate(sizes):
-        item = max(size, 1) * per_position
-        if group and cost + item > SLICE_COST:
+    for i, item in enumerate(costs):
+        if group and cost + item > budget:
             yield group
             group, cost = [], 0.0
         group.append(i)
         cost += item
     if group:
         yield group
+
+
+def item_costs(lm: LanguageModel, per: float, positions: Sequence[int],
+               token_lists: Sequence[list[str]], policy: str) -> list[float]:  # fmt: skip
+    """Each item's estimated cost: its positions, and under ``spell`` its OOV words' characters
+    (the spelling model reads them one by one)."""
+    costs = [max(n, 1) * per for n in positions]
+    if policy == "spell":
+        for i, tokens in enumerate(token_lists):
+            costs[i] += SPELL_COST * sum(len(tokens[j]) for j in lm.oov_indices(tokens))
+    return costs
 
 
 def complete(work: Work[T]) -> T:
@@ -197,9 +209,11 @@ def candidates(
     req: schemas.CandidatesRequest,
     settings: Settings,
     score: Callable[[list[str], list[list[str]]], list[CandidateScore]] | None = None,
+    slice_cost: float = SLICE_COST,
 ) -> Work[schemas.CandidatesResponse]:
     """``score`` computes the candidates: the model by default; the app passes its batcher
-    (which batches with the model's own weights: a request giving others is scored alone)."""
+    (which batches with the model's own weights: a request giving others is scored alone, and
+    a request it batches is one slice: the batch is its own unit)."""
     with model_errors(name):
         lm.require(Call.CANDIDATES)
         if req.weights is not None:
@@ -211,16 +225,21 @@ def candidates(
             (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
         ]
         policy = apply_oov_policy(lm, req, fields)
-    per, sizes = lm.position_cost(), [len(t) for t in token_lists]
-    left = per * (len(context) + sum(sizes))
+    per = lm.position_cost()
+    costs = item_costs(lm, per, [len(t) for t in token_lists], token_lists, policy)
+    costs[0] += per * len(context)  # read with the first slice
+    left = math.fsum(costs)
     yield left
     scores: list[CandidateScore] = []
-    for group in slices(sizes, per):
+    log_probs: list[float] = []
+    groups = [list(range(len(costs)))] if score is not None else slices(costs, slice_cost)
+    for group in groups:
         with model_errors(name):
-            scores += (score or lm.score_candidates)(context, [token_lists[i] for i in group])
-        left -= per * sum(sizes[i] for i in group)
+            part = (score or lm.score_candidates)(context, [token_lists[i] for i in group])
+        scores += part
+        log_probs += [math.fsum(oov_scored(lm, s, policy, req.oov_penalty)) for s in part]
+        left -= math.fsum(costs[i] for i in group)
         yield max(left, 0.0)
-    log_probs = [math.fsum(oov_scored(lm, s, policy, req.oov_penalty)) for s in scores]
     observe_scores(
         name, sum(len(t) for t in token_lists), sum(s.oov for s in scores), log_probs, len(scores)
     )
@@ -236,8 +255,12 @@ def candidates(
 
 
 def predict(
-    lm: LanguageModel, name: str, req: schemas.PredictRequest, settings: Settings
+    lm: LanguageModel,
+    name: str,
+    req: schemas.PredictRequest,
+    settings: Settings,
 ) -> Work[schemas.PredictResponse]:
+    """The k most probable next words: one slice (the context's read and one output row)."""
     with model_errors(name):
         lm.require(Call.PREDICT)
         lm = weighted(lm, req)
@@ -264,6 +287,7 @@ def score_texts(
     req: schemas.ScoreRequest | schemas.RerankRequest,
     field: str,
     settings: Settings,
+    slice_cost: float = SLICE_COST,
 ) -> Work[tuple[list[schemas.SentenceResult], list[str], schemas.OovPolicy]]:
     """Score sentences, a slice of them at a time (each slice one padded batch); the shared
     core of /v1/score and /v1/rerank. Returns the results, the answer's warnings and the OOV
@@ -277,21 +301,22 @@ def score_texts(
         lm.check_scorable(token_lists, req.bos, req.eos)  # refused before its words are looked up
         fields = [(f"{field}[{i}]", t) for i, t in enumerate(token_lists)]
         policy = apply_oov_policy(lm, req, fields)
-    per, sizes = lm.position_cost(), [len(t) + 2 for t in token_lists]
-    left = per * sum(sizes)
+    per = lm.position_cost()
+    costs = item_costs(lm, per, [len(t) + 2 for t in token_lists], token_lists, policy)
+    left = math.fsum(costs)
     yield left
-    scores = []
-    for group in slices(sizes, per):
+    scored: list[tuple[SentenceScore, list[float]]] = []
+    for group in slices(costs, slice_cost):
         with model_errors(name, {"sentences": field}):
-            scores += lm.score_sentences(
+            part = lm.score_sentences(
                 [token_lists[i] for i in group], bos=req.bos, eos=req.eos,
                 batch_size=settings.max_sentences,
             )  # fmt: skip
-        left -= per * sum(sizes[i] for i in group)
+        scored += [(s, oov_scored(lm, s, policy, req.oov_penalty)) for s in part]
+        left -= math.fsum(costs[i] for i in group)
         yield max(left, 0.0)
     results = []
-    for s in scores:
-        lps = oov_scored(lm, s, policy, req.oov_penalty)
+    for s, lps in scored:
         total = math.fsum(lps)
         results.append(
             schemas.SentenceResult(
@@ -315,10 +340,14 @@ def score_texts(
 
 
 def score(
-    lm: LanguageModel, name: str, req: schemas.ScoreRequest, settings: Settings
+    lm: LanguageModel,
+    name: str,
+    req: schemas.ScoreRequest,
+    settings: Settings,
+    slice_cost: float = SLICE_COST,
 ) -> Work[schemas.ScoreResponse]:
     results, warnings, policy = yield from score_texts(
-        lm, name, req.sentences, req, "sentences", settings
+        lm, name, req.sentences, req, "sentences", settings, slice_cost
     )
     return schemas.ScoreResponse(
         model=name, normalized=policy != "penalty", oov=policy, results=results, warnings=warnings
@@ -326,11 +355,17 @@ def score(
 
 
 def rerank(
-    lm: LanguageModel, name: str, req: schemas.RerankRequest, settings: Settings
+    lm: LanguageModel,
+    name: str,
+    req: schemas.RerankRequest,
+    settings: Settings,
+    slice_cost: float = SLICE_COST,
 ) -> Work[schemas.RerankResponse]:
     """N-best rescoring: combined = score + lm_weight * lm_log_prob + length_bonus * n_tokens."""
     texts = [h.text for h in req.hypotheses]
-    results, warnings, policy = yield from score_texts(lm, name, texts, req, "hypotheses", settings)
+    results, warnings, policy = yield from score_texts(
+        lm, name, texts, req, "hypotheses", settings, slice_cost
+    )
     ranked = [
         schemas.RankedHypothesis(
             index=i,
@@ -351,10 +386,15 @@ def rerank(
 
 
 def fill(
-    lm: LanguageModel, name: str, req: schemas.FillRequest, settings: Settings
+    lm: LanguageModel,
+    name: str,
+    req: schemas.FillRequest,
+    settings: Settings,
+    slice_cost: float = SLICE_COST,
 ) -> Work[schemas.FillResponse]:
-    """Candidates for a gap with words on both sides (``LanguageModel.fill`` has the methods),
-    a slice of the candidates at a time."""
+    """Candidates for a gap with words on both sides (``LanguageModel.fill`` has the methods):
+    whole sentences a slice of candidates at a time; a gap-filling model's in one slice (it
+    reads the two sides once for all the candidates, then one output row per token)."""
     with model_errors(name):
         lm.require(Call.FILL)
         lm = weighted(lm, req)
@@ -366,20 +406,28 @@ def fill(
             (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
         ]
         policy = apply_oov_policy(lm, req, fields)
-    # a candidate costs its sentence (the sentence method), or a pass per token (bidirectional)
     per = lm.position_cost()
-    sizes = [(len(left) + len(t) + len(right) + 2) * max(len(t), 1) for t in token_lists]
-    todo = per * sum(sizes)
+    whole = [left + t + right for t in token_lists]
+    groups: Iterable[list[int]]
+    if lm.task == "gap-filling":  # both sides once (two stacks), then a row per token
+        costs = item_costs(lm, per, [len(t) for t in token_lists], token_lists, policy)
+        costs[0] += 2 * per * (len(left) + len(right) + 2)
+        groups = [list(range(len(costs)))]
+    else:  # each candidate's whole sentence
+        costs = item_costs(lm, per, [len(w) + 2 for w in whole], whole, policy)
+        groups = slices(costs, slice_cost)
+    todo = math.fsum(costs)
     yield todo
     method: FillMethod = "sentence"
     scores: list[CandidateScore] = []
-    for group in slices(sizes, per):
+    log_probs: list[float] = []
+    for group in groups:
         with model_errors(name):
             method, part = lm.fill(left, right, [token_lists[i] for i in group])
         scores += part
-        todo -= per * sum(sizes[i] for i in group)
+        log_probs += [math.fsum(oov_scored(lm, s, policy, req.oov_penalty)) for s in part]
+        todo -= math.fsum(costs[i] for i in group)
         yield max(todo, 0.0)
-    log_probs = [math.fsum(oov_scored(lm, s, policy, req.oov_penalty)) for s in scores]
     scored = sum(len(s.token_log_probs) for s in scores)  # whole sentences for the sentence method
     observe_scores(name, scored, sum(s.oov for s in scores), log_probs, len(scores))
     exact = method == "sentence" or all(len(t) == 1 for t in token_lists)

@@ -4,6 +4,8 @@
     python bench/fairness.py --model runs/zipf10k-full
     python bench/fairness.py --model runs/zipf10k-full --workers 2      # as deployed (2 cores)
     python bench/fairness.py --model runs/zipf10k-full --code /tmp/old   # another checkout
+    python bench/fairness.py --model runs/zipf10k-full --drop \
+        --env NEXTWORD_MAX_QUEUE_S=10000 --env NEXTWORD_MAX_CONCURRENCY=128   # all 48 queued
 
 Client A (127.0.0.1) keeps ``--in-flight`` maximal ``/v1/score`` requests in flight (128
 sentences of 256 tokens: every limit at its documented maximum); a refused one (503) is sent
@@ -116,7 +118,12 @@ async def measure(url: str, args: argparse.Namespace, vocab_size: int) -> dict[s
     await asyncio.sleep(args.settle)  # A's requests are in flight (and queued, or refused)
     busy, codes = await small_requests(url, args.small, args.gap)
     stop.set()
-    await a  # A's requests in progress finish: the flood's answers are counted whole
+    if args.drop:  # A hangs up: its requests still queued are dropped by the server
+        a.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await a
+    else:
+        await a  # A's requests in progress finish: the flood's answers are counted whole
     elapsed = time.perf_counter() - started
     positions = len(report["answered"]) * args.sentences * (args.tokens + 1)
     return {
@@ -144,10 +151,18 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=5.0, help="A's head start, seconds")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
     parser.add_argument("--hostile", action="store_true", help="A ignores Retry-After")
+    parser.add_argument(
+        "--drop",
+        action="store_true",
+        help="A hangs up on its requests when B is done (they are not waited for)",
+    )
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="server settings, e.g. NEXTWORD_MAX_QUEUE_S=10000")  # fmt: skip
     args = parser.parse_args()
     config = json.loads((args.model / "config.json").read_text())
     vocab_size = int(config["model"]["vocab_size"])
     env = {"OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(args.code.resolve())}
+    env |= dict(e.split("=", 1) for e in args.env)
     process, url = start_server(
         [f"m={args.model.resolve()}"], workers=args.workers, env=env, cwd=args.code.resolve()
     )
@@ -160,6 +175,7 @@ def main() -> None:
         "code": str(args.code.resolve()), "model": str(args.model), "machine": platform.node(),
         "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
         "workers": args.workers, "in_flight": args.in_flight, "hostile": args.hostile,
+        "env": args.env,
         "request": f"{args.sentences} sentences x {args.tokens} tokens", **result,
     }, indent=1))  # fmt: skip
 

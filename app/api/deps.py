@@ -3,6 +3,7 @@ of this worker, and who the client is."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -29,6 +30,17 @@ async def get_scheduler(request: Request) -> FairScheduler:
     return scheduler
 
 
+async def get_disconnected(request: Request) -> Callable[[], Awaitable[None]]:
+    """A wait that ends when the client disconnects (the body has been read by then: the next
+    ASGI message is the disconnect), so a request nobody waits for stops computing."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return disconnected
+
+
 async def get_client(request: Request) -> str:
     """Who sent the request, for the fair queue: the peer's address."""
     return client_of(request.scope)
@@ -38,3 +50,4 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SchedulerDep = Annotated[FairScheduler, Depends(get_scheduler)]
 ClientDep = Annotated[str, Depends(get_client)]
+DisconnectedDep = Annotated[Callable[[], Awaitable[None]], Depends(get_disconnected)]

@@ -166,6 +166,10 @@ def lm_scores(utterances: list[Utterance], base_url: str, name: str) -> list[flo
         for policy, penalty in EXTRA_POLICIES:
             u.lm[f"{name}+{policy}"] = by_policy[policy, penalty]
             u.oov[f"{name}+{policy}"] = np.zeros(len(u.texts))  # priced: no penalty to tune
+            # and the same with a tuned offset per OOV word on top (a reranking feature, as
+            # length_bonus is: the probabilities stay normalised, the combination weighs them)
+            u.lm[f"{name}+{policy}+offset"] = by_policy[policy, penalty]
+            u.oov[f"{name}+{policy}+offset"] = u.oov[name]
     return times
 
 
@@ -201,7 +205,8 @@ def tune(dev: list[Utterance], name: str) -> Weights:
     errs = padded(dev, [u.word_errs for u in dev], 0.0)
     rows = np.arange(len(dev))
     trials = []
-    for penalty in OOV_PENALTIES if "+" not in name else [0.0]:  # +spell, +unk: priced
+    priced = "+" in name and not name.endswith("+offset")  # +spell, +unk: nothing to tune
+    for penalty in [0.0] if priced else OOV_PENALTIES:
         penalised = lm + penalty * oov
         for weight in WEIGHTS:
             for bonus in BONUSES if weight > 0 else [0.0]:
@@ -295,8 +300,9 @@ def main() -> None:
     if args.oov_policies:
         EXTRA_POLICIES[:] = [("spell", None), ("unk", None)]
         names = [f"{names[0]}+spell"] + [
-            f"{n}{suffix}" for n in names for suffix in ("", "+unk", "+spell") if
-            f"{n}{suffix}" != f"{names[0]}+spell"
+            f"{n}{suffix}" for n in names
+            for suffix in ("", "+unk", "+spell", "+spell+offset", "+unk+offset")
+            if f"{n}{suffix}" != f"{names[0]}+spell"
         ]  # fmt: skip
     server = None
     url = args.url

@@ -9,6 +9,9 @@ now run a slice at a time on one compute thread (``app.scheduler``), and the log
 
 from __future__ import annotations
 
+import json
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -89,6 +92,43 @@ def test_a_dozen_maximal_requests_fit_a_bounded_worker(tmp_path: Path) -> None:
                 assert int(r.headers["retry-after"]) >= 1
                 assert "busy" in r.json()["detail"]
         assert process.poll() is None  # the worker lived through it
+        assert httpx.post(f"{url}/v1/score", json=small, timeout=30).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def scored_tokens(url: str) -> float:
+    """nextword_scored_tokens_total summed over models, from /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("nextword_scored_tokens_total"))  # fmt: skip
+
+
+def test_requests_whose_clients_disconnect_stop_computing(tmp_path: Path) -> None:
+    """Four maximal requests sent on raw sockets that close at once: at most the one in
+    progress is finished; the others are dropped before their next slice."""
+    model = wide_model(tmp_path / "wide")
+    env = {"NEXTWORD_MAX_SENTENCES": str(SENTENCES), "NEXTWORD_MAX_TOKENS": str(TOKENS),
+           "OPENBLAS_NUM_THREADS": "1"}  # fmt: skip
+    process, url = start_server([f"wide={model}"], env=env)
+    try:
+        body = json.dumps(maximal_body()).encode()
+        head = (f"POST /v1/score HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+        port = int(url.rsplit(":", 1)[1])
+        sockets = []
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(head + body)
+            sockets.append(s)
+        time.sleep(0.3)  # read, validated, queued; the first computing
+        for s in sockets:
+            s.close()
+        time.sleep(3.0)  # what is still computed is done by now
+        one_request = SENTENCES * (TOKENS + 1)
+        assert scored_tokens(url) <= one_request, scored_tokens(url)
+        small = {"sentences": ["w5 w6 w7"]}
         assert httpx.post(f"{url}/v1/score", json=small, timeout=30).status_code == 200
     finally:
         process.terminate()

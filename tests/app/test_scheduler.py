@@ -11,8 +11,10 @@ from collections.abc import Generator
 
 import httpx
 import pytest
+from starlette.types import Receive, Scope, Send
 
-from app.scheduler import Busy, Client, FairScheduler
+from app.middleware import ConcurrencyLimit
+from app.scheduler import Busy, Client, ClientGone, FairScheduler
 
 pytestmark = pytest.mark.anyio
 
@@ -85,7 +87,7 @@ async def test_a_client_over_its_queue_limit_is_refused_at_once() -> None:
     """One unit a second (the rate): a's 100 units queued are 100 s of work, over 10 s; b is
     still admitted."""
     scheduler, log = FairScheduler(max_queue_s=10), []
-    scheduler.rate = 1.0
+    scheduler.measured[""] = (1.0, 1.0)  # one unit a second
     gate = threading.Event()
     first = asyncio.ensure_future(scheduler.run("a", work(log, "a0", 100, gate)))
     while "a0:start" not in log:
@@ -96,7 +98,7 @@ async def test_a_client_over_its_queue_limit_is_refused_at_once() -> None:
     assert refused.value.retry_after >= 80 and "about" in refused.value.detail
     scheduler.admit("b")  # another client is not held back
     gate.set()
-    scheduler.rate = 1e9  # the rest runs at speed
+    scheduler.measured[""] = (1e9, 1.0)  # the rest runs at speed
     assert await first == "a0"
     scheduler.close()
 
@@ -117,7 +119,7 @@ async def test_a_second_request_over_the_limit_is_refused_once_its_cost_is_known
     """Both admitted while their costs were unknown; the second's first slice gives 100 s of
     work behind the first's 100 s: refused (the first, alone, always runs)."""
     scheduler, log = FairScheduler(max_queue_s=10), []
-    scheduler.rate = 1.0
+    scheduler.measured[""] = (1.0, 1.0)  # one unit a second
     gate = threading.Event()
     first = asyncio.ensure_future(scheduler.run("a", work(log, "a0", 100, gate)))
     second = asyncio.ensure_future(scheduler.run("a", work(log, "a1", 100, gate)))
@@ -125,7 +127,7 @@ async def test_a_second_request_over_the_limit_is_refused_once_its_cost_is_known
         await second
     assert "a1:0" not in log  # it never computed
     gate.set()
-    scheduler.rate = 1e9
+    scheduler.measured[""] = (1e9, 1.0)
     assert await first == "a0"
     scheduler.close()
 
@@ -165,8 +167,87 @@ async def test_the_service_refuses_a_client_over_its_limit_before_reading_the_bo
     app = client._transport.app  # type: ignore[attr-defined]
     scheduler: FairScheduler = app.state.scheduler
     monkeypatch.setattr(scheduler, "queued_seconds", lambda who: 95.0 if who == "127.0.0.1" else 0)
+    assert (await client.get("/v1/models")).status_code == 200  # only the scoring paths
     r = await client.post("/v1/score", json={"sentences": ["the cat"]})
     assert r.status_code == 503 and r.headers["retry-after"] == "85"
     assert r.json()["detail"].startswith("busy: this client's queued work would take about 95 s")
     assert r.headers["connection"] == "close"  # the unread body ends the connection
     assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_a_large_request_is_not_starved_by_its_clients_small_ones() -> None:
+    """A client's requests take turns: its large request keeps progressing while small ones
+    keep arriving from the same client (behind a proxy, every client is one address)."""
+    scheduler, log = FairScheduler(max_queue_s=1e9), []
+    large = asyncio.ensure_future(scheduler.run("a", work(log, "large", 20, pause=0.001)))
+    for i in range(30):
+        await scheduler.run("a", work(log, f"small{i}", 1, pause=0.001))
+    done = sum(e.startswith("large:") and e[-1].isdigit() for e in log)
+    assert done >= 15, done  # about one of its slices per small request
+    assert await large == "large"
+    scheduler.close()
+
+
+async def test_each_kind_of_work_has_its_own_rate() -> None:
+    """Cheap slices of one kind (an n-gram's) do not make another kind look slow."""
+    scheduler = FairScheduler(max_queue_s=10)
+
+    def timed(units: float, seconds: float) -> Generator[float, None, str]:
+        yield units
+        time.sleep(seconds)
+        yield 0.0
+        return "done"
+
+    await scheduler.run("a", timed(1e6, 0.02), kind="ngram")
+    await scheduler.run("a", timed(1e9, 0.02), kind="lstm")
+    assert scheduler.rate("ngram") == pytest.approx(5e7, rel=0.3)
+    assert scheduler.rate("lstm") == pytest.approx(5e10, rel=0.3)
+    assert scheduler.slice_cost("lstm") > 100 * scheduler.slice_cost("ngram")
+    scheduler.close()
+
+
+async def test_a_request_whose_client_disconnects_stops_computing() -> None:
+    scheduler, log = FairScheduler(max_queue_s=1e9), []
+    gone = asyncio.Event()
+
+    async def disconnected() -> None:
+        await gone.wait()
+
+    job = asyncio.ensure_future(
+        scheduler.run("a", work(log, "w", 1000, pause=0.001), disconnected=disconnected)
+    )
+    while "w:3" not in log:
+        await asyncio.sleep(0.005)
+    gone.set()
+    with pytest.raises(ClientGone):
+        await job
+    await scheduler.run("b", work(log, "next", 1))
+    assert sum(e.startswith("w:") and e[-1].isdigit() for e in log) < 200
+    scheduler.close()
+
+
+async def test_one_client_holds_at_most_half_the_slots_and_others_get_in() -> None:
+    """With 4 slots, client a's third request at once is refused; b's first gets in."""
+    release = asyncio.Event()
+
+    async def slow_app(_scope: Scope, _receive: Receive, send: Send) -> None:
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    limit = ConcurrencyLimit(slow_app, limit=4)
+    transports = {who: httpx.ASGITransport(app=limit, client=(who, 1)) for who in ("a", "b")}
+    clients = {
+        w: httpx.AsyncClient(transport=t, base_url="http://t") for w, t in transports.items()
+    }
+    held = [asyncio.ensure_future(clients["a"].get("/v1/models")) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    refused = await clients["a"].get("/v1/models")
+    assert refused.status_code == 503 and "2 requests in progress" in refused.json()["detail"]
+    other = asyncio.ensure_future(clients["b"].get("/v1/models"))
+    await asyncio.sleep(0.05)
+    release.set()
+    assert (await other).status_code == 200
+    assert [(await h).status_code for h in held] == [200, 200]
+    for c in clients.values():
+        await c.aclose()

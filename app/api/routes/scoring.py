@@ -12,7 +12,7 @@ from anyio import to_thread
 from fastapi import APIRouter
 
 from app import schemas, service
-from app.api.deps import ClientDep, RegistryDep, SchedulerDep, SettingsDep
+from app.api.deps import ClientDep, DisconnectedDep, RegistryDep, SchedulerDep, SettingsDep
 
 router = APIRouter(
     prefix="/v1", tags=["scoring"], responses=schemas.error_responses(400, 404, 408, 413, 422, 503)
@@ -26,13 +26,16 @@ async def candidates(
     settings: SettingsDep,
     compute: SchedulerDep,
     client: ClientDep,
+    gone: DisconnectedDep,
 ) -> schemas.CandidatesResponse:
     """Probability of each candidate next word or phrase after a context (chain rule)."""
     m = registry.get(req.model)
     if settings.batch_window_ms > 0:
         work = service.candidates(m.lm, m.name, req, settings, m.batcher.submit)
         return await to_thread.run_sync(service.complete, work)
-    return await compute.run(client, service.candidates(m.lm, m.name, req, settings))
+    kind = f"{m.name}/candidates"
+    work = service.candidates(m.lm, m.name, req, settings, None, compute.slice_cost(kind))
+    return await compute.run(client, work, kind, gone)
 
 
 @router.post("/predict")
@@ -42,10 +45,12 @@ async def predict(
     settings: SettingsDep,
     compute: SchedulerDep,
     client: ClientDep,
+    gone: DisconnectedDep,
 ) -> schemas.PredictResponse:
     """The k most probable next words after a context, most probable first."""
     m = registry.get(req.model)
-    return await compute.run(client, service.predict(m.lm, m.name, req, settings))
+    work = service.predict(m.lm, m.name, req, settings)
+    return await compute.run(client, work, f"{m.name}/predict", gone)
 
 
 @router.post("/score")
@@ -55,10 +60,13 @@ async def score(
     settings: SettingsDep,
     compute: SchedulerDep,
     client: ClientDep,
+    gone: DisconnectedDep,
 ) -> schemas.ScoreResponse:
     """Whole-sentence log-probabilities, in slices of padded batches, in request order."""
     m = registry.get(req.model)
-    return await compute.run(client, service.score(m.lm, m.name, req, settings))
+    kind = f"{m.name}/score"  # /v1/rerank does the same work: one rate for both
+    work = service.score(m.lm, m.name, req, settings, compute.slice_cost(kind))
+    return await compute.run(client, work, kind, gone)
 
 
 @router.post("/rerank")
@@ -68,10 +76,13 @@ async def rerank(
     settings: SettingsDep,
     compute: SchedulerDep,
     client: ClientDep,
+    gone: DisconnectedDep,
 ) -> schemas.RerankResponse:
     """N-best rescoring, sorted by score + lm_weight · lm_log_prob + length_bonus · tokens."""
     m = registry.get(req.model)
-    return await compute.run(client, service.rerank(m.lm, m.name, req, settings))
+    kind = f"{m.name}/score"
+    work = service.rerank(m.lm, m.name, req, settings, compute.slice_cost(kind))
+    return await compute.run(client, work, kind, gone)
 
 
 @router.post("/fill")
@@ -81,8 +92,11 @@ async def fill(
     settings: SettingsDep,
     compute: SchedulerDep,
     client: ClientDep,
+    gone: DisconnectedDep,
 ) -> schemas.FillResponse:
     """Candidates for a gap between left and right context: a bidirectional model, or whole
     sentences under a left-to-right one."""
     m = registry.get(req.model)
-    return await compute.run(client, service.fill(m.lm, m.name, req, settings))
+    kind = f"{m.name}/fill"
+    work = service.fill(m.lm, m.name, req, settings, compute.slice_cost(kind))
+    return await compute.run(client, work, kind, gone)
