@@ -222,8 +222,8 @@ class FairScheduler:
     def _slice(self, job: Job) -> bool:
         """Run one slice of ``job``; True when the job is finished (answered, failed or given up).
 
-        A request whose client went away (its future cancelled: a disconnect, or the request cancelled) is
-        dropped before its next slice, so nobody's compute is spent on an answer nobody reads.
+        A request given up (its future cancelled: its client disconnected, or the request was
+        cancelled) is dropped before its next slice: no compute for an answer nobody reads.
         """
         if job.future.cancelled():
             job.work.close()
