@@ -117,6 +117,9 @@ class FairScheduler:
                 waiting = [c.vtime for c in self.clients.values() if c.jobs]
                 entry = self.clients.setdefault(client, Client())
                 entry.vtime = max(entry.vtime, min(waiting, default=entry.vtime))
+            # level with the client's least-served request: a stream of new small requests
+            # takes turns with an old large one instead of always going first
+            job.runs = min((j.runs for j in entry.jobs), default=0)
             entry.jobs.append(job)
             self.cond.notify()
         answer = asyncio.wrap_future(future)

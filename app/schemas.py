@@ -332,8 +332,9 @@ class ModelDescription(BaseModel):
     network_steps: int = Field(description="network time steps computed for requests so far")
     prefix_cache: PrefixCacheStats | None
     open_vocabulary: OpenVocabulary | None = Field(
+        None,
         description="how words outside the vocabulary are scored by default; null: the whole "
-        "<unk> probability (add one with `nextword spell`)"
+        "<unk> probability (add one with `nextword spell`)",
     )
 
 

@@ -95,8 +95,9 @@ class NextwordCTCLM:
     ) -> NextwordCTCLM:
         """Backed by a loaded model (a recurrent one gets a prefix cache if it has none);
         ``tokenize`` defaults to the model's own."""
-        params.setdefault("open_vocabulary", lm.spelling is not None)
-        return cls(in_process_scorer(lm), tokenize or lm.tokenize, lm.vocab.tokens, **params)
+        spelled = params.setdefault("open_vocabulary", lm.spelling is not None)
+        scorer = in_process_scorer(lm, spelled=spelled)
+        return cls(scorer, tokenize or lm.tokenize, lm.vocab.tokens, **params)
 
     @classmethod
     def http(
@@ -109,7 +110,8 @@ class NextwordCTCLM:
         served model's own tokenizer and normalisation (``served_tokenizer``)."""
         if "open_vocabulary" not in params:
             params["open_vocabulary"] = served_model(client).open_vocabulary is not None
-        return cls(http_scorer(client), tokenize or served_tokenizer(client), unigrams, **params)
+        scorer = http_scorer(client, oov=None if params["open_vocabulary"] else "unk")
+        return cls(scorer, tokenize or served_tokenizer(client), unigrams, **params)
 
     # ------------------------------------------------------------ pyctcdecode's interface
     @property

@@ -24,25 +24,30 @@ CACHE_ENTRIES, CACHE_BYTES = 65_536, 256 << 20  # the prefix cache an in-process
 Scorer = Callable[[list[str], list[list[str]]], list[tuple[float, bool]]]
 
 
-def in_process_scorer(lm: LanguageModel) -> Scorer:
+def in_process_scorer(lm: LanguageModel, spelled: bool = True) -> Scorer:
     """Answers from a loaded model; a recurrent one gets a prefix cache if it has none, so a
-    context one word longer than the last costs one network step."""
+    context one word longer than the last costs one network step. ``spelled``: OOV words by
+    their spelling when the model has an open vocabulary, else ``<unk>``'s whole probability."""
     if lm.cache_stats() is None:
         lm.use_prefix_cache(CACHE_ENTRIES, CACHE_BYTES, None)
 
     def scorer(context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
         scores = lm.score_candidates(context, candidates)
+        if not spelled:
+            return [(s.log_prob, s.oov) for s in scores]
         return [(math.fsum(lm.spelled(s)), s.oov) for s in scores]  # OOV words by spelling
 
     return scorer
 
 
-def http_scorer(client: Any) -> Scorer:
+def http_scorer(client: Any, oov: str | None = None) -> Scorer:
     """Answers from a running service through ``app.client.NextwordClient`` (or anything with
-    its ``candidates`` method; the client names the model)."""
+    its ``candidates`` method; the client names the model), under the OOV policy ``oov`` (None:
+    the served model's default)."""
+    options = {} if oov is None else {"oov": oov}
 
     def scorer(context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
-        answer = client.candidates(context, candidates)
+        answer = client.candidates(context, candidates, **options)
         return [(float(r.log_prob), bool(r.oov)) for r in answer.results]
 
     return scorer

@@ -37,7 +37,7 @@ import numpy as np
 from model.inference.prefix_cache import CacheObserver
 from model.inference.spelling import SpellingModel
 from model.text.tokenize import Tokenizer
-from model.text.vocab import SPECIALS, Vocabulary
+from model.text.vocab import SPECIALS, UNK, Vocabulary
 
 Text = str | Sequence[str]  # a string to tokenise, or tokens already split
 # how fill() scored: "bidirectional" (a gap-filling model), "sentence" (whole sentences)
@@ -194,17 +194,26 @@ class LanguageModel(ABC):
     def use_spelling(self, spelling: SpellingModel | None) -> None:
         """Give each word outside the vocabulary its share of ``<unk>``'s probability by its
         spelling (``model.inference.spelling``), fitted here to this model's vocabulary."""
-        self.spelling = None if spelling is None else spelling.fit(self.vocab.tokens)
+        chars = self.tokenizer.name == "chars"  # its tokens are single characters
+        self.spelling = None if spelling is None else spelling.fit(self.vocab.tokens, chars)
 
     def spelled(self, score: CandidateScore | SentenceScore) -> list[float]:
         """``score``'s token log-probabilities over the open vocabulary: each OOV target's
         ``<unk>`` plus its word's share by spelling, log P(<unk> | h) + log P_spell(w | w ∉ V)
-        (as they are for a model without a spelling model)."""
-        if self.spelling is None or not score.oov_targets:
+        (as they are for a model without a spelling model). A literal ``<unk>`` in the text is
+        a string outside the vocabulary too, priced the same way: the class of all unknown
+        words is not a word, and counting it as one would count its mass twice."""
+        if self.spelling is None:
+            return score.token_log_probs
+        targets = score.targets if score.targets is not None else score.tokens
+        literal = [i for i, t in enumerate(targets) if t == UNK]
+        if not score.oov_targets and not literal:
             return score.token_log_probs
         out = list(score.token_log_probs)
         for i, word in zip(score.oov_targets, score.oov_words(), strict=True):
             out[i] += self.spelling.log_prob(word)
+        for i in literal:
+            out[i] += self.spelling.log_prob(UNK)
         return out
 
     def open_vocabulary(self) -> str | None:

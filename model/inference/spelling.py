@@ -29,6 +29,7 @@ import numpy as np
 
 from model.ngram.checks import check_model
 from model.ngram.kneser_ney import Order, as_keys, estimate
+from model.values import is_int
 
 LN10 = math.log(10.0)
 METHOD = "char-kneser-ney"
@@ -37,6 +38,12 @@ DEFAULT_ORDER = 5
 SCALAR_VALUES = 0x110000 - 0x800
 UNSEEN, START, END = "\x00", "\x01", "\x02"  # symbols 0, 1, 2: an unseen character, <w>, </w>
 CACHE_ENTRIES = 1 << 16  # words whose log-probability is kept (a document repeats its names)
+CACHE_WORD_LENGTH = 64  # longer words are scored again each time: the cache stays a few MB
+UNK = "<unk>"
+
+
+def is_count(value: Any) -> bool:
+    return is_int(value) and value >= 0
 
 
 class SpellingError(ValueError):
@@ -53,14 +60,19 @@ class SpellingModel:
         ``tables``: the Kneser-Ney tables over the symbols (``estimate``'s)."""
         if len(set(characters)) != len(characters):
             raise SpellingError("spelling: the characters repeat")
-        if any(c in (UNSEEN, START, END) for c in characters):
-            raise SpellingError("spelling: characters U+0000-U+0002 are reserved")
+        if any(c in (UNSEEN, START, END) or 0xD800 <= ord(c) <= 0xDFFF for c in characters):
+            raise SpellingError("spelling: characters U+0000-U+0002 and surrogates are refused")
+        trained_on = dict(trained_on or {})
+        if not (set(trained_on) <= {"source", "types"}
+                and isinstance(trained_on.get("source", ""), str)
+                and is_count(trained_on.get("types", 0))):  # fmt: skip
+            raise SpellingError("spelling: trained_on has a source (text) and types (a count)")
         if not 1 <= len(tables) <= 10:
             raise SpellingError(f"spelling: order {len(tables)}; it must be 1 to 10")
         check_model(tables, len(characters) + 3)  # the n-gram checks, for any n-gram model
         self.characters, self.tables = characters, tables
         self.order = len(tables)
-        self.trained_on = dict(trained_on or {})
+        self.trained_on = trained_on
         self.unseen_log = math.log(SCALAR_VALUES - len(characters))  # share of each unseen one
         symbols = UNSEEN + START + END + characters
         self._seen = frozenset(characters)
@@ -74,8 +86,9 @@ class SpellingModel:
                 self._prob[key] = p
                 if b:
                     self._backoff[key] = b
-        self.log_z = 0.0  # log of the mass outside V: set by ``fit``
+        self.log_z = 0.0  # log of the mass of the event space outside V: set by ``fit``
         self.vocabulary_size: int | None = None
+        self.single_characters = False  # the event space: every string, or single characters
         self._cache: dict[str, float] = {}
 
     # ------------------------------------------------------------ building
@@ -95,18 +108,31 @@ class SpellingModel:
         tables = estimate(sequences, len(characters) + 3, min(order, longest), bos=1, eos=2)
         return cls(characters, tables, {"source": source, "types": len(types)})
 
-    def fit(self, vocabulary: Sequence[str]) -> SpellingModel:
+    def fit(self, vocabulary: Sequence[str], single_characters: bool = False) -> SpellingModel:
         """Tie the model to the words of ``vocabulary`` (V): the normaliser over the strings
-        outside it. Returns self."""
-        known = [self.char_log_prob(w) for w in set(vocabulary) | {""}]
-        inside = math.fsum(math.exp(lp) for lp in known)
-        if not inside < 1.0 - 1e-9:
-            raise SpellingError(
-                f"spelling: the vocabulary's words hold {inside:.12f} of the spelling mass; "
-                "nothing is left for words outside it"
-            )
-        self.log_z = math.log1p(-inside)
-        self.vocabulary_size = len(vocabulary)
+        outside it. The literal ``<unk>`` is not one of them: it is a string like any other
+        outside V (the class of unknown words is ``P(<unk> | h)`` itself, shared out here).
+        With ``single_characters`` (a model whose tokenizer cuts text into characters, so no
+        token is longer) the event space is the single characters, not every string. Returns
+        self."""
+        words = set(vocabulary) - {UNK}
+        if single_characters:  # the one-character strings: the seen ones, and the unseen class
+            outside = [c for c in self.characters if c not in words]
+            unseen = self._log_prob(UNSEEN, END) + self.unseen_log  # all of them together
+            parts = [self.char_log_prob(c) for c in outside] + [unseen]
+            mass = math.fsum(math.exp(lp) for lp in parts)
+            if not mass > 1e-300:
+                raise SpellingError("spelling: no mass is left for characters outside V")
+            self.log_z = math.log(mass)
+        else:
+            inside = math.fsum(math.exp(self.char_log_prob(w)) for w in words | {""})
+            if not inside < 1.0 - 1e-9:
+                raise SpellingError(
+                    f"spelling: the vocabulary's words hold {inside:.12f} of the spelling mass; "
+                    "nothing is left for words outside it"
+                )
+            self.log_z = math.log1p(-inside)
+        self.vocabulary_size, self.single_characters = len(vocabulary), single_characters
         self._cache.clear()
         return self
 
@@ -142,19 +168,23 @@ class SpellingModel:
         that goes to ``word``. Only for words outside the vocabulary it was fitted to."""
         cached = self._cache.get(word)
         if cached is None:
-            if len(self._cache) >= CACHE_ENTRIES:
-                self._cache.clear()
-            cached = self._cache[word] = self.char_log_prob(word) - self.log_z
+            cached = self.char_log_prob(word) - self.log_z
+            if len(word) <= CACHE_WORD_LENGTH:  # the cache's memory: entries × a short word
+                if len(self._cache) >= CACHE_ENTRIES:
+                    self._cache.clear()
+                self._cache[word] = cached
         return cached
 
     # ------------------------------------------------------------ the checkpoint section
     def to_dict(self) -> dict[str, Any]:
         """What config.json's ``spelling`` section holds (the tables go in their own file)."""
-        return {"method": METHOD, "order": self.order, "characters": self.characters,
-                "trained_on": self.trained_on}  # fmt: skip
+        return {"method": METHOD, "order": self.order, "trained_on": self.trained_on}
 
     def tensors(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
+        """The tables and the characters (as code points), in the checkpoint's checksummed
+        spelling file."""
+        out: dict[str, np.ndarray] = {"characters": np.array([ord(c) for c in self.characters],
+                                                             dtype=np.int32)}  # fmt: skip
         for k, t in enumerate(self.tables, start=1):
             out[f"{k}.ids"] = t.ids().astype(np.int32)
             out[f"{k}.log10_prob"] = t.log10_prob.astype(np.float64)
@@ -166,17 +196,25 @@ class SpellingModel:
         """Rebuild from a ``spelling`` section and its tensors; SpellingError naming the field."""
         if not isinstance(section, dict) or section.get("method") != METHOD:
             raise SpellingError(f"spelling: method must be {METHOD!r}")
-        if set(section) != {"method", "order", "characters", "trained_on"}:
-            raise SpellingError("spelling: the section has method, order, characters, trained_on")
-        order, characters = section["order"], section["characters"]
+        if set(section) != {"method", "order", "trained_on"}:
+            raise SpellingError("spelling: the section has method, order and trained_on")
+        order = section["order"]
         if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= 10:
             raise SpellingError(f"spelling: order must be 1 to 10, got {order!r}")
-        if not isinstance(characters, str) or not isinstance(section["trained_on"], dict):
-            raise SpellingError("spelling: characters must be a string, trained_on an object")
-        expected = {f"{k}.{name}" for k in range(1, order + 1)
-                    for name in ("ids", "log10_prob", "log10_backoff")}  # fmt: skip
+        if not isinstance(section["trained_on"], dict):
+            raise SpellingError("spelling: trained_on must be an object")
+        names = ("ids", "log10_prob", "log10_backoff")
+        expected = {"characters"} | {f"{k}.{n}" for k in range(1, order + 1) for n in names}
         if set(tensors) != expected:
             raise SpellingError(f"spelling: the tensors must be {sorted(expected)}")
+        points = tensors["characters"]
+        if (
+            points.ndim != 1
+            or points.dtype.kind not in "iu"
+            or (len(points) and (points.min() < 0 or points.max() >= 0x110000))
+        ):
+            raise SpellingError("spelling: characters must be code points")
+        characters = "".join(map(chr, points.tolist()))
         tables = []
         for k in range(1, order + 1):
             ids = tensors[f"{k}.ids"]

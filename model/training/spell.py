@@ -62,7 +62,7 @@ def run_spell(args: argparse.Namespace) -> int:
                 words = [w for s in load_sentences(args.text, lm.tokenizer, split) for w in s]
                 source = f"vocabulary and {args.text.name}"
             spelling = spelling_for(lm, words, args.order, source)
-            spelling.fit(lm.vocab.tokens)  # refused here, before writing, if it cannot fit
+            lm.use_spelling(spelling)  # refused here, before writing, if it cannot fit
             save_spelling(args.model, spelling)
             what = (f"a spelling model: order {spelling.order}, "
                     f"{spelling.trained_on['types']:,} word types ({source})")  # fmt: skip

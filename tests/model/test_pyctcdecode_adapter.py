@@ -190,7 +190,13 @@ def test_an_open_vocabulary_prices_oov_words_by_spelling_in_process_and_over_htt
                                     unk_score_offset=-4.0)  # fmt: skip
         assert remote.open_vocabulary
         assert remote.score(state, "zebra")[0] == pytest.approx(0.7 * want + 1.0, abs=1e-5)
+    # open_vocabulary=False: the old pricing, <unk>'s whole probability plus the offset
+    unk = lp(tiny_lm, list(state), ["zebra"])
     closed = NextwordCTCLM.in_process(tiny_lm, unk_score_offset=-4.0, open_vocabulary=False)
-    assert closed.score(state, "zebra")[0] == pytest.approx(
-        0.5 * (want - 4.0 * LN10) + 1.5, abs=1e-9
-    )
+    assert closed.score(state, "zebra")[0] == pytest.approx(0.5 * (unk - 4.0 * LN10) + 1.5)
+    with served_client(tiny_lm) as client:
+        remote = NextwordCTCLM.http(client, unigrams_of(tiny_lm), unk_score_offset=-4.0,
+                                    open_vocabulary=False)  # fmt: skip
+        assert remote.score(state, "zebra")[0] == pytest.approx(
+            0.5 * (unk - 4.0 * LN10) + 1.5, abs=1e-5
+        )

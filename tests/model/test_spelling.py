@@ -168,3 +168,62 @@ def test_eval_reports_open_vocabulary_figures(tiny_lm: RecurrentLM, tmp_path: Pa
     expected = figures["cross_entropy"] - spelled / figures["tokens"]
     assert figures["open_cross_entropy"] == pytest.approx(expected, abs=1e-5)
     assert figures["open_perplexity"] > figures["perplexity"]  # a word costs more than <unk>
+
+
+def test_a_literal_unk_is_a_string_outside_the_vocabulary_not_the_class(
+    tiny_lm: RecurrentLM,
+) -> None:
+    """The class of unknown words is P(<unk> | h); the string "<unk>" in a text is one of the
+    strings outside V and gets its share, so its mass is not counted twice."""
+    tiny_lm.use_spelling(SpellingModel.train(["the", "cat"], order=2))
+    assert tiny_lm.spelling is not None
+    (score,) = tiny_lm.score_candidates("the", ["<unk>"])
+    unk = float(tiny_lm.next_log_probs("the")[tiny_lm.vocab.unk_id])
+    assert score.token_log_probs == pytest.approx([unk], abs=1e-6)  # the model's: the class
+    (spelled,) = tiny_lm.spelled(score)
+    assert spelled == pytest.approx(unk + tiny_lm.spelling.log_prob("<unk>"), abs=1e-6)
+    assert spelled < unk - 5
+
+
+def test_a_character_models_unknown_characters_sum_to_what_unk_holds() -> None:
+    """A tokenizer that cuts text into characters makes no longer token: the event space is
+    the single characters, the seen ones outside V and every unseen one."""
+    vocab = Vocabulary([*SPECIALS, "a", "b"])
+    tables = estimate([vocab.encode(s) for s in [["a", "b"], ["b", "c", "a"]]], len(vocab), 2)
+    lm = NgramLM(tables, vocab, Tokenizer("chars"))
+    lm.use_spelling(SpellingModel.train(["a", "b", "c", "d"], order=2))
+    assert lm.spelling is not None
+    outside = [math.exp(lm.spelling.log_prob(c)) for c in "cd"]
+    unseen = math.exp(lm.spelling.log_prob("z")) * (SCALAR_VALUES - 4)
+    assert math.fsum(outside) + unseen == pytest.approx(1.0, abs=1e-12)
+    p = np.exp(lm.next_log_probs(["a"]).astype(np.float64))
+    total = p[vocab.id("a")] + p[vocab.id("b")] + p[vocab.id("</s>")] + p[vocab.unk_id]
+    assert total == pytest.approx(1.0, abs=1e-9)  # and <unk>'s share is all of the rest
+
+
+def test_a_trained_on_that_is_not_a_source_and_a_count_is_refused(
+    tiny_lm: RecurrentLM, tmp_path: Path
+) -> None:
+    tiny_lm.use_spelling(SpellingModel.train(["the", "cat"], order=2))
+    save_checkpoint(tmp_path / "m", tiny_lm)
+    config_path = tmp_path / "m" / "config.json"
+    config = json.loads(config_path.read_text())
+    for bad in ({"types": "many"}, {"order": 7}, {"source": 3}, {"types": -1}):
+        damaged = json.loads(json.dumps(config))
+        damaged["spelling"]["trained_on"] = bad
+        config_path.write_text(json.dumps(damaged))
+        with pytest.raises(CheckpointError, match="trained_on has a source"):
+            load_checkpoint(tmp_path / "m")
+
+
+def test_eval_open_figures_do_not_depend_on_the_batch_size(
+    tiny_lm: RecurrentLM, tmp_path: Path
+) -> None:
+    tiny_lm.use_spelling(SpellingModel.train(["the", "cat", "weena"], order=2))
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat on weena\nthe zebra ran\nthe dog sat on the mat\n" * 3)
+    one, batched = evaluate_file(tiny_lm, text), evaluate_file(tiny_lm, text, batch_size=4)
+    assert batched["open_isolated_cross_entropy"] == pytest.approx(
+        one["open_isolated_cross_entropy"], abs=1e-5
+    )
+    assert "open_cross_entropy" in one and "open_cross_entropy" not in batched
