@@ -251,3 +251,13 @@ async def test_one_client_holds_at_most_half_the_slots_and_others_get_in() -> No
     assert [(await h).status_code for h in held] == [200, 200]
     for c in clients.values():
         await c.aclose()
+
+
+def test_a_client_is_its_peer_address_not_a_header_it_sends() -> None:
+    """uvicorn would take X-Forwarded-For from loopback peers (its proxy headers): a local
+    process could then pick a new identity per request and escape its queue and slot limits."""
+    from app.core.config import Settings
+    from app.server import uvicorn_config
+
+    config = uvicorn_config(Settings(), "127.0.0.1", 0, 1, "warning")
+    assert config.proxy_headers is False
