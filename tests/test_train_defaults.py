@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from model.cli import main
+from model.inference.checkpoint import load_checkpoint
 from model.training.config import TrainConfig
 from model.training.optim import Adam
 
@@ -88,3 +89,10 @@ def test_the_defaults_learn_more_than_word_counts_on_a_small_text(tmp_path: Path
     training = json.loads((tmp_path / "rnn" / "config.json").read_text())["metadata"]["training"]
     assert training["batch_size"] == 4 and training["epochs"] == 50  # chosen from the corpus
     assert math.isfinite(rnn) and rnn < unigram / 5, (rnn, unigram)
+    # the open vocabulary comes with it: an unknown word takes its spelling's share of <unk>,
+    # so a misspelling no longer outranks the word the model expects
+    lm = load_checkpoint(tmp_path / "rnn")
+    assert lm.spelling is not None and lm.spelling.trained_on["source"] == "training text"
+    you, typo = lm.score_candidates("thank", ["you", "yuo"])
+    assert typo.oov and not you.oov
+    assert math.fsum(lm.spelled(typo)) < typo.log_prob - 5 < you.log_prob
