@@ -149,11 +149,15 @@ class FairScheduler:
         """Refuse at once (``Busy``) when the client's queued work is already over the limit."""
         queued = self.queued_seconds(client)
         if queued > self.max_queue_s:
-            raise Busy(
-                f"busy: this client's queued work would take about {queued:.0f} s (the limit is "
-                f"{self.max_queue_s:g} s); send fewer or smaller requests at once, or retry",
-                retry_after=max(1, math.ceil(queued - self.max_queue_s)),
-            )
+            raise self._busy(queued)
+
+    def _busy(self, seconds: float) -> Busy:
+        """The refusal of a client whose queued work would take ``seconds``."""
+        return Busy(
+            f"busy: this client's queued work would take about {seconds:.0f} s (the limit is "
+            f"{self.max_queue_s:g} s); send fewer or smaller requests at once, or retry",
+            retry_after=max(1, math.ceil(seconds - self.max_queue_s)),
+        )
 
     def close(self) -> None:
         with self.cond:
@@ -257,11 +261,7 @@ class FairScheduler:
         job.work.close()
         _settle(
             job.future,
-            error=Busy(
-                f"busy: this client's queued work would take about {seconds:.0f} s (the limit is "
-                f"{self.max_queue_s:g} s); send fewer or smaller requests at once, or retry",
-                retry_after=max(1, math.ceil(seconds - self.max_queue_s)),
-            ),
+            error=self._busy(seconds),
         )
         return True
 

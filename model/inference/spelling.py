@@ -29,6 +29,7 @@ import numpy as np
 
 from model.ngram.checks import check_model
 from model.ngram.kneser_ney import Order, as_keys, estimate
+from model.text.vocab import SPECIALS
 from model.values import is_int
 
 LN10 = math.log(10.0)
@@ -40,6 +41,7 @@ UNSEEN, START, END = "\x00", "\x01", "\x02"  # symbols 0, 1, 2: an unseen charac
 CACHE_ENTRIES = 1 << 16  # words whose log-probability is kept (a document repeats its names)
 CACHE_WORD_LENGTH = 64  # longer words are scored again each time: the cache stays a few MB
 UNK = "<unk>"
+SPECIAL = frozenset(SPECIALS)
 
 
 def is_count(value: Any) -> bool:
@@ -97,8 +99,9 @@ class SpellingModel:
         cls, words: Iterable[str], order: int = DEFAULT_ORDER, source: str = "vocabulary"
     ) -> SpellingModel:
         """The character model of the word types in ``words`` (each type counted once: the
-        spelling of unseen words resembles that of rare types, not of frequent tokens)."""
-        types = sorted({w for w in words if w and not set(w) & {UNSEEN, START, END}})
+        spelling of unseen words resembles that of rare types, not of frequent tokens; the
+        special tokens are no words)."""
+        types = sorted({w for w in words if w and not set(w) & {UNSEEN, START, END}} - SPECIAL)
         if not types:
             raise SpellingError("spelling: no words to learn spellings from")
         characters = "".join(sorted({c for w in types for c in w}))

@@ -29,7 +29,6 @@ from model.inference.language_model import LanguageModel
 from model.inference.spelling import SpellingModel
 from model.network.layers import NonFiniteError
 from model.text.corpus import SPLITS, CorpusError, load_sentences
-from model.text.vocab import SPECIALS
 from model.training.snapshot import TrainingError
 from model.training.trainer import check_output_dir
 
@@ -135,8 +134,7 @@ def build(args: argparse.Namespace) -> InterpolatedLM:
     # among them serves the mixture (its P(<unk> | h) shared out by spelling); none has one:
     # one from the vocabulary's words
     spelling = next((c.spelling for c in components if c.spelling is not None), None)
-    known = [t for t in lm.vocab.tokens if t not in SPECIALS]
-    lm.use_spelling(spelling or SpellingModel.train(known, source="vocabulary"))
+    lm.use_spelling(spelling or SpellingModel.train(lm.vocab.tokens, source="vocabulary"))
     if args.test:
         result = evaluate_file(lm, args.test, split)
         metadata |= {f"test_{k}": v for k, v in result.items()}

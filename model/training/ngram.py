@@ -29,7 +29,7 @@ from model.ngram.checks import MAX_ORDER, MIN_IDS
 from model.ngram.kneser_ney import FALLBACK_DISCOUNTS, estimate, prune_thresholds
 from model.text.corpus import SPLITS, CorpusError, file_sha256, load_sentences
 from model.text.tokenize import NORMALIZATIONS, TOKENIZERS, Tokenizer
-from model.text.vocab import SPECIALS, Vocabulary
+from model.text.vocab import Vocabulary
 from model.training.snapshot import TrainingError
 from model.training.trainer import check_output_dir
 
@@ -153,9 +153,9 @@ def build(args: argparse.Namespace) -> NgramLM:
     lm = NgramLM(tables, vocab, tokenizer)
     # the open vocabulary: the spelling of every word type of the text (an imported ARPA file
     # brings no text: the vocabulary's words)
-    words = [t for t in vocab.tokens if t not in SPECIALS]
+    words = list(vocab.tokens)
     if not args.arpa:
-        words += {w for sentence in sentences for w in sentence} - set(SPECIALS)
+        words += {w for sentence in sentences for w in sentence}
     lm.use_spelling(
         SpellingModel.train(words, source="vocabulary" if args.arpa else "training text")
     )

@@ -42,7 +42,7 @@ from model.network.recurrent import RNNLM, NetworkState
 from model.text.batches import batchify, sentence_stream, target_mask
 from model.text.corpus import CorpusError, file_sha256, load_sentences
 from model.text.tokenize import Tokenizer
-from model.text.vocab import SPECIALS, Vocabulary
+from model.text.vocab import Vocabulary
 from model.training.config import RESUMABLE_CHANGES, TrainConfig
 from model.training.optim import SGD, Adam, NormCap, make_optimizer
 from model.training.tasks import task_for
@@ -134,9 +134,7 @@ def prepare_corpus(cfg: TrainConfig) -> tuple[TrainConfig, Corpus]:
         info,
         train_ids,
         valid_ids,
-        SpellingModel.train(
-            {w for sentence in train for w in sentence} - set(SPECIALS), source="training text"
-        ),
+        SpellingModel.train({w for sentence in train for w in sentence}, source="training text"),
     )
 
 

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 from model.inference.checkpoint import CheckpointError, load_checkpoint, save_spelling
-from model.inference.language_model import LanguageModel
 from model.inference.spelling import DEFAULT_ORDER, SpellingError, SpellingModel
 from model.text.corpus import SPLITS, CorpusError, load_sentences
-from model.text.vocab import SPECIALS
 
 
 def add_spell_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,12 +34,6 @@ def add_spell_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the character n-gram's order, 1 to 10 ({DEFAULT_ORDER})",
     )  # fmt: skip
     parser.add_argument("--none", action="store_true", help="remove the spelling model")
-
-
-def spelling_for(lm: LanguageModel, words: Iterable[str], order: int, source: str) -> SpellingModel:
-    """The spelling model of ``lm``'s vocabulary's words and ``words``."""
-    known = [t for t in lm.vocab.tokens if t not in SPECIALS]
-    return SpellingModel.train([*known, *words], order=order, source=source)
 
 
 def run_spell(args: argparse.Namespace) -> int:
@@ -61,7 +52,7 @@ def run_spell(args: argparse.Namespace) -> int:
                 split = args.split or lm.metadata.get("training", {}).get("split", "lines")
                 words = [w for s in load_sentences(args.text, lm.tokenizer, split) for w in s]
                 source = f"vocabulary and {args.text.name}"
-            spelling = spelling_for(lm, words, args.order, source)
+            spelling = SpellingModel.train([*lm.vocab.tokens, *words], args.order, source)
             lm.use_spelling(spelling)  # refused here, before writing, if it cannot fit
             save_spelling(args.model, spelling)
             what = (f"a spelling model: order {spelling.order}, "
