@@ -1,9 +1,11 @@
-"""Characters or sentencepiece pieces for Chinese? Kneser-Ney 5-grams over each, on 红楼梦's
-test chapters (issue 30, item 4: a first look with n-grams, before any network).
+"""Characters or sentencepiece pieces for Chinese? Kneser-Ney 5-grams over each, and with
+``--network EPOCHS`` the ``bench/zh.toml`` LSTM over each, on 红楼梦's test chapters (issue 30,
+item 4).
 
     pip install sentencepiece
     python bench/zh_data.py --out runs/zh-data
     python bench/sentencepiece_zh.py --pieces 6000 10000 20000
+    python bench/sentencepiece_zh.py --pieces 6000 --network 3   # + the network, 3 epochs each
 
 Each model's text: the characters (``--tokenizer chars``), or the pieces of a sentencepiece
 unigram model (byte fallback, character coverage 0.9995) trained on the training chapters,
@@ -34,6 +36,15 @@ def ngram(train: Path, tokenizer: str, out: Path, order: int) -> None:
     subprocess.run(command, check=True, capture_output=True)
 
 
+def network(train: Path, valid: Path, tokenizer: str, out: Path, epochs: int) -> None:
+    """``bench/zh.toml``'s network on ``train`` cut by ``tokenizer``, for ``epochs`` epochs."""
+    command = [NEXTWORD, "train", "--config", str(ROOT / "bench" / "zh.toml"),
+               "--train", str(train), "--valid", str(valid), "--test", str(valid),
+               "--tokenizer", tokenizer, "--epochs", str(epochs), "--out", str(out),
+               "--force"]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+
+
 def nats(model: Path, texts: list[str]) -> tuple[float, float]:
     """(closed, open) negative log-likelihood of ``texts``, each sentence alone."""
     lm = load_checkpoint(model)
@@ -51,6 +62,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "zh-pieces")
     parser.add_argument("--pieces", type=int, nargs="+", default=[6000, 10000, 20000])
     parser.add_argument("--order", type=int, default=5)
+    parser.add_argument("--network", type=int, default=0, help="also train the LSTM, epochs")
     args = parser.parse_args()
     import sentencepiece as spm  # the optional extra: pip install sentencepiece
 
@@ -58,9 +70,12 @@ def main() -> None:
     train = (args.data / "train.txt").read_text().splitlines()
     test = [line for line in (args.data / "test.txt").read_text().splitlines() if line.strip()]
     chars = sum(len(line) for line in test)
+    valid = args.data / "valid.txt"
     ngram(args.data / "train.txt", "chars", args.work / "chars", args.order)
-    closed, opened = nats(args.work / "chars", test)
-    rows = {"characters": (closed, opened)}
+    rows = {"characters": nats(args.work / "chars", test)}
+    if args.network:
+        network(args.data / "train.txt", valid, "chars", args.work / "rnn-chars", args.network)
+        rows["characters, LSTM"] = nats(args.work / "rnn-chars", test)
     for size in args.pieces:
         prefix = args.work / f"sp{size}"
         spm.SentencePieceTrainer.train(
@@ -73,6 +88,14 @@ def main() -> None:
         ngram(pieces, "whitespace", args.work / f"kn-sp{size}", args.order)
         test_pieces = [" ".join(sp.encode(t, out_type=str)) for t in test]
         rows[f"sentencepiece unigram {size}"] = nats(args.work / f"kn-sp{size}", test_pieces)
+        if args.network:
+            valid_pieces = prefix.with_suffix(".valid.txt")
+            valid_pieces.write_text("".join(
+                " ".join(sp.encode(t, out_type=str)) + "\n" for t in valid.read_text().splitlines()
+            ))  # fmt: skip
+            out = args.work / f"rnn-sp{size}"
+            network(pieces, valid_pieces, "whitespace", out, args.network)
+            rows[f"sentencepiece unigram {size}, LSTM"] = nats(out, test_pieces)
     print(json.dumps({"test_characters": chars, "order": args.order, "nats_per_character": {
         name: {"closed": round(c / chars, 4), "open": round(o / chars, 4)}
         for name, (c, o) in rows.items()}}, indent=1, ensure_ascii=False))  # fmt: skip

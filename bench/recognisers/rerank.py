@@ -22,6 +22,11 @@ errors). WER and CER are over all test
 utterances together, per source and overall. The first model is compared with each other one
 list by list: on how many lists its pick has fewer and more word errors, and a 95 % paired
 bootstrap interval of the WER difference.
+
+``--kenlm NAME=ARPA:MODEL_DIR`` adds a KenLM peer (the PyPI ``kenlm`` module reading an ARPA
+file, e.g. the one ``nextword ngram`` writes), scored in process on the tokens of MODEL_DIR's
+tokenizer: system ``NAME`` is KenLM's own convention (an OOV word gets ``p(<unk>)``),
+``NAME+offset`` adds a tuned offset per OOV word (pyctcdecode's ``unk_score_offset``, tuned).
 """
 
 from __future__ import annotations
@@ -136,6 +141,30 @@ def start_service(models: list[str], port: int) -> subprocess.Popen[bytes]:
         time.sleep(0.5)
     server.kill()
     raise RuntimeError("nextword serve did not become ready in 300 s")
+
+
+def kenlm_scores(utterances: list[Utterance], name: str, spec: str) -> None:
+    """KenLM's log-probability (natural log, ``<s>``/``</s>`` included) of every hypothesis, on
+    the tokens MODEL_DIR's tokenizer makes of it, with its OOV count: systems ``NAME`` (OOV words
+    at KenLM's ``p(<unk>)``, nothing to tune) and ``NAME+offset`` (plus a tuned offset each)."""
+    import kenlm  # type: ignore[import-not-found]
+
+    from model.inference.checkpoint import load_checkpoint
+
+    arpa, _, directory = spec.partition(":")
+    tokenizer = load_checkpoint(directory).tokenizer
+    peer = kenlm.Model(arpa)
+    for u in utterances:
+        lm, oov, n = np.zeros(len(u.texts)), np.zeros(len(u.texts)), np.zeros(len(u.texts))
+        for i, text in enumerate(u.texts):
+            tokens = tokenizer(text)
+            scores = list(peer.full_scores(" ".join(tokens), bos=True, eos=True))
+            lm[i] = np.log(10.0) * sum(s for s, _, _ in scores)
+            oov[i] = sum(1 for _, _, is_oov in scores if is_oov)
+            n[i] = len(tokens)  # without </s>, as /v1/rerank counts
+        u.lm[name], u.oov[name] = lm, np.zeros(len(u.texts))
+        u.lm[f"{name}+offset"], u.oov[f"{name}+offset"] = lm, oov
+        u.n_tokens = n
 
 
 def lm_scores(utterances: list[Utterance], base_url: str, name: str) -> list[float]:
@@ -286,6 +315,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sets", type=Path, nargs="+", help="N-best JSON-lines files")
     parser.add_argument("--model", action="append", help="NAME=DIR (repeatable)")
+    parser.add_argument(
+        "--kenlm", action="append", default=[],
+        help="NAME=ARPA:MODEL_DIR: a KenLM peer on MODEL_DIR's tokens (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--url", help="a running service instead of starting one")
     parser.add_argument("--score-field", default="score", help="the hypotheses' recogniser score")
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
@@ -304,6 +337,8 @@ def main() -> None:
             for suffix in ("", "+unk", "+spell", "+spell+offset", "+unk+offset")
             if f"{n}{suffix}" != f"{names[0]}+spell"
         ]  # fmt: skip
+    peers = [spec.split("=", 1) for spec in args.kenlm]
+    names += [f"{peer}{suffix}" for peer, _ in peers for suffix in ("", "+offset")]
     server = None
     url = args.url
     if url is None:
@@ -323,6 +358,8 @@ def main() -> None:
             utterances = load_set(path, args.score_field)
             served = [m.split("=", 1)[0] for m in models]
             call_ms = {name: lm_scores(utterances, url, name) for name in served}
+            for peer, spec in peers:
+                kenlm_scores(utterances, peer, spec)
             result = report(utterances, names)
             sizes = [len(u.texts) for u in utterances]
             result["mean_list_size"] = round(statistics.mean(sizes), 1)
