@@ -33,6 +33,8 @@ class Options(TypedDict, total=False):
 
     model: str  # a loaded model's name; default: the client's ``model``, else the server's
     weights: list[float]  # an interpolated model's component weights for this call
+    # the text that came before: a string, a list of sentences or of token lists (oldest first)
+    history: str | list[str] | list[list[str]]
 
 
 class OovOptions(Options, total=False):

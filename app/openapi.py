@@ -23,6 +23,8 @@ def write_limits(node: Any, settings: Settings) -> None:
             bound = int(getattr(settings, setting))
             if node.get("type") == "array":
                 node["maxItems"] = min(bound, node.get("maxItems", bound))
+            elif setting.endswith("_tokens") and "anyOf" in node:  # a text: its tokens
+                node["x-max-tokens"] = bound
             else:
                 node["maximum"] = min(bound, node.get("maximum", bound))
         for child in node.values():

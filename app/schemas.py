@@ -53,7 +53,31 @@ class Weighted(Strict):
     )
 
 
-class OovOptions(Weighted):
+HISTORY_DESCRIPTION = (
+    "the text that came before, oldest first: a string (cut into sentences at . ! ? 。！？ and "
+    "blank lines), a list of sentences, or a list of token lists. A recurrent model reads it "
+    "as running text before the request (<s> h1 </s> <s> h2 </s> <s> context ...), as it was "
+    "trained; an n-gram model's context stops at <s>, so it changes nothing there (a warning "
+    "says so). At most max_history_tokens tokens of it are read (NEXTWORD_MAX_HISTORY_TOKENS, "
+    "<s> and </s> counted): the oldest are dropped, in steps of half that bound, so a history "
+    "that grows by a sentence per call reuses the cached state of the rest"
+)
+Sentence = Annotated[str, StringConstraints(max_length=20_000)]
+TokenList = Annotated[list[Token], Field(max_length=5_000)]
+HistoryText = (
+    Annotated[str, StringConstraints(max_length=200_000)]
+    | Annotated[list[Sentence], Field(max_length=10_000)]
+    | Annotated[list[TokenList], Field(max_length=10_000)]
+)
+
+
+class WithHistory(Weighted):
+    history: HistoryText | None = Field(
+        None, description=HISTORY_DESCRIPTION, json_schema_extra=limit("max_history_tokens")
+    )
+
+
+class OovOptions(WithHistory):
     model: str | None = Field(
         None, description="a loaded model's name; default: the server's default model"
     )
@@ -69,6 +93,14 @@ class OovOptions(Weighted):
     oov_penalty: FiniteFloat | None = Field(
         None, ge=-100, le=0, description="log-probability given to each OOV token (-100 to 0)"
     )
+
+
+class HistoryRead(BaseModel):
+    """How much of the request's ``history`` the model read."""
+
+    sentences: int = Field(description="sentences read, whole or in part")
+    tokens: int = Field(description="tokens read, <s> and </s> counted (0: the model reads none)")
+    dropped: int = Field(description="the oldest tokens left out, over max_history_tokens")
 
 
 class ScoreMeta(BaseModel):
@@ -87,6 +119,9 @@ class ScoreMeta(BaseModel):
         default_factory=list,
         description="what makes the answer less telling than it looks, e.g. every word of the "
         "request outside the model's vocabulary (text in another language or script)",
+    )
+    history: HistoryRead | None = Field(
+        None, description="how much of the request's history was read; null: none was given"
     )
 
 
@@ -125,7 +160,7 @@ class CandidatesResponse(ScoreMeta):
 
 
 # ---------------------------------------------------------------- /v1/predict
-class PredictRequest(Weighted):
+class PredictRequest(WithHistory):
     model: str | None = None
     context: Text = ""
     k: int = Field(

@@ -17,6 +17,7 @@ from app import schemas
 from app.core.config import Settings
 from app.metrics import observe_scores
 from app.scheduler import Work
+from model.inference.history import History, history_window
 from model.inference.language_model import (
     Call,
     CandidateScore,
@@ -27,6 +28,7 @@ from model.inference.language_model import (
     UnsupportedCallError,
 )
 from model.network.layers import softmax
+from model.text.corpus import split_text
 
 T = TypeVar("T")
 # Multiply-adds a slice of a request's work may take (``LanguageModel.position_cost`` counts
@@ -203,6 +205,45 @@ def oov_scored(
     return lm.spelled(score)  # "spell": apply_oov_policy checked that the model has one
 
 
+def history_of(
+    lm: LanguageModel, req: schemas.WithHistory, settings: Settings
+) -> tuple[History, schemas.HistoryRead | None, list[str]]:
+    """The request's history as the model reads it (``History.tokens`` go before the request's
+    own ``<s>``), what the answer says of it, and a warning when the model reads none."""
+    if req.history is None:
+        return History.empty(), None, []
+    given = req.history
+    texts = split_text(given, "sentences") if isinstance(given, str) else given
+    sentences = [lm.tokenize(t) for t in texts]
+    window = history_window(sentences, settings.max_history_tokens)
+    if not lm.reads_history():
+        note = (
+            f"history: this {lm.task} model reads no history (an n-gram's context stops at "
+            "<s>; a gap-filling model reads a sentence alone), so the scores are the same "
+            "without it"
+        )
+        return History.empty(), schemas.HistoryRead(sentences=0, tokens=0, dropped=0), [note]
+    read = schemas.HistoryRead(sentences=window.sentences, tokens=window.read,
+                               dropped=window.dropped)  # fmt: skip
+    return window, read, []
+
+
+def in_context(history: History, context: list[str]) -> list[str]:
+    """``context`` after the history, as a next-word call reads it: ``h … </s> <s> context``."""
+    return [*history.tokens, "<s>", *context] if history.tokens else context
+
+
+def after(history: History) -> dict[str, list[str]]:
+    """The ``prefix`` argument for a history, only when there is one: a kind that reads none
+    (``reads_history`` false, the default of a new kind) is called as before."""
+    return {"prefix": history.tokens} if history.tokens else {}
+
+
+def history_cost(lm: LanguageModel, history: History) -> float:
+    """What reading the history will cost now (its cached part is not read again)."""
+    return lm.position_cost() * lm.unread_positions(history.tokens) if history.tokens else 0.0
+
+
 def candidates(
     lm: LanguageModel,
     name: str,
@@ -225,9 +266,11 @@ def candidates(
             (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
         ]
         policy = apply_oov_policy(lm, req, fields)
+        history, read, notes = history_of(lm, req, settings)
     per = lm.position_cost()
     costs = item_costs(lm, per, [len(t) for t in token_lists], token_lists, policy)
-    costs[0] += per * len(context)  # read with the first slice
+    costs[0] += per * len(context) + history_cost(lm, history)  # read with the first slice
+    full_context = in_context(history, context)
     left = math.fsum(costs)
     yield left
     scores: list[CandidateScore] = []
@@ -235,7 +278,7 @@ def candidates(
     groups = [list(range(len(costs)))] if score is not None else slices(costs, slice_cost)
     for group in groups:
         with model_errors(name):
-            part = (score or lm.score_candidates)(context, [token_lists[i] for i in group])
+            part = (score or lm.score_candidates)(full_context, [token_lists[i] for i in group])
         scores += part
         log_probs += [math.fsum(oov_scored(lm, s, policy, req.oov_penalty)) for s in part]
         left -= math.fsum(costs[i] for i in group)
@@ -250,7 +293,8 @@ def candidates(
         context_tokens=context,
         context_oov_positions=lm.oov_indices(context),
         results=candidate_results(req.candidates, scores, log_probs),
-        warnings=unknown_words_warning(lm, [context, *token_lists], policy),
+        warnings=unknown_words_warning(lm, [context, *token_lists], policy) + notes,
+        history=read,
     )
 
 
@@ -267,17 +311,25 @@ def predict(
         if req.k > settings.max_k:
             raise RequestError("k", f"{req.k} is above the limit of {settings.max_k}")
         context = tokens_of(lm, "context", req.context, settings.max_tokens)
-    yield lm.position_cost() * (len(context) + 1)
+        history, read, notes = history_of(lm, req, settings)
+    yield lm.position_cost() * (len(context) + 1) + history_cost(lm, history)
     with model_errors(name):
-        top = lm.top_k(context, req.k, include_special=req.include_special)
+        top = lm.top_k(in_context(history, context), req.k, include_special=req.include_special)
     return schemas.PredictResponse(
         model=name,
         context_tokens=context,
-        warnings=unknown_words_warning(lm, [context], "unk"),
+        warnings=unknown_words_warning(lm, [context], "unk") + notes,
+        history=read,
         predictions=[
             schemas.Prediction(word=w, probability=math.exp(lp), log_prob=lp) for w, lp in top
         ],
     )
+
+
+# score_texts' answer: the results, warnings, OOV policy applied and the history read
+Scored = tuple[
+    list[schemas.SentenceResult], list[str], schemas.OovPolicy, schemas.HistoryRead | None
+]
 
 
 def score_texts(
@@ -288,10 +340,10 @@ def score_texts(
     field: str,
     settings: Settings,
     slice_cost: float = SLICE_COST,
-) -> Work[tuple[list[schemas.SentenceResult], list[str], schemas.OovPolicy]]:
+) -> Work[Scored]:
     """Score sentences, a slice of them at a time (each slice one padded batch); the shared
-    core of /v1/score and /v1/rerank. Returns the results, the answer's warnings and the OOV
-    policy applied."""
+    core of /v1/score and /v1/rerank. Returns the results, the answer's warnings, the OOV
+    policy applied and what was read of the history."""
     with model_errors(name, {"sentences": field}):
         lm.require(Call.SCORE)
         lm = weighted(lm, req)
@@ -301,8 +353,10 @@ def score_texts(
         lm.check_scorable(token_lists, req.bos, req.eos)  # refused before its words are looked up
         fields = [(f"{field}[{i}]", t) for i, t in enumerate(token_lists)]
         policy = apply_oov_policy(lm, req, fields)
+        history, read, notes = history_of(lm, req, settings)
     per = lm.position_cost()
     costs = item_costs(lm, per, [len(t) + 2 for t in token_lists], token_lists, policy)
+    costs[0] += history_cost(lm, history)  # read once, with the first slice
     left = math.fsum(costs)
     yield left
     scored: list[tuple[SentenceScore, list[float]]] = []
@@ -310,7 +364,7 @@ def score_texts(
         with model_errors(name, {"sentences": field}):
             part = lm.score_sentences(
                 [token_lists[i] for i in group], bos=req.bos, eos=req.eos,
-                batch_size=settings.max_sentences,
+                batch_size=settings.max_sentences, **after(history),
             )  # fmt: skip
         scored += [(s, oov_scored(lm, s, policy, req.oov_penalty)) for s in part]
         left -= math.fsum(costs[i] for i in group)
@@ -336,7 +390,7 @@ def score_texts(
         [r.log_prob for r in results],
         None,
     )
-    return results, unknown_words_warning(lm, token_lists, policy), policy
+    return results, unknown_words_warning(lm, token_lists, policy) + notes, policy, read
 
 
 def score(
@@ -346,12 +400,13 @@ def score(
     settings: Settings,
     slice_cost: float = SLICE_COST,
 ) -> Work[schemas.ScoreResponse]:
-    results, warnings, policy = yield from score_texts(
+    results, warnings, policy, read = yield from score_texts(
         lm, name, req.sentences, req, "sentences", settings, slice_cost
     )
     return schemas.ScoreResponse(
-        model=name, normalized=policy != "penalty", oov=policy, results=results, warnings=warnings
-    )
+        model=name, normalized=policy != "penalty", oov=policy, results=results,
+        warnings=warnings, history=read,
+    )  # fmt: skip
 
 
 def rerank(
@@ -363,7 +418,7 @@ def rerank(
 ) -> Work[schemas.RerankResponse]:
     """N-best rescoring: combined = score + lm_weight * lm_log_prob + length_bonus * n_tokens."""
     texts = [h.text for h in req.hypotheses]
-    results, warnings, policy = yield from score_texts(
+    results, warnings, policy, read = yield from score_texts(
         lm, name, texts, req, "hypotheses", settings, slice_cost
     )
     ranked = [
@@ -381,7 +436,7 @@ def rerank(
     ranked.sort(key=lambda h: (-h.combined, h.index))  # best first; ties keep request order
     return schemas.RerankResponse(
         model=name, normalized=policy != "penalty", oov=policy, hypotheses=ranked,
-        warnings=warnings,
+        warnings=warnings, history=read,
     )  # fmt: skip
 
 
@@ -406,6 +461,7 @@ def fill(
             (f"candidates[{i}]", t) for i, t in enumerate(token_lists)
         ]
         policy = apply_oov_policy(lm, req, fields)
+        history, read, notes = history_of(lm, req, settings)
     per = lm.position_cost()
     whole = [left + t + right for t in token_lists]
     groups: Iterable[list[int]]
@@ -416,6 +472,7 @@ def fill(
     else:  # each candidate's whole sentence
         costs = item_costs(lm, per, [len(w) + 2 for w in whole], whole, policy)
         groups = slices(costs, slice_cost)
+    costs[0] += history_cost(lm, history)
     todo = math.fsum(costs)
     yield todo
     method: FillMethod = "sentence"
@@ -423,7 +480,7 @@ def fill(
     log_probs: list[float] = []
     for group in groups:
         with model_errors(name):
-            method, part = lm.fill(left, right, [token_lists[i] for i in group])
+            method, part = lm.fill(left, right, [token_lists[i] for i in group], **after(history))
         scores += part
         log_probs += [math.fsum(oov_scored(lm, s, policy, req.oov_penalty)) for s in part]
         todo -= math.fsum(costs[i] for i in group)
@@ -439,7 +496,8 @@ def fill(
         left_tokens=left,
         right_tokens=right,
         results=candidate_results(req.candidates, scores, log_probs),
-        warnings=unknown_words_warning(lm, [left, right, *token_lists], policy),
+        warnings=unknown_words_warning(lm, [left, right, *token_lists], policy) + notes,
+        history=read,
     )
 
 

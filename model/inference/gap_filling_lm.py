@@ -17,10 +17,13 @@ class GapFillingLM(NetworkLM[BiRNNLM]):
     task = "gap-filling"
     calls = frozenset({Call.FILL})
 
-    def fill(self, left: Text, right: Text, candidates: Sequence[Text]) -> GapScores:
+    def fill(
+        self, left: Text, right: Text, candidates: Sequence[Text], prefix: Sequence[str] = ()
+    ) -> GapScores:
         """Method ``bidirectional``: a one-token candidate gets the exact log P(c | left, right);
         a longer one the sum over its tokens of log P(token | everything else), its
-        pseudo-log-likelihood. ``token_log_probs`` are the candidate's own tokens'."""
+        pseudo-log-likelihood. ``token_log_probs`` are the candidate's own tokens'. Trained on
+        sentences alone, it reads no ``prefix``."""
         left_tokens, right_tokens = self.tokenize(left), self.tokenize(right)
         token_lists = self.tokenize_all("candidates", candidates)
         encode = self.vocab.encode

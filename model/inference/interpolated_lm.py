@@ -165,11 +165,24 @@ class InterpolatedLM(LanguageModel):
         tokens = self.tokenize(context)  # once, for every component
         return self.mix([c.next_log_probs(tokens) for c in self.components])
 
+    def reads_history(self) -> bool:
+        return any(c.reads_history() for c in self.components)
+
+    def unread_positions(self, tokens: Sequence[str]) -> int:
+        return max(c.unread_positions(tokens) for c in self.components)
+
     def score_sentences(
-        self, sentences: Sequence[Text], bos: bool = True, eos: bool = True, batch_size: int = 64
+        self,
+        sentences: Sequence[Text],
+        bos: bool = True,
+        eos: bool = True,
+        batch_size: int = 64,
+        prefix: Sequence[str] = (),
     ) -> list[SentenceScore]:
         token_lists = [self.tokenize(s) for s in sentences]
-        answers = [c.score_sentences(token_lists, bos, eos, batch_size) for c in self.components]
+        answers = [
+            c.score_sentences(token_lists, bos, eos, batch_size, prefix) for c in self.components
+        ]
         return [
             self.sentence_score(
                 parts[0].tokens, self.mix([p.token_log_probs for p in parts]).tolist(), bos, eos

@@ -181,6 +181,16 @@ class LanguageModel(ABC):
         """The prefix cache's entries, bytes, hits and misses; None without a cache."""
         return None
 
+    def reads_history(self) -> bool:
+        """Whether text before a sentence's ``<s>`` changes its scores: a recurrent state
+        carried on from it does; an n-gram's context stops at ``<s>`` (default: no)."""
+        return False
+
+    def unread_positions(self, tokens: Sequence[str]) -> int:
+        """How many positions of ``<s> tokens`` reading them would compute now (what is
+        cached is not read again): the cost of a request's history."""
+        return len(tokens) + 1 if self.reads_history() else 0
+
     def require(self, call: Call) -> None:
         """Raise UnsupportedCallError unless this model serves ``call``."""
         if call not in self.calls:
@@ -274,22 +284,36 @@ class LanguageModel(ABC):
         return [(self.vocab.tokens[i], float(lp[i])) for i in best]
 
     def score_sentences(
-        self, sentences: Sequence[Text], bos: bool = True, eos: bool = True, batch_size: int = 64
+        self,
+        sentences: Sequence[Text],
+        bos: bool = True,
+        eos: bool = True,
+        batch_size: int = 64,
+        prefix: Sequence[str] = (),
     ) -> list[SentenceScore]:
-        """Whole-sentence scores in request order; each equal to scoring the sentence alone."""
+        """Whole-sentence scores in request order; each equal to scoring the sentence alone
+        after ``<s> prefix`` (``History.tokens``: the running text before it, where the kind
+        reads any; see ``reads_history``)."""
         raise UnsupportedCallError(Call.SCORE, self.task, self.calls)
 
-    def fill(self, left: Text, right: Text, candidates: Sequence[Text]) -> GapScores:
+    def fill(
+        self, left: Text, right: Text, candidates: Sequence[Text], prefix: Sequence[str] = ()
+    ) -> GapScores:
         """Score candidates for the gap between ``left`` and ``right``.
 
         By default (any model that scores sentences), method ``sentence``: each candidate's
-        score is the log-probability of the whole sentence ``<s> left candidate right </s>``,
-        and ``token_log_probs`` are that sentence's, so the right context counts too.
+        score is the log-probability of the whole sentence ``<s> left candidate right </s>``
+        (after ``prefix``, as ``score_sentences`` reads it), and ``token_log_probs`` are that
+        sentence's, so the right context counts too.
         """
         self.require(Call.FILL)
         left_tokens, right_tokens = self.tokenize(left), self.tokenize(right)
         token_lists = self.tokenize_all("candidates", candidates)
-        sentences = self.score_sentences([left_tokens + t + right_tokens for t in token_lists])
+        whole = [left_tokens + t + right_tokens for t in token_lists]
+        # a kind that reads no history may not take ``prefix`` (one written before it existed)
+        sentences = (
+            self.score_sentences(whole, prefix=prefix) if prefix else self.score_sentences(whole)
+        )
         return GapScores(
             "sentence",
             [

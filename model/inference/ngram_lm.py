@@ -107,10 +107,24 @@ class NgramLM(LanguageModel):
     def _ids(self, tokens: Sequence[str]) -> np.ndarray:
         return np.concatenate([[self.vocab.bos_id], self.vocab.encode(tokens)]).astype(np.int64)
 
+    def _context_ids(self, context: Text) -> np.ndarray:
+        """``<s> context`` from its last ``<s>``: a context holding the sentences before its own
+        (``history``) starts at its own sentence's ``<s>``, as the tables were estimated (KenLM's
+        begin-of-sentence state)."""
+        ids = self._ids(self.tokenize(context))
+        return ids[int(np.flatnonzero(ids == self.vocab.bos_id)[-1]) :]
+
     # ------------------------------------------------------------ the calls
     def score_sentences(
-        self, sentences: Sequence[Text], bos: bool = True, eos: bool = True, batch_size: int = 64
+        self,
+        sentences: Sequence[Text],
+        bos: bool = True,
+        eos: bool = True,
+        batch_size: int = 64,
+        prefix: Sequence[str] = (),
     ) -> list[SentenceScore]:
+        """Each sentence from its ``<s>``: nothing before it is in an n-gram's context, so
+        ``prefix`` changes nothing."""
         token_lists = [self.tokenize(s) for s in sentences]
         self.check_scorable(token_lists, bos, eos)
         # without bos the first token is the given context, read without <s> (as the RNN does)
@@ -137,7 +151,7 @@ class NgramLM(LanguageModel):
         words: list[int] = []
         owners: list[tuple[int, list[str], int]] = []  # request, tokens, number of rows
         for r, (context, texts) in enumerate(requests):
-            history = ([-1] * h + self._ids(self.tokenize(context)).tolist())[-h:] if h else []
+            history = ([-1] * h + self._context_ids(context).tolist())[-h:] if h else []
             for tokens in self.tokenize_all("candidates", texts):
                 ids = encode(tokens).tolist()
                 window = history + ids
@@ -162,7 +176,7 @@ class NgramLM(LanguageModel):
         back-off structure (``log10_distribution``): the unigram row plus the few n-grams that
         extend the history, not V lookups."""
         h = self.order - 1
-        history = self._ids(self.tokenize(context))  # <s> context
+        history = self._context_ids(context)  # <s> context
         lp = log10_distribution(
             self.tables, history[max(len(history) - h, 0) :] if h else history[:0]
         )

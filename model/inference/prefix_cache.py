@@ -82,10 +82,13 @@ class PrefixCache:
         """Entries, bytes, hits and misses: what /v1/models reports."""
         return {"entries": len(self), "bytes": self.bytes, "hits": self.hits, "misses": self.misses}
 
-    def longest(self, ids: Sequence[int] | np.ndarray) -> tuple[int, CachedPrefix | None]:
+    def longest(
+        self, ids: Sequence[int] | np.ndarray, count: bool = True
+    ) -> tuple[int, CachedPrefix | None]:
         """The longest cached prefix of ``ids`` (two ids or more): (its length, entry) or (0, None).
 
         Only prefixes of at least ``<s>`` and one word are stored, so a hit is reused work.
+        ``count=False`` looks without counting a hit or miss (an estimate of the work to come).
         """
         key = pack(ids)
         n, entry = len(key) // ID_BYTES, None
@@ -98,6 +101,8 @@ class PrefixCache:
                     entry = found[0]
             n -= entry is None
         n = n if entry is not None else 0
+        if not count:
+            return n, entry
         with self._lock:
             if entry is not None:
                 self.hits += 1

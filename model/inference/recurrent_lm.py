@@ -91,6 +91,15 @@ class RecurrentLM(NetworkLM[RNNLM]):
     def cache_stats(self) -> dict[str, int] | None:
         return None if self.cache is None else self.cache.stats()
 
+    def reads_history(self) -> bool:
+        return True
+
+    def unread_positions(self, tokens: Sequence[str]) -> int:
+        ids = np.concatenate([[self.vocab.bos_id], self.vocab.encode(tokens)]).astype(np.int64)
+        if self.cache is None or len(ids) < 2:
+            return len(ids)
+        return len(ids) - self.cache.longest(ids, count=False)[0]
+
     # ------------------------------------------------------------ next word
     def next_log_probs_from(self, hidden: np.ndarray) -> np.ndarray:
         """log P(next token) from top-layer outputs hidden (M, H): shape (M, V)."""
@@ -190,11 +199,27 @@ class RecurrentLM(NetworkLM[RNNLM]):
 
         With a prefix cache, each context starts from its longest cached prefix; the uncached
         suffixes of equal length run as one batch (a beam search's requests all add one word).
+        A context that holds earlier sentences (a ``history``: ``… </s> <s> context``) is read
+        in two steps, so that the state at its last sentence boundary is cached too: the next
+        call, whose history has grown by this sentence, starts from there.
         """
         id_lists = [
             np.concatenate([[self.vocab.bos_id], self.vocab.encode(c)]).astype(np.int64)
             for c in contexts
         ]
+        if self.cache is not None:
+            boundaries = {}
+            for ids in id_lists:
+                starts = np.flatnonzero(ids == self.vocab.bos_id)
+                if len(starts) > 1:  # the state before the last <s> (after a </s>)
+                    boundaries[ids[: starts[-1]].tobytes()] = ids[: starts[-1]]
+            if boundaries:
+                self._read_ids(list(boundaries.values()))
+        return self._read_ids(id_lists)
+
+    def _read_ids(self, id_lists: list[np.ndarray]) -> list[CachedPrefix]:
+        """``read_contexts`` on id sequences (``<s>`` first), each from its longest cached
+        prefix; every state read is cached."""
         results: list[CachedPrefix | None] = [None] * len(id_lists)
         groups: dict[int, list[tuple[int, CachedPrefix | None, np.ndarray]]] = {}
         for r, ids in enumerate(id_lists):
@@ -229,15 +254,22 @@ class RecurrentLM(NetworkLM[RNNLM]):
 
     # ------------------------------------------------------------ sentences
     def score_sentences(
-        self, sentences: Sequence[Text], bos: bool = True, eos: bool = True, batch_size: int = 64
+        self,
+        sentences: Sequence[Text],
+        bos: bool = True,
+        eos: bool = True,
+        batch_size: int = 64,
+        prefix: Sequence[str] = (),
     ) -> list[SentenceScore]:
         """Score whole sentences, computed in padded batches; equal to scoring each alone.
 
         Sentences are grouped by length (longest first) to keep padding small; results come back
-        in request order.
+        in request order. Each starts from the state after ``<s> prefix`` (read once, through
+        the prefix cache), or with no prefix from the start state.
         """
         token_lists = [self.tokenize(s) for s in sentences]
         self.check_scorable(token_lists, bos, eos)
+        after = self.read_contexts([list(prefix)])[0].state if prefix else None
         seqs = [self.vocab.encode(tokens) for tokens in token_lists]
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         results: list[SentenceScore | None] = [None] * len(seqs)
@@ -249,9 +281,8 @@ class RecurrentLM(NetworkLM[RNNLM]):
                 eos_id=self.vocab.eos_id if eos else None,
                 bos_id=self.vocab.bos_id,
             )
-            hidden, _, _ = self.net.forward(
-                inputs, self.net.start_state(len(batch)), keep_cache=False
-            )
+            state = self.net.start_state(len(batch)) if after is None else repeat(after, len(batch))
+            hidden, _, _ = self.net.forward(inputs, state, keep_cache=False)
             rows = np.nonzero(mask.T)  # sentence-major
             flat = hidden.transpose(1, 0, 2)[rows]  # (M, H), sentence-major
             picked = self.log_probs_at(flat, np.arange(len(flat)), targets.T[rows])
@@ -285,6 +316,11 @@ class RecurrentLM(NetworkLM[RNNLM]):
         isolated, _ = isolated_cross_entropy(self.net, [self.vocab.encode(s) for s in sentences],
                                              self.vocab)  # fmt: skip
         return Evaluation(self.task, tokens, cross_entropy, oov / max(counted, 1), isolated)
+
+
+def repeat(state: NetworkState, n: int) -> NetworkState:
+    """A batch-1 state repeated for ``n`` sequences."""
+    return [tuple(np.repeat(t, n, axis=0) for t in layer) for layer in state]
 
 
 def concat_states(states: Sequence[NetworkState]) -> NetworkState:

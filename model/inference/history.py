@@ -1,0 +1,58 @@
+"""What was said before a request: the running text a stream-trained model reads first.
+
+A recurrent model trained on running text (``<s> s₁ </s> <s> s₂ </s> …`` with the state carried
+on) predicts a sentence better after the sentences before it than from a cold start; the
+service lets a caller send them as ``history``. This module turns that history into the tokens a
+model reads before a request's own ``<s>``, within a bound on how many.
+
+The bound drops the oldest tokens, and it drops them in steps of half the bound (each cut moved
+on to the next sentence start): a client sending a growing document, sentence after sentence,
+then keeps the same window start for many calls, so the model's prefix cache still holds the
+state after the window's earlier sentences and each call reads about one new sentence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from model.text.vocab import BOS, EOS
+
+
+@dataclass(frozen=True)
+class History:
+    """The history a model reads: ``tokens`` come after a ``<s>`` the model adds itself (``h₁
+    </s> <s> h₂ </s>`` for two sentences), so the next ``<s>`` starts the request's sentence."""
+
+    tokens: list[str]
+    sentences: int  # sentences of the history read, whole or in part
+    read: int  # tokens of the stream read, its <s> and </s> counted
+    dropped: int  # the oldest tokens of the stream left out (over the bound)
+
+    @classmethod
+    def empty(cls) -> History:
+        return cls([], 0, 0, 0)
+
+
+def history_window(sentences: Sequence[Sequence[str]], max_tokens: int) -> History:
+    """The stream ``<s> s₁ </s> <s> s₂ </s> …`` of the non-empty ``sentences``, its oldest tokens
+    dropped so that at most ``max_tokens`` remain. The cut falls on a multiple of half the bound,
+    counted from the stream's start, moved on to the next ``<s>`` when there is one (a sentence
+    is then read whole or not at all); a growing history keeps the same cut until it grows by
+    another half bound."""
+    stream: list[str] = []
+    starts: list[int] = []  # where each sentence's <s> is
+    for sentence in sentences:
+        if sentence:
+            starts.append(len(stream))
+            stream += [BOS, *sentence, EOS]
+    ends = [*starts[1:], len(stream)]
+    cut = 0
+    if len(stream) > max_tokens:
+        step = max(1, max_tokens // 2)
+        cut = math.ceil((len(stream) - max_tokens) / step) * step
+        cut = next((s for s in starts if s >= cut), cut)
+    kept = stream[cut:]
+    tokens = kept[1:] if kept[:1] == [BOS] else kept
+    return History(tokens, sum(end > cut for end in ends), len(kept), cut)

@@ -1,0 +1,121 @@
+"""History: the sentences before a request, read as running text (``<s> h₁ </s> <s> h₂ </s>``)
+before the request's own ``<s>``; equal to the stream evaluation of the whole text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.inference.evaluation import stream_token_log_probs
+from model.inference.history import history_window
+from model.inference.interpolated_lm import InterpolatedLM
+from model.inference.ngram_lm import NgramLM
+from model.inference.recurrent_lm import RecurrentLM
+from model.ngram.kneser_ney import estimate
+from model.text.batches import sentence_stream
+from model.text.tokenize import Tokenizer
+from tests.model.test_start_state import with_start
+
+TEXT = [
+    "the cat sat on the mat".split(),
+    "the dog ran".split(),
+    "new york".split(),
+    "the cat ran on the mat".split(),
+    "the dog sat on the new mat".split(),
+]
+
+
+def stream_from(lm: RecurrentLM, sentences: list[list[str]]) -> np.ndarray:
+    """log P of every target of the running text read token by token from the start state (the
+    definition: one step at a time, no batching, no cache)."""
+    ids = sentence_stream(sentences, lm.vocab)
+    state, out = lm.net.start_state(1), []
+    for now, nxt in zip(ids[:-1], ids[1:], strict=True):
+        lps, state = lm.net.log_probs(np.array([[now]]), state)
+        if nxt != lm.vocab.bos_id:
+            out.append(float(lps[0, 0, nxt]))
+    return np.array(out)
+
+
+def test_the_window_keeps_the_stream_within_the_bound_and_cuts_in_half_bound_steps() -> None:
+    whole = history_window(TEXT, 1000)
+    assert whole.tokens == [*TEXT[0], "</s>"] + [t for s in TEXT[1:] for t in ["<s>", *s, "</s>"]]
+    assert (whole.sentences, whole.read, whole.dropped) == (5, 34, 0)
+    stream = ["<s>", *whole.tokens]
+    for bound in range(0, 40):
+        h = history_window(TEXT, bound)
+        assert h.read <= bound and h.read + h.dropped == 34
+        kept = stream[h.dropped :]
+        assert h.tokens == (kept[1:] if kept[:1] == ["<s>"] else kept)
+        # the cut is on a sentence start unless no sentence starts after it
+        assert kept[:1] == ["<s>"] or "<s>" not in kept
+    # a growing history keeps its cut until it has grown by half the bound
+    document = TEXT * 4
+    cuts = [history_window(document[:k], 40).dropped for k in range(1, len(document))]
+    assert cuts == sorted(cuts) and len(set(cuts)) <= len(cuts) // 2
+    assert history_window([[], ["a"]], 10).sentences == 1  # an empty sentence is no sentence
+
+
+@pytest.mark.parametrize("start", [False, True], ids=["zero start", "start state"])
+def test_scoring_sentence_k_after_its_history_equals_the_stream(
+    tiny_lm: RecurrentLM, start: bool
+) -> None:
+    lm = with_start(tiny_lm) if start else tiny_lm
+    stream = stream_from(lm, TEXT)
+    if not start:  # the evaluation's own stream reader agrees with the definition
+        assert stream_token_log_probs(lm.net, sentence_stream(TEXT, lm.vocab), lm.vocab) == (
+            pytest.approx(stream, abs=1e-12)
+        )
+    at = 0
+    for k, sentence in enumerate(TEXT):
+        prefix = history_window(TEXT[:k], 1000).tokens
+        (scored,) = lm.score_sentences([sentence], prefix=prefix)
+        want = stream[at : at + len(sentence) + 1]
+        assert scored.token_log_probs == pytest.approx(want, abs=1e-12)
+        # the next-word calls read the history in their context: the same numbers
+        context = [*prefix, "<s>"] if prefix else []
+        for i, word in enumerate(sentence):
+            (candidate,) = lm.score_candidates(context + sentence[:i], [[word]])
+            assert candidate.log_prob == pytest.approx(want[i], abs=1e-12)
+        at += len(sentence) + 1
+
+
+def test_a_growing_history_reads_about_one_sentence_per_call(tiny_lm: RecurrentLM) -> None:
+    lm = tiny_lm
+    lm.use_prefix_cache(4096, 64 << 20, None)
+    document = TEXT * 6
+    steps = []
+    for k in range(1, len(document)):
+        prefix = history_window(document[:k], 1000).tokens
+        before = lm.steps_run
+        lm.score_sentences([document[k]], prefix=prefix)  # steps: the history's reading only
+        lm.score_candidates([*prefix, "<s>", *document[k][:1]], [["cat"]])
+        steps.append(lm.steps_run - before)
+    # each call reads the sentence added to the history (and the context's word), not all of it
+    for k, n in enumerate(steps[1:], start=2):
+        assert n <= len(document[k - 1]) + 2 + 2, (k, n)
+    lm.use_prefix_cache(0, 0, None)
+
+
+def test_history_changes_nothing_for_an_ngram_and_mixes_exactly(tiny_lm: RecurrentLM) -> None:
+    vocab = tiny_lm.vocab
+    kn = NgramLM(estimate([vocab.encode(s) for s in TEXT], len(vocab), 3), vocab,
+                 Tokenizer("whitespace"))  # fmt: skip
+    prefix = history_window(TEXT[:3], 1000).tokens
+    assert not kn.reads_history() and tiny_lm.reads_history()
+    sentence = TEXT[3]
+    alone, after = kn.score_sentences([sentence])[0], kn.score_sentences([sentence], prefix=prefix)
+    assert after[0].token_log_probs == alone.token_log_probs
+    assert kn.next_log_probs([*prefix, "<s>", "the"]) == pytest.approx(kn.next_log_probs(["the"]))
+    (c1,), (c2,) = kn.score_candidates(["the"], [["cat"]]), kn.score_candidates(
+        [*prefix, "<s>", "the"], [["cat"]]
+    )
+    assert c1.log_prob == c2.log_prob
+    mix = InterpolatedLM([tiny_lm, kn], (0.4, 0.6), ["rnn", "kn"])
+    assert mix.reads_history()
+    (mixed,) = mix.score_sentences([sentence], prefix=prefix)
+    (rnn,) = tiny_lm.score_sentences([sentence], prefix=prefix)
+    want = np.log(0.4 * np.exp(rnn.token_log_probs) + 0.6 * np.exp(alone.token_log_probs))
+    assert mixed.token_log_probs == pytest.approx(want, abs=1e-12)
+    p = np.exp(mix.next_log_probs([*prefix, "<s>", "the"]).astype(np.float64))
+    assert p.sum() == pytest.approx(1.0, abs=1e-9)  # still a distribution after a history
