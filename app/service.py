@@ -17,7 +17,7 @@ from app import schemas
 from app.core.config import Settings
 from app.metrics import observe_scores
 from app.scheduler import Work
-from model.inference.history import History, history_window
+from model.inference.history import History, history_sentences, history_window
 from model.inference.language_model import (
     Call,
     CandidateScore,
@@ -28,7 +28,6 @@ from model.inference.language_model import (
     UnsupportedCallError,
 )
 from model.network.layers import softmax
-from model.text.corpus import split_text
 
 T = TypeVar("T")
 # Multiply-adds a slice of a request's work may take (``LanguageModel.position_cost`` counts
@@ -212,9 +211,7 @@ def history_of(
     own ``<s>``), what the answer says of it, and a warning when the model reads none."""
     if req.history is None:
         return History.empty(), None, []
-    given = req.history
-    texts = split_text(given, "sentences") if isinstance(given, str) else given
-    sentences = [lm.tokenize(t) for t in texts]
+    sentences = history_sentences(req.history, lm.tokenize)
     window = history_window(sentences, settings.max_history_tokens)
     if not lm.reads_history():
         note = (

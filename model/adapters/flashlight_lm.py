@@ -19,7 +19,9 @@ as ``<unk>``'s whole probability; plus ``oov_penalty`` (natural log, 0 by defaul
 
 flashlight identifies a history by an ``LMState`` object: ``state.child(k)`` is the same object
 each time it is asked, so the adapter keeps, per state, the words read and the score that led
-to it. The map is emptied at each ``start`` (a new utterance), which bounds its memory. In
+to it. The map is emptied at each ``start`` (a new utterance), which bounds its memory.
+``lm.use_history(text)`` before an utterance has the model read the text before it (the
+service's ``history``: the previous utterances of a call or a page). In
 process, the model's prefix cache makes a ``score`` one network step; ``flashlight_lm`` also
 takes a ``Scorer`` (``model.adapters.scoring.http_scorer``) to ask a running service instead,
 with ``tokenize=served_tokenizer(client)`` so lexicon words are cut as the service cuts text.
@@ -35,6 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from model.adapters.scoring import Scorer, in_process_scorer
+from model.inference.history import HistoryText
 from model.inference.language_model import LanguageModel
 
 
@@ -53,6 +56,11 @@ def _adapter_class() -> type:
             self.histories: dict[Any, tuple[str, ...]] = {}  # LMState → words read
             self.scores: dict[Any, float] = {}  # LMState → the score of its last step
             self.calls = 0  # questions sent to the scorer (for measuring)
+
+        def use_history(self, history: HistoryText | None) -> None:
+            """Read ``history`` (the text before this utterance: a string, sentences or token
+            lists, as the service's ``history``) before each utterance from now on."""
+            self.scorer.use_history(history)
 
         def start(self, start_with_nothing: bool) -> Any:
             self.histories.clear()
@@ -96,6 +104,7 @@ def flashlight_lm(
     tokens once, by ``tokenize``: by default a loaded model's own tokenizer (its normalisation
     included: ``CAT`` is ``cat`` to a spoken-form model); for a ``Scorer`` pass the served
     model's, ``served_tokenizer(client)`` (without one, each word is one token, as written)."""
+    scorer: Scorer
     if isinstance(source, LanguageModel):
         scorer, cut = in_process_scorer(source), tokenize or source.tokenize
     else:

@@ -25,6 +25,9 @@ in process and whitespace over HTTP; ``tokenize=treebank_split`` (``model.adapte
 for a model that reads clitics as tokens (Penn Treebank text: ``daewoo 's``). A partial word is
 then fine when its tokens but the last are words and the last starts one.
 
+``lm.use_history(text)`` has the model read the text before the utterance (the service's
+``history``: the previous utterances of a call, the lines above on a page) first.
+
 The state is the tokens read so far. In process, the model's prefix cache (turned on here when
 it has none) holds the network state after each of them, so a ``score`` call reads one new word:
 one network step and one output row. ``NextwordCTCLM.http`` sends the same question to a running
@@ -46,6 +49,7 @@ from model.adapters.scoring import (
     served_tokenizer,
     unigrams_of,
 )
+from model.inference.history import HistoryText
 from model.inference.language_model import LanguageModel
 from model.text.vocab import SPECIALS
 
@@ -112,6 +116,13 @@ class NextwordCTCLM:
             params["open_vocabulary"] = served_model(client).open_vocabulary is not None
         scorer = http_scorer(client, oov=None if params["open_vocabulary"] else "unk")
         return cls(scorer, tokenize or served_tokenizer(client), unigrams, **params)
+
+    def use_history(self, history: HistoryText | None) -> None:
+        """Read ``history`` (the text before the next utterances: a string, sentences or token
+        lists, as the service's ``history``) before each beam's words from now on; None: each
+        utterance is a sentence alone. (pyctcdecode keeps its score cache per ``decode`` call,
+        so the next call sees the new history.)"""
+        self._scorer.use_history(history)
 
     # ------------------------------------------------------------ pyctcdecode's interface
     @property

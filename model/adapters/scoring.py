@@ -11,46 +11,94 @@ flashlight adapters are thin layers over it that combine the numbers as their de
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
+from model.inference.history import HistoryText, history_sentences, history_window
 from model.inference.language_model import LanguageModel
 from model.text.tokenize import Tokenizer
 from model.text.vocab import SPECIALS
 
 CACHE_ENTRIES, CACHE_BYTES = 65_536, 256 << 20  # the prefix cache an in-process adapter turns on
 
-# (context tokens, candidate token lists) → per candidate: log P (natural), any token OOV
-Scorer = Callable[[list[str], list[list[str]]], list[tuple[float, bool]]]
+DEFAULT_MAX_HISTORY_TOKENS = 2048  # as the service's NEXTWORD_MAX_HISTORY_TOKENS
 
 
-def in_process_scorer(lm: LanguageModel, spelled: bool = True) -> Scorer:
+class Scorer(Protocol):
+    """(context tokens, candidate token lists) → per candidate: (log P (natural), any token
+    OOV), after the text that came before (``use_history``), as one ``/v1/candidates``
+    question with ``history`` is answered."""
+
+    def __call__(
+        self, context: list[str], candidates: list[list[str]]
+    ) -> list[tuple[float, bool]]: ...
+
+    def use_history(self, history: HistoryText | None) -> None:
+        """Read ``history`` (what the service's ``history`` takes) before every context from
+        now on; None: nothing before the sentence."""
+
+
+class InProcessScorer:
     """Answers from a loaded model; a recurrent one gets a prefix cache if it has none, so a
-    context one word longer than the last costs one network step. ``spelled``: OOV words by
-    their spelling when the model has an open vocabulary, else ``<unk>``'s whole probability."""
-    if lm.cache_stats() is None:
-        lm.use_prefix_cache(CACHE_ENTRIES, CACHE_BYTES, None)
+    context one word longer than the last costs one network step (and a history is read once
+    per utterance). ``spelled``: OOV words by their spelling when the model has an open
+    vocabulary, else ``<unk>``'s whole probability."""
 
-    def scorer(context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
-        scores = lm.score_candidates(context, candidates)
-        if not spelled:
+    def __init__(
+        self, lm: LanguageModel, spelled: bool = True,
+        max_history_tokens: int = DEFAULT_MAX_HISTORY_TOKENS,
+    ) -> None:  # fmt: skip
+        if lm.cache_stats() is None:
+            lm.use_prefix_cache(CACHE_ENTRIES, CACHE_BYTES, None)
+        self.lm, self.spelled, self.max_history_tokens = lm, spelled, max_history_tokens
+        self.before: list[str] = []  # the history's tokens and the sentence's <s>
+
+    def use_history(self, history: HistoryText | None) -> None:
+        if history is None or not self.lm.reads_history():
+            self.before = []
+            return
+        sentences = history_sentences(history, self.lm.tokenize)
+        window = history_window(sentences, self.max_history_tokens)
+        self.before = [*window.tokens, "<s>"] if window.tokens else []
+
+    def __call__(self, context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
+        scores = self.lm.score_candidates(self.before + context, candidates)
+        if not self.spelled:
             return [(s.log_prob, s.oov) for s in scores]
-        return [(math.fsum(lm.spelled(s)), s.oov) for s in scores]  # OOV words by spelling
-
-    return scorer
+        return [(math.fsum(self.lm.spelled(s)), s.oov) for s in scores]  # OOV words by spelling
 
 
-def http_scorer(client: Any, oov: str | None = None) -> Scorer:
+def in_process_scorer(lm: LanguageModel, spelled: bool = True) -> InProcessScorer:
+    """An ``InProcessScorer`` of ``lm``."""
+    return InProcessScorer(lm, spelled)
+
+
+class HttpScorer:
     """Answers from a running service through ``app.client.NextwordClient`` (or anything with
     its ``candidates`` method; the client names the model), under the OOV policy ``oov`` (None:
-    the served model's default)."""
-    options = {} if oov is None else {"oov": oov}
+    the served model's default); a history is sent with every question (the service's prefix
+    cache reads it once)."""
 
-    def scorer(context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
-        answer = client.candidates(context, candidates, **options)
+    def __init__(self, client: Any, oov: str | None = None) -> None:
+        self.client = client
+        self.options: dict[str, Any] = {} if oov is None else {"oov": oov}
+
+    def use_history(self, history: HistoryText | None) -> None:
+        self.options.pop("history", None)
+        if history is not None:
+            given = history if isinstance(history, str) else [
+                h if isinstance(h, str) else list(h) for h in history
+            ]  # fmt: skip
+            self.options["history"] = given
+
+    def __call__(self, context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
+        answer = self.client.candidates(context, candidates, **self.options)
         return [(float(r.log_prob), bool(r.oov)) for r in answer.results]
 
-    return scorer
+
+def http_scorer(client: Any, oov: str | None = None) -> HttpScorer:
+    """An ``HttpScorer`` asking through ``client``."""
+    return HttpScorer(client, oov)
 
 
 def served_model(client: Any) -> Any:

@@ -14,10 +14,14 @@ state after the window's earlier sentences and each call reads about one new sen
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from model.text.corpus import split_text
 from model.text.vocab import BOS, EOS
+
+# what a caller may send: a string (cut into sentences), sentences, or token lists
+HistoryText = str | Sequence[str] | Sequence[Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -56,3 +60,11 @@ def history_window(sentences: Sequence[Sequence[str]], max_tokens: int) -> Histo
     kept = stream[cut:]
     tokens = kept[1:] if kept[:1] == [BOS] else kept
     return History(tokens, sum(end > cut for end in ends), len(kept), cut)
+
+
+def history_sentences(given: HistoryText, tokenize: Callable[[str], list[str]]) -> list[list[str]]:
+    """The sentences of a history as tokens: a string is cut into sentences (at . ! ? 。！？
+    and blank lines, ``split_text``) and each tokenised, a list of strings is a list of
+    sentences, each tokenised; a list of token lists is taken as it is."""
+    texts = split_text(given, "sentences") if isinstance(given, str) else given
+    return [tokenize(t) if isinstance(t, str) else [str(w) for w in t] for t in texts]

@@ -66,13 +66,14 @@ async def test_every_endpoint_reads_the_history_as_the_stream_does(
                                                   [TEXT[3][2]], "history": history})  # fmt: skip
     assert r.json()["results"][0]["log_prob"] == pytest.approx(want[2], abs=1e-9)
     assert r.json()["context_tokens"] == TEXT[3][:2] and r.json()["history"] == read
-    r = await client.post("/v1/predict", json={"context": TEXT[3][:2], "k": 20,
-                                               "include_special": True, "history": history})  # fmt: skip
+    body = {"context": TEXT[3][:2], "k": 20, "include_special": True, "history": history}
+    r = await client.post("/v1/predict", json=body)
     top = {p["word"]: p["log_prob"] for p in r.json()["predictions"]}
     assert top[TEXT[3][2]] == pytest.approx(want[2], abs=1e-9)
     assert sum(p["probability"] for p in r.json()["predictions"]) == pytest.approx(1.0)
-    r = await client.post("/v1/fill", json={"left": TEXT[3][:1], "right": TEXT[3][2:],
-                                            "candidates": [TEXT[3][1]], "history": history})  # fmt: skip
+    body = {"left": TEXT[3][:1], "right": TEXT[3][2:], "candidates": [TEXT[3][1]],
+            "history": history}  # fmt: skip
+    r = await client.post("/v1/fill", json=body)
     assert r.json()["results"][0]["log_prob"] == pytest.approx(want.sum(), abs=1e-9)
     assert r.json()["history"] == read
 

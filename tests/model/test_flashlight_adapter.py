@@ -122,3 +122,16 @@ def test_an_open_vocabulary_prices_lexicon_words_outside_it_by_spelling(
         remote = flashlight_lm(http_scorer(client), words)
         a, _ = remote.score(remote.start(False), 0)
         assert remote.score(a, 1)[1] == pytest.approx(want, abs=1e-5)
+
+
+def test_a_history_is_read_before_each_utterance(tiny_lm: RecurrentLM) -> None:
+    words = ["the", "cat", "sat"]
+    before = ["new", "york", "</s>", "<s>"]
+    with served_client(tiny_lm) as client:
+        for lm in (flashlight_lm(tiny_lm, words), flashlight_lm(http_scorer(client), words)):
+            lm.use_history([["new", "york"]])
+            state = lm.start(False)
+            _, score = lm.score(state, 1)
+            assert score == pytest.approx(
+                tiny_lm.score_candidates(before, [["cat"]])[0].log_prob, abs=1e-9
+            )

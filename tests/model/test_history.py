@@ -3,6 +3,8 @@ before the request's own ``<s>``; equal to the stream evaluation of the whole te
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -17,11 +19,11 @@ from model.text.tokenize import Tokenizer
 from tests.model.test_start_state import with_start
 
 TEXT = [
-    "the cat sat on the mat".split(),
-    "the dog ran".split(),
-    "new york".split(),
-    "the cat ran on the mat".split(),
-    "the dog sat on the new mat".split(),
+    ["the", "cat", "sat", "on", "the", "mat"],
+    ["the", "dog", "ran"],
+    ["new", "york"],
+    ["the", "cat", "ran", "on", "the", "mat"],
+    ["the", "dog", "sat", "on", "the", "new", "mat"],
 ]
 
 
@@ -30,7 +32,7 @@ def stream_from(lm: RecurrentLM, sentences: list[list[str]]) -> np.ndarray:
     definition: one step at a time, no batching, no cache)."""
     ids = sentence_stream(sentences, lm.vocab)
     state, out = lm.net.start_state(1), []
-    for now, nxt in zip(ids[:-1], ids[1:], strict=True):
+    for now, nxt in itertools.pairwise(ids):
         lps, state = lm.net.log_probs(np.array([[now]]), state)
         if nxt != lm.vocab.bos_id:
             out.append(float(lps[0, 0, nxt]))
@@ -107,8 +109,9 @@ def test_history_changes_nothing_for_an_ngram_and_mixes_exactly(tiny_lm: Recurre
     alone, after = kn.score_sentences([sentence])[0], kn.score_sentences([sentence], prefix=prefix)
     assert after[0].token_log_probs == alone.token_log_probs
     assert kn.next_log_probs([*prefix, "<s>", "the"]) == pytest.approx(kn.next_log_probs(["the"]))
-    (c1,), (c2,) = kn.score_candidates(["the"], [["cat"]]), kn.score_candidates(
-        [*prefix, "<s>", "the"], [["cat"]]
+    (c1,), (c2,) = (
+        kn.score_candidates(["the"], [["cat"]]),
+        kn.score_candidates([*prefix, "<s>", "the"], [["cat"]]),
     )
     assert c1.log_prob == c2.log_prob
     mix = InterpolatedLM([tiny_lm, kn], (0.4, 0.6), ["rnn", "kn"])

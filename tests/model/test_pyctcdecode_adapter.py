@@ -200,3 +200,26 @@ def test_an_open_vocabulary_prices_oov_words_by_spelling_in_process_and_over_htt
         assert remote.score(state, "zebra")[0] == pytest.approx(
             0.5 * (unk - 4.0 * LN10) + 1.5, abs=1e-5
         )
+
+
+def test_a_history_is_read_before_each_utterance_in_process_and_over_http(
+    tiny_lm: RecurrentLM,
+) -> None:
+    """``use_history``: the words after the text before them, as the service's ``history`` reads
+    it (``<s> h </s> <s> words``); None goes back to a sentence alone."""
+    history = ["the dog ran", "new york"]
+    before = ["the", "dog", "ran", "</s>", "<s>", "new", "york", "</s>", "<s>"]
+    local = NextwordCTCLM.in_process(tiny_lm, alpha=1.0, beta=0.0)
+    local.use_history(history)
+    with served_client(tiny_lm) as client:
+        remote = NextwordCTCLM.http(client, unigrams_of(tiny_lm), alpha=1.0, beta=0.0)
+        remote.use_history(history)
+        for ctc in (local, remote):
+            first, state = ctc.score(ctc.get_start_state(), "the")
+            assert first == pytest.approx(lp(tiny_lm, before, ["the"]), abs=1e-9)
+            second, _ = ctc.score(state, "cat", is_last_word=True)
+            assert second == pytest.approx(lp(tiny_lm, [*before, "the"], ["cat", "</s>"]), abs=1e-9)
+            assert first != pytest.approx(lp(tiny_lm, [], ["the"]), abs=1e-6)  # it mattered
+            ctc.use_history(None)
+            alone, _ = ctc.score(ctc.get_start_state(), "the")
+            assert alone == pytest.approx(lp(tiny_lm, [], ["the"]), abs=1e-9)
