@@ -1,0 +1,203 @@
+"""A first measurement for issue 31, item 2: how far does a cache over the history take the
+Penn Treebank perplexity of the ``bench/ptb.toml`` RNN and of RNN + KN5? Offline, on the stream
+(each position's history: every earlier token of the text, within the window), before any
+service code.
+
+    python bench/neural_cache.py --rnn runs/ptb --ngram runs/ptb-kn5
+
+Two caches, each mixed per token as ``P = (1 − λ) P_model + λ P_cache`` (exactly normalised
+over the vocabulary: P_cache is a distribution over the words of the window):
+
+- **neural** (Grave et al. 2017): ``P_cache(w | h_t) ∝ Σ_i exp(θ · h_t·h_i) [x_{i+1} = w]`` over the
+  window's positions i < t, ``h`` the network's top-layer output (what its softmax reads);
+- **unigram**: ``P_cache(w) ∝ Σ_i [x_{i+1} = w]`` (Kuhn & De Mori 1990), the same window.
+
+θ, λ and the window are chosen on the validation text (grid search), reported on the test text.
+Targets ``<s>`` (given, not predicted) are neither scored nor remembered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model.inference.checkpoint import load_checkpoint  # noqa: E402
+from model.inference.recurrent_lm import RecurrentLM  # noqa: E402
+from model.text.batches import sentence_stream  # noqa: E402
+from model.text.corpus import load_sentences  # noqa: E402
+
+PTB = ROOT.parent / "shared" / "data" / "ptb"
+BLOCK = 512  # positions whose cache scores are computed together
+
+
+def stream_states(lm: RecurrentLM, sentences: list[list[str]]) -> tuple[np.ndarray, ...]:
+    """(hidden (T, H) float32, log P_model of each next token (T,), next ids (T,)) for every
+    position of the stream whose next token is not ``<s>``; positions in stream order."""
+    ids = sentence_stream(sentences, lm.vocab)
+    state = lm.net.start_state(1)
+    hiddens, logps, nexts = [], [], []
+    for a in range(0, len(ids) - 1, 1000):
+        inputs = ids[a : min(a + 1000, len(ids) - 1)]
+        targets = ids[a + 1 : a + 1 + len(inputs)]
+        hidden, state, _ = lm.net.forward(inputs[:, None], state, keep_cache=False)
+        hidden = hidden[:, 0]
+        keep = targets != lm.vocab.bos_id
+        rows = np.flatnonzero(keep)
+        lp = lm.log_probs_at(hidden[rows], np.arange(len(rows)), targets[rows])
+        hiddens.append(hidden[rows].astype(np.float32))
+        logps.append(np.asarray(lp, dtype=np.float64))
+        nexts.append(targets[rows])
+    return np.concatenate(hiddens), np.concatenate(logps), np.concatenate(nexts)
+
+
+def neural_cache_probs(
+    hidden: np.ndarray, nexts: np.ndarray, theta: float, window: int
+) -> np.ndarray:
+    """P_cache(x_{t+1} | h_t) for each position t (0 where the window holds nothing, or nothing
+    with that next word: the mixture then relies on the model)."""
+    n = len(nexts)
+    out = np.zeros(n)
+    for a in range(0, n, BLOCK):
+        b = min(a + BLOCK, n)
+        lo = max(0, a - window)
+        scores = theta * (hidden[a:b] @ hidden[lo:b].T).astype(np.float64)  # (B, b − lo)
+        t = np.arange(a, b)[:, None]
+        i = np.arange(lo, b)[None, :]
+        valid = (i < t) & (i >= t - window)
+        scores = np.where(valid, scores, -np.inf)
+        top = scores.max(axis=1, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        weights = np.exp(scores - top)
+        total = weights.sum(axis=1)
+        same = nexts[lo:b][None, :] == nexts[a:b][:, None]
+        hit = (weights * same).sum(axis=1)
+        out[a:b] = np.where(total > 0, hit / np.where(total > 0, total, 1.0), 0.0)
+    return out
+
+
+def unigram_cache_probs(nexts: np.ndarray, window: int) -> np.ndarray:
+    n = len(nexts)
+    out = np.zeros(n)
+    for t in range(1, n):
+        lo = max(0, t - window)
+        out[t] = np.count_nonzero(nexts[lo:t] == nexts[t]) / (t - lo)
+    return out
+
+
+def mixed_ppl(logp_model: np.ndarray, p_cache: np.ndarray, lam: float) -> float:
+    empty = np.zeros(len(p_cache), dtype=bool)
+    empty[0] = True  # no history at the first position: the model alone
+    p = np.where(empty, np.exp(logp_model), (1 - lam) * np.exp(logp_model) + lam * p_cache)
+    return math.exp(-float(np.log(p).mean()))
+
+
+def best_on_valid(
+    valid: dict[str, np.ndarray],
+    kind: str,
+    thetas: list[float],
+    lams: list[float],
+    windows: list[int],
+) -> tuple[float, dict[str, float]]:
+    best: tuple[float, dict[str, float]] = (math.inf, {})
+    for window in windows:
+        for theta in thetas if kind == "neural" else [0.0]:
+            if kind == "neural":
+                pc = neural_cache_probs(valid["hidden"], valid["nexts"], theta, window)
+            else:
+                pc = unigram_cache_probs(valid["nexts"], window)
+            for lam in lams:
+                ppl = mixed_ppl(valid["logp"], pc, lam)
+                if ppl < best[0]:
+                    best = (ppl, {"theta": theta, "lambda": lam, "window": window})
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rnn", default="runs/ptb")
+    parser.add_argument("--ngram", default=None, help="a KN checkpoint to mix with (RNN + KN5)")
+    parser.add_argument(
+        "--rnn-weight",
+        type=float,
+        default=None,
+        help="the RNN's weight in RNN + KN5 (default: fitted on valid)",
+    )
+    parser.add_argument("--valid", default=str(PTB / "ptb.valid.txt"))
+    parser.add_argument("--test", default=str(PTB / "ptb.test.txt"))
+    args = parser.parse_args()
+    started = time.time()
+    rnn = load_checkpoint(args.rnn)
+    assert isinstance(rnn, RecurrentLM)
+    kn = load_checkpoint(args.ngram) if args.ngram else None
+    data: dict[str, dict[str, np.ndarray]] = {}
+    for split, path in (("valid", args.valid), ("test", args.test)):
+        sentences = load_sentences(path, rnn.tokenizer, "lines")
+        hidden, logp, nexts = stream_states(rnn, sentences)
+        data[split] = {"hidden": hidden, "logp": logp, "nexts": nexts}
+        if kn is not None:
+            data[split]["kn"] = kn.text_log_probs(sentences, stream=True)
+            assert len(data[split]["kn"]) == len(logp)
+    result: dict[str, object] = {"rnn": args.rnn, "ngram": args.ngram}
+    models = {"rnn": {s: d["logp"] for s, d in data.items()}}
+    if kn is not None:
+        weight = args.rnn_weight
+        if weight is None:
+            grid = np.linspace(0.3, 0.95, 66)
+            vp = [
+                -np.log(
+                    w * np.exp(data["valid"]["logp"]) + (1 - w) * np.exp(data["valid"]["kn"])
+                ).mean()
+                for w in grid
+            ]
+            weight = float(grid[int(np.argmin(vp))])
+        result["rnn_weight"] = weight
+        models["rnn+kn5"] = {
+            s: np.log(weight * np.exp(d["logp"]) + (1 - weight) * np.exp(d["kn"]))
+            for s, d in data.items()
+        }
+    thetas = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
+    lams = [0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3]
+    windows = [100, 500, 1000, 2000]
+    for name, logps in models.items():
+        row: dict[str, object] = {
+            "valid": round(math.exp(-float(logps["valid"].mean())), 2),
+            "test": round(math.exp(-float(logps["test"].mean())), 2),
+        }
+        for kind in ("unigram", "neural"):
+            valid = {
+                "logp": logps["valid"],
+                "hidden": data["valid"]["hidden"],
+                "nexts": data["valid"]["nexts"],
+            }
+            ppl, params = best_on_valid(
+                valid, kind, thetas, lams, windows if kind == "neural" else [100, 500, 2000]
+            )
+            test = data["test"]
+            if kind == "neural":
+                pc = neural_cache_probs(
+                    test["hidden"], test["nexts"], params["theta"], int(params["window"])
+                )
+            else:
+                pc = unigram_cache_probs(test["nexts"], int(params["window"]))
+            row[kind] = {
+                "params": params,
+                "valid": round(ppl, 2),
+                "test": round(mixed_ppl(logps["test"], pc, params["lambda"]), 2),
+            }
+        result[name] = row
+        print(json.dumps({name: row}), flush=True)
+    result["seconds"] = round(time.time() - started, 1)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
