@@ -215,9 +215,8 @@ def history_of(
     window = history_window(sentences, settings.max_history_tokens)
     if not lm.reads_history():
         note = (
-            f"history: this {lm.task} model reads no history (an n-gram's context stops at "
-            "<s>; a gap-filling model reads a sentence alone), so the scores are the same "
-            "without it"
+            "history: this model reads no history (an n-gram's context stops at <s>; a "
+            "gap-filling model reads a sentence alone), so the scores are the same without it"
         )
         return History.empty(), schemas.HistoryRead(sentences=0, tokens=0, dropped=0), [note]
     read = schemas.HistoryRead(sentences=window.sentences, tokens=window.read,

@@ -31,7 +31,7 @@ class History:
 
     tokens: list[str]
     sentences: int  # sentences of the history read, whole or in part
-    read: int  # tokens of the stream read, its <s> and </s> counted
+    read: int  # tokens the model reads: <s> and the tokens (0 without any)
     dropped: int  # the oldest tokens of the stream left out (over the bound)
 
     @classmethod
@@ -43,8 +43,8 @@ def history_window(sentences: Sequence[Sequence[str]], max_tokens: int) -> Histo
     """The stream ``<s> s₁ </s> <s> s₂ </s> …`` of the non-empty ``sentences``, its oldest tokens
     dropped so that at most ``max_tokens`` remain. The cut falls on a multiple of half the bound,
     counted from the stream's start, moved on to the next ``<s>`` when there is one (a sentence
-    is then read whole or not at all); a growing history keeps the same cut until it grows by
-    another half bound."""
+    is then read whole or not at all; otherwise the model reads ``<s>`` and the rest of the last
+    sentence); a growing history keeps the same cut until it grows by another half bound."""
     stream: list[str] = []
     starts: list[int] = []  # where each sentence's <s> is
     for sentence in sentences:
@@ -57,9 +57,14 @@ def history_window(sentences: Sequence[Sequence[str]], max_tokens: int) -> Histo
         step = max(1, max_tokens // 2)
         cut = math.ceil((len(stream) - max_tokens) / step) * step
         cut = next((s for s in starts if s >= cut), cut)
+    if cut < len(stream) and stream[cut] != BOS:  # mid-sentence: the model reads <s> first
+        cut += len(stream) - cut + 1 > max_tokens  # and that <s> counts
+        if stream[cut:] == [EOS]:  # nothing of the sentence is left
+            cut = len(stream)
     kept = stream[cut:]
     tokens = kept[1:] if kept[:1] == [BOS] else kept
-    return History(tokens, sum(end > cut for end in ends), len(kept), cut)
+    read = len(tokens) + 1 if tokens else 0  # <s> and tokens
+    return History(tokens, sum(end > cut for end in ends), read, cut)
 
 
 def history_sentences(given: HistoryText, tokenize: Callable[[str], list[str]]) -> list[list[str]]:

@@ -83,24 +83,29 @@ class PrefixCache:
         return {"entries": len(self), "bytes": self.bytes, "hits": self.hits, "misses": self.misses}
 
     def longest(
-        self, ids: Sequence[int] | np.ndarray, count: bool = True
+        self,
+        ids: Sequence[int] | np.ndarray,
+        count: bool = True,
+        probes: Sequence[int] | None = None,
     ) -> tuple[int, CachedPrefix | None]:
         """The longest cached prefix of ``ids`` (two ids or more): (its length, entry) or (0, None).
 
         Only prefixes of at least ``<s>`` and one word are stored, so a hit is reused work.
-        ``count=False`` looks without counting a hit or miss (an estimate of the work to come).
+        ``probes``: the prefix lengths to look at, longest first (default: every length; a
+        caller that knows where states are kept saves the rest). ``count=False`` looks without
+        counting a hit or miss (an estimate of the work to come).
         """
         key = pack(ids)
-        n, entry = len(key) // ID_BYTES, None
-        while n > 1 and entry is None:
-            prefix = key[: n * ID_BYTES]  # sliced and hashed outside the lock
+        n, entry = 0, None
+        for length in range(len(key) // ID_BYTES, 1, -1) if probes is None else probes:
+            prefix = key[: length * ID_BYTES]  # sliced and hashed outside the lock
             with self._lock:
                 found = self._entries.get(prefix)
                 if found is not None:
                     self._entries.move_to_end(prefix)
-                    entry = found[0]
-            n -= entry is None
-        n = n if entry is not None else 0
+                    n, entry = length, found[0]
+            if entry is not None:
+                break
         if not count:
             return n, entry
         with self._lock:

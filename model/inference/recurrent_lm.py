@@ -9,6 +9,8 @@ output product (``NetworkLM.log_probs_at``).
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +30,7 @@ from model.inference.language_model import (
     Text,
 )
 from model.inference.network_lm import NetworkLM
-from model.inference.prefix_cache import CachedPrefix, CacheObserver, PrefixCache
+from model.inference.prefix_cache import ID_BYTES, CachedPrefix, CacheObserver, PrefixCache, pack
 from model.network.class_softmax import class_top_k
 from model.network.layers import log_softmax
 from model.network.recurrent import RNNLM, NetworkState
@@ -37,6 +39,7 @@ from model.text.tokenize import Tokenizer
 from model.text.vocab import SPECIALS, Vocabulary
 
 CONTINUATION_BATCH = 64  # multi-token candidates continued in one batch (bounds memory)
+PINNED = 16  # history states kept apart from the prefix cache (a few kilobytes each)
 
 
 @dataclass
@@ -82,6 +85,11 @@ class RecurrentLM(NetworkLM[RNNLM]):
     ) -> None:
         super().__init__(net, vocab, tokenizer, metadata, checksum)
         self.cache: PrefixCache | None = None  # states after recent context prefixes, when set
+        # the states after the last few histories read (their last </s>), kept apart from the
+        # prefix cache: a request's later slices and a client's next call start from there
+        # even with the cache off or after it evicted them
+        self._pins: OrderedDict[bytes, CachedPrefix] = OrderedDict()
+        self._pins_lock = threading.Lock()
 
     def use_prefix_cache(
         self, entries: int, max_bytes: int, observer: CacheObserver | None
@@ -96,9 +104,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
 
     def unread_positions(self, tokens: Sequence[str]) -> int:
         ids = np.concatenate([[self.vocab.bos_id], self.vocab.encode(tokens)]).astype(np.int64)
-        if self.cache is None or len(ids) < 2:
-            return len(ids)
-        return len(ids) - self.cache.longest(ids, count=False)[0]
+        return len(ids) - self._cached_prefix(ids, count=False)[0]
 
     # ------------------------------------------------------------ next word
     def next_log_probs_from(self, hidden: np.ndarray) -> np.ndarray:
@@ -207,15 +213,24 @@ class RecurrentLM(NetworkLM[RNNLM]):
             np.concatenate([[self.vocab.bos_id], self.vocab.encode(c)]).astype(np.int64)
             for c in contexts
         ]
-        if self.cache is not None:
-            boundaries = {}
-            for ids in id_lists:
-                starts = np.flatnonzero(ids == self.vocab.bos_id)
-                if len(starts) > 1:  # the state before the last <s> (after a </s>)
-                    boundaries[ids[: starts[-1]].tobytes()] = ids[: starts[-1]]
-            if boundaries:
-                self._read_ids(list(boundaries.values()))
+        boundaries = {}
+        for ids in id_lists:
+            starts = np.flatnonzero(ids == self.vocab.bos_id)
+            if len(starts) > 1:  # the state before the last <s> (after a </s>)
+                boundaries[pack(ids[: starts[-1]])] = ids[: starts[-1]]
+        if boundaries:
+            read = self._read_ids(list(boundaries.values()))
+            for key, entry in zip(boundaries, read, strict=True):
+                self._pin(key, entry)
         return self._read_ids(id_lists)
+
+    def _pin(self, key: bytes, entry: CachedPrefix) -> None:
+        """Keep the state after a history (ids packed as ``key``) among the pinned ones."""
+        with self._pins_lock:
+            self._pins[key] = entry
+            self._pins.move_to_end(key)
+            while len(self._pins) > PINNED:
+                self._pins.popitem(last=False)
 
     def _read_ids(self, id_lists: list[np.ndarray]) -> list[CachedPrefix]:
         """``read_contexts`` on id sequences (``<s>`` first), each from its longest cached
@@ -243,12 +258,28 @@ class RecurrentLM(NetworkLM[RNNLM]):
         assert len(done) == len(results)  # every context was found or read
         return done
 
-    def _cached_prefix(self, ids: np.ndarray) -> tuple[int, CachedPrefix | None]:
-        """The longest prefix of ``ids`` (``<s>`` first) whose state is known, and that state."""
-        if self.cache is None:
-            return 0, None
-        n, entry = self.cache.longest(ids) if len(ids) > 1 else (0, None)
-        if entry is None and self.cache.start is not None:
+    def _cached_prefix(
+        self, ids: np.ndarray, count: bool = True
+    ) -> tuple[int, CachedPrefix | None]:
+        """The longest prefix of ``ids`` (``<s>`` first) whose state is known, and that state:
+        from the prefix cache, which is probed at the lengths where states are kept (every
+        length within the last sentence, and each earlier sentence boundary: a long history
+        is not probed token by token), or from the pinned history states."""
+        n, entry = 0, None
+        if self.cache is not None and len(ids) > 1:
+            starts = np.flatnonzero(ids == self.vocab.bos_id)
+            last = int(starts[-1]) if len(starts) else 0
+            probes = [*range(len(ids), last, -1), *starts[::-1].tolist()]
+            n, entry = self.cache.longest(ids, count, probes=[k for k in probes if k > 1])
+        if self._pins:
+            key = pack(ids)
+            with self._pins_lock:
+                pins = list(self._pins.items())
+            for pin, state in pins:
+                length = len(pin) // ID_BYTES
+                if length > n and key.startswith(pin):
+                    n, entry = length, state
+        if entry is None and self.cache is not None and self.cache.start is not None:
             return 1, self.cache.start  # after <s>: the same for every context, not a "hit"
         return n, entry
 
@@ -269,7 +300,11 @@ class RecurrentLM(NetworkLM[RNNLM]):
         """
         token_lists = [self.tokenize(s) for s in sentences]
         self.check_scorable(token_lists, bos, eos)
-        after = self.read_contexts([list(prefix)])[0].state if prefix else None
+        after = None
+        if prefix:  # a history: its state is read once, and pinned for the next slice or call
+            (read,) = self.read_contexts([list(prefix)])
+            self._pin(pack([self.vocab.bos_id, *self.vocab.encode(prefix).tolist()]), read)
+            after = read.state
         seqs = [self.vocab.encode(tokens) for tokens in token_lists]
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         results: list[SentenceScore | None] = [None] * len(seqs)

@@ -57,6 +57,26 @@ def test_sentence_split_unwraps_paragraphs_and_cuts_at_end_marks() -> None:
     ]
 
 
+def test_a_long_run_of_stops_is_cut_in_linear_time() -> None:
+    """A request's ``history`` is split by this: the old pattern backtracked quadratically on a
+    run of stops not followed by a space (200,000 characters: minutes on the compute thread).
+    The alarm only catches a hang; the assertions are on the sentences."""
+    import signal
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("split_text did not finish in 60 s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        assert split_text("." * 200_000 + "x", "sentences") == ["." * 200_000 + "x"]
+        assert split_text("a" + "!" * 100_000 + " b", "sentences") == ["a" + "!" * 100_000, "b"]
+        assert split_text("?" * 50_000 + " next.", "sentences") == ["?" * 50_000, "next."]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_load_sentences_tokenises_and_drops_empty_ones(tmp_path: Path) -> None:
     path = tmp_path / "c.txt"
     path.write_text("Hello, World!\n...\n", encoding="utf-8")

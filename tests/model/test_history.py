@@ -46,11 +46,13 @@ def test_the_window_keeps_the_stream_within_the_bound_and_cuts_in_half_bound_ste
     stream = ["<s>", *whole.tokens]
     for bound in range(0, 40):
         h = history_window(TEXT, bound)
-        assert h.read <= bound and h.read + h.dropped == 34
         kept = stream[h.dropped :]
         assert h.tokens == (kept[1:] if kept[:1] == ["<s>"] else kept)
+        # what the model reads, <s> and the tokens, is within the bound and reported
+        assert h.read == (len(h.tokens) + 1 if h.tokens else 0) and h.read <= bound
         # the cut is on a sentence start unless no sentence starts after it
         assert kept[:1] == ["<s>"] or "<s>" not in kept
+        assert kept != ["</s>"]  # never an empty sentence's end alone
     # a growing history keeps its cut until it has grown by half the bound
     document = TEXT * 4
     cuts = [history_window(document[:k], 40).dropped for k in range(1, len(document))]
@@ -82,9 +84,16 @@ def test_scoring_sentence_k_after_its_history_equals_the_stream(
         at += len(sentence) + 1
 
 
-def test_a_growing_history_reads_about_one_sentence_per_call(tiny_lm: RecurrentLM) -> None:
+@pytest.mark.parametrize("cache", [True, False], ids=["prefix cache", "pinned states alone"])
+def test_a_growing_history_reads_about_one_sentence_per_call(
+    tiny_lm: RecurrentLM, cache: bool
+) -> None:
+    """The state after each history is kept (in the prefix cache, and pinned apart from it), so
+    a call whose history grew by one sentence reads that sentence, not the whole history, and
+    a request's later slices do not read it again."""
     lm = tiny_lm
-    lm.use_prefix_cache(4096, 64 << 20, None)
+    if cache:
+        lm.use_prefix_cache(4096, 64 << 20, None)
     document = TEXT * 6
     steps = []
     for k in range(1, len(document)):
@@ -95,8 +104,12 @@ def test_a_growing_history_reads_about_one_sentence_per_call(tiny_lm: RecurrentL
         steps.append(lm.steps_run - before)
     # each call reads the sentence added to the history (and the context's word), not all of it
     for k, n in enumerate(steps[1:], start=2):
-        assert n <= len(document[k - 1]) + 2 + 2, (k, n)
-    lm.use_prefix_cache(0, 0, None)
+        assert n <= len(document[k - 1]) + 2 + 2 + (0 if cache else len(document[k])), (k, n)
+    prefix = history_window(document[:-1], 1000).tokens
+    assert lm.unread_positions(prefix) == 0  # read: the estimate of what is left to read says so
+    before = lm.steps_run
+    lm.score_sentences([document[-1]], prefix=prefix)  # a second slice of the same request
+    assert lm.steps_run == before  # score_sentences' own steps are not counted: nothing read
 
 
 def test_history_changes_nothing_for_an_ngram_and_mixes_exactly(tiny_lm: RecurrentLM) -> None:
