@@ -31,12 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.inference.checkpoint import load_checkpoint  # noqa: E402
+from model.inference.neural_cache import Memory, cache_probs  # noqa: E402
 from model.inference.recurrent_lm import RecurrentLM  # noqa: E402
 from model.text.batches import sentence_stream  # noqa: E402
 from model.text.corpus import load_sentences  # noqa: E402
 
 PTB = ROOT.parent / "shared" / "data" / "ptb"
-BLOCK = 512  # positions whose cache scores are computed together
 
 
 def stream_states(lm: RecurrentLM, sentences: list[list[str]]) -> tuple[np.ndarray, ...]:
@@ -62,26 +62,11 @@ def stream_states(lm: RecurrentLM, sentences: list[list[str]]) -> tuple[np.ndarr
 def neural_cache_probs(
     hidden: np.ndarray, nexts: np.ndarray, theta: float, window: int
 ) -> np.ndarray:
-    """P_cache(x_{t+1} | h_t) for each position t (0 where the window holds nothing, or nothing
-    with that next word: the mixture then relies on the model)."""
-    n = len(nexts)
-    out = np.zeros(n)
-    for a in range(0, n, BLOCK):
-        b = min(a + BLOCK, n)
-        lo = max(0, a - window)
-        scores = theta * (hidden[a:b] @ hidden[lo:b].T).astype(np.float64)  # (B, b − lo)
-        t = np.arange(a, b)[:, None]
-        i = np.arange(lo, b)[None, :]
-        valid = (i < t) & (i >= t - window)
-        scores = np.where(valid, scores, -np.inf)
-        top = scores.max(axis=1, keepdims=True)
-        top = np.where(np.isfinite(top), top, 0.0)
-        weights = np.exp(scores - top)
-        total = weights.sum(axis=1)
-        same = nexts[lo:b][None, :] == nexts[a:b][:, None]
-        hit = (weights * same).sum(axis=1)
-        out[a:b] = np.where(total > 0, hit / np.where(total > 0, total, 1.0), 0.0)
-    return out
+    """P_cache(x_{t+1} | h_t) for each position t of the stream (the product's
+    ``model.inference.neural_cache.cache_probs``, the whole stream one run; 0 where the window
+    holds nothing, or nothing with that next word)."""
+    p_cache, _ = cache_probs(Memory.empty(hidden.shape[1]), hidden, nexts, theta, window)
+    return p_cache
 
 
 def unigram_cache_probs(nexts: np.ndarray, window: int) -> np.ndarray:

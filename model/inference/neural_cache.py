@@ -1,0 +1,139 @@
+"""A neural cache over the history (Grave et al. 2017): words that were just said are likely
+again, and more so after a context like the one they followed.
+
+The network's top-layer output ``h_t`` (what its softmax reads) after each position of the text
+so far is remembered with the token that came next. At a new position,
+
+    P_cache(w | h_t) = Σ_i exp(θ · h_t·h_i) [x_{i+1} = w] / Σ_i exp(θ · h_t·h_i)
+
+over the last ``size`` positions i < t, and the model's distribution is mixed with it,
+
+    P(w) = (1 − λ) P_model(w) + λ P_cache(w),
+
+which stays exactly normalised: P_cache is a distribution over the tokens of the window (a
+subset of the vocabulary, ``<unk>`` included), so the mixture sums to 1 wherever P_model does.
+With nothing remembered yet P = P_model. θ, λ and the size are fitted on held-out running text.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+BLOCK = 256  # query positions scored together against the memory (bounds the score matrix)
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """θ (how sharply a context must match), λ (the cache's share) and the window size."""
+
+    theta: float
+    weight: float
+    size: int
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.theta) and self.theta >= 0):
+            raise ValueError(f"cache theta must be a finite number ≥ 0, got {self.theta!r}")
+        if not (math.isfinite(self.weight) and 0 <= self.weight < 1):
+            raise ValueError(f"cache weight must be in [0, 1), got {self.weight!r}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"cache size must be a whole number ≥ 1, got {self.size!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"theta": self.theta, "weight": self.weight, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CacheSettings:
+        """The checkpoint's ``cache`` section, checked (ValueError naming what is wrong)."""
+        if not isinstance(data, dict) or set(data) != {"theta", "weight", "size"}:
+            raise ValueError(f"the cache section must hold theta, weight and size, got {data!r}")
+        theta, weight = data["theta"], data["weight"]
+        for name, value in (("theta", theta), ("weight", weight)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"cache {name} must be a number, got {value!r}")
+        return cls(float(theta), float(weight), data["size"])
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Remembered positions, oldest first: each top-layer output and the token after it."""
+
+    keys: np.ndarray  # (n, H) float32
+    next_ids: np.ndarray  # (n,) int64
+
+    @classmethod
+    def empty(cls, hidden_size: int) -> Memory:
+        return cls(np.zeros((0, hidden_size), np.float32), np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.next_ids)
+
+    def extended(self, keys: np.ndarray, next_ids: np.ndarray, size: int) -> Memory:
+        """This memory with more positions after it, the last ``size`` kept."""
+        all_keys = np.concatenate([self.keys, keys.astype(np.float32)])[-size:]
+        return Memory(all_keys, np.concatenate([self.next_ids, next_ids])[-size:].astype(np.int64))
+
+
+def cache_probs(
+    memory: Memory, hidden: np.ndarray, targets: np.ndarray, theta: float, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """P_cache of each target of a run of consecutive positions read after ``memory``, and
+    whether anything was remembered there: position j's window is the memory and positions
+    0..j−1 of the run itself (each with its own target), the last ``size`` of them. ``hidden``
+    (n, H): the outputs predicting ``targets`` (n,). Float64."""
+    n = len(targets)
+    keys = np.concatenate([memory.keys, hidden.astype(np.float32)]).astype(np.float64)
+    ids = np.concatenate([memory.next_ids, targets.astype(np.int64)])
+    m = len(memory)
+    p_cache = np.zeros(n)
+    remembered = np.zeros(n, dtype=bool)
+    for a in range(0, n, BLOCK):
+        b = min(a + BLOCK, n)
+        t = m + np.arange(a, b)[:, None]  # each query's place among the keys
+        lo = max(0, m + a - size)
+        i = np.arange(lo, m + b)[None, :]
+        valid = (i < t) & (i >= t - size)
+        scores = np.where(valid, theta * (keys[m + a : m + b] @ keys[lo : m + b].T), -np.inf)
+        top = scores.max(axis=1, keepdims=True)
+        remembered[a:b] = np.isfinite(top[:, 0])
+        weights = np.exp(scores - np.where(np.isfinite(top), top, 0.0))
+        total = weights.sum(axis=1)
+        same = ids[lo : m + b][None, :] == targets[a:b, None]
+        p_cache[a:b] = (weights * same).sum(axis=1) / np.where(total > 0, total, 1.0)
+    return p_cache, remembered
+
+
+def mixed_log_probs(
+    memory: Memory,
+    hidden: np.ndarray,
+    targets: np.ndarray,
+    model_log_probs: np.ndarray,
+    settings: CacheSettings,
+) -> np.ndarray:
+    """log P of each target of a run read after ``memory`` (``cache_probs``), the model's
+    ``model_log_probs`` (n,) mixed with the cache's; the model's alone where nothing is
+    remembered. Float64."""
+    p_cache, remembered = cache_probs(memory, hidden, targets, settings.theta, settings.size)
+    p_model = np.exp(model_log_probs.astype(np.float64))
+    lam = np.where(remembered, settings.weight, 0.0)
+    with np.errstate(divide="ignore"):
+        out: np.ndarray = np.log((1 - lam) * p_model + lam * p_cache)
+    return out
+
+
+def cache_distribution(
+    memory: Memory, hidden: np.ndarray, vocab_size: int, settings: CacheSettings
+) -> np.ndarray | None:
+    """P_cache over the vocabulary after output ``hidden`` (H,): (V,) float64 summing to 1, or
+    None with nothing remembered."""
+    if not len(memory):
+        return None
+    keys = memory.keys[-settings.size :].astype(np.float64)
+    scores = settings.theta * (keys @ hidden.astype(np.float64))
+    weights = np.exp(scores - scores.max())
+    out = np.zeros(vocab_size)
+    np.add.at(out, memory.next_ids[-settings.size :], weights / weights.sum())
+    return out
