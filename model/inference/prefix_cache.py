@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.inference.neural_cache import Memory
 from model.network.recurrent import NetworkState
 
 ID_BYTES = 4  # ids are packed as int32: a 256-token key is 1 KB, not a 10 KB tuple of ints
@@ -43,6 +44,9 @@ class CachedPrefix:
     # class softmax's: ``NetworkLM.log_normalisers``), once computed: set at most once,
     # always to the same value, so sharing an entry between threads needs no lock
     log_norm: float | None = None
+    # the neural cache's memory of the prefix's positions (``RecurrentLM.history_memory``), on
+    # the pinned states after a history only
+    memory: Memory | None = None
 
     @property
     def nbytes(self) -> int:

@@ -30,6 +30,7 @@ from model.inference.language_model import (
     Text,
 )
 from model.inference.network_lm import NetworkLM
+from model.inference.neural_cache import CacheSettings, Memory, mixed_log_probs
 from model.inference.prefix_cache import ID_BYTES, CachedPrefix, CacheObserver, PrefixCache, pack
 from model.network.class_softmax import class_top_k
 from model.network.layers import log_softmax
@@ -90,6 +91,12 @@ class RecurrentLM(NetworkLM[RNNLM]):
         # even with the cache off or after it evicted them
         self._pins: OrderedDict[bytes, CachedPrefix] = OrderedDict()
         self._pins_lock = threading.Lock()
+        self.neural_cache: CacheSettings | None = None  # mixed into every score when set
+
+    def use_neural_cache(self, settings: CacheSettings | None) -> None:
+        """Mix a neural cache over the text read so far (``model.inference.neural_cache``)
+        into every sentence score from now on; None: the model alone."""
+        self.neural_cache = settings
 
     def use_prefix_cache(
         self, entries: int, max_bytes: int, observer: CacheObserver | None
@@ -224,6 +231,36 @@ class RecurrentLM(NetworkLM[RNNLM]):
                 self._pin(key, entry)
         return self._read_ids(id_lists)
 
+    def history_memory(self, prefix: Sequence[str], size: int) -> CachedPrefix:
+        """The state after ``<s> prefix`` (a history: it ends with ``</s>``) with the neural
+        cache's memory of its positions (the last ``size``), read on from the longest pinned
+        history that has one (a growing history reads its new sentence only), and pinned."""
+        ids = np.concatenate([[self.vocab.bos_id], self.vocab.encode(prefix)]).astype(np.int64)
+        key = pack(ids)
+        with self._pins_lock:
+            pins = list(self._pins.items())
+        start, base = 0, None
+        for pin, entry in pins:
+            length = len(pin) // ID_BYTES
+            if entry.memory is not None and length > start and key.startswith(pin):
+                start, base = length, entry
+        if base is not None and start == len(ids):
+            return base
+        state = self.net.start_state(1) if base is None else base.state
+        memory = Memory.empty(self.net.config.hidden_size) if base is None else base.memory
+        assert memory is not None
+        rest = ids[start:]
+        hidden, final, _ = self.net.forward(rest[:, None], state, keep_cache=False)
+        self._count_steps(len(rest))
+        hidden = hidden[:, 0]
+        targets = rest[1:]  # the output after each input predicts the next; the last, <s>
+        keep = targets != self.vocab.bos_id  # given, not predicted: never remembered
+        memory = memory.extended(hidden[:-1][keep], targets[keep], size)
+        read = CachedPrefix([tuple(t.copy() for t in layer) for layer in final],
+                            hidden[-1].copy(), memory=memory)  # fmt: skip
+        self._pin(key, read)
+        return read
+
     def _pin(self, key: bytes, entry: CachedPrefix) -> None:
         """Keep the state after a history (ids packed as ``key``) among the pinned ones."""
         with self._pins_lock:
@@ -300,8 +337,12 @@ class RecurrentLM(NetworkLM[RNNLM]):
         """
         token_lists = [self.tokenize(s) for s in sentences]
         self.check_scorable(token_lists, bos, eos)
-        after = None
-        if prefix:  # a history: its state is read once, and pinned for the next slice or call
+        cache = self.neural_cache
+        after, memory = None, Memory.empty(self.net.config.hidden_size)
+        if prefix and cache is not None:  # the history's state and its positions' memory
+            read = self.history_memory(prefix, cache.size)
+            after, memory = read.state, read.memory or memory
+        elif prefix:  # a history: its state is read once, and pinned for the next slice or call
             (read,) = self.read_contexts([list(prefix)])
             self._pin(pack([self.vocab.bos_id, *self.vocab.encode(prefix).tolist()]), read)
             after = read.state
@@ -320,9 +361,14 @@ class RecurrentLM(NetworkLM[RNNLM]):
             hidden, _, _ = self.net.forward(inputs, state, keep_cache=False)
             rows = np.nonzero(mask.T)  # sentence-major
             flat = hidden.transpose(1, 0, 2)[rows]  # (M, H), sentence-major
-            picked = self.log_probs_at(flat, np.arange(len(flat)), targets.T[rows])
-            lengths = mask.sum(axis=0)
-            for i, lps in zip(batch, np.split(picked, np.cumsum(lengths)[:-1]), strict=True):
+            wanted = targets.T[rows]
+            picked = self.log_probs_at(flat, np.arange(len(flat)), wanted)
+            cuts = np.cumsum(mask.sum(axis=0))[:-1]
+            parts = zip(np.split(picked, cuts), np.split(flat, cuts), np.split(wanted, cuts),
+                        strict=True)  # fmt: skip
+            for i, (lps, outputs, ids) in zip(batch, parts, strict=True):
+                if cache is not None:  # each sentence's own positions join the memory
+                    lps = mixed_log_probs(memory, outputs, ids, lps, cache)
                 results[i] = self.sentence_score(token_lists[i], lps.tolist(), bos, eos)
         return [r for r in results if r is not None]
 

@@ -11,6 +11,7 @@ import pytest
 from model.inference.evaluation import stream_token_log_probs
 from model.inference.history import history_window
 from model.inference.interpolated_lm import InterpolatedLM
+from model.inference.neural_cache import CacheSettings, Memory, mixed_log_probs
 from model.inference.ngram_lm import NgramLM
 from model.inference.recurrent_lm import RecurrentLM
 from model.ngram.kneser_ney import estimate
@@ -135,3 +136,32 @@ def test_history_changes_nothing_for_an_ngram_and_mixes_exactly(tiny_lm: Recurre
     assert mixed.token_log_probs == pytest.approx(want, abs=1e-12)
     p = np.exp(mix.next_log_probs([*prefix, "<s>", "the"]).astype(np.float64))
     assert p.sum() == pytest.approx(1.0, abs=1e-9)  # still a distribution after a history
+
+
+@pytest.mark.parametrize("size", [4, 1000])
+def test_with_a_neural_cache_sentence_k_after_its_history_equals_the_cached_stream(
+    tiny_lm: RecurrentLM, size: int
+) -> None:
+    """The cache remembers every earlier position of the text (history and the sentence's
+    own, within ``size``): sentence k scored after sentences 1..k−1 gets the numbers of the
+    whole text read as one stream with the cache; a growing history reads one sentence."""
+    lm = tiny_lm
+    settings = CacheSettings(theta=0.8, weight=0.3, size=size)
+    ids = sentence_stream(TEXT, lm.vocab)
+    hidden, _, _ = lm.net.forward(ids[:-1, None], lm.net.start_state(1), keep_cache=False)
+    targets = ids[1:]
+    keep = targets != lm.vocab.bos_id
+    model = lm.log_probs_at(hidden[:, 0][keep], np.arange(int(keep.sum())), targets[keep])
+    want = mixed_log_probs(Memory.empty(5), hidden[:, 0][keep], targets[keep], model, settings)
+    assert np.abs(want - model).max() > 0.05  # the cache moves the numbers
+    lm.use_neural_cache(settings)
+    at = 0
+    for k, sentence in enumerate(TEXT):
+        prefix = history_window(TEXT[:k], 1000).tokens
+        before = lm.steps_run
+        (scored,) = lm.score_sentences([sentence], prefix=prefix)
+        if k > 1:  # only the sentence added to the history is read
+            assert lm.steps_run - before == len(TEXT[k - 1]) + 2
+        assert scored.token_log_probs == pytest.approx(want[at : at + len(sentence) + 1], abs=1e-9)
+        at += len(sentence) + 1
+    lm.use_neural_cache(None)
