@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.inference.checkpoint import load_checkpoint  # noqa: E402
-from model.inference.neural_cache import Memory, cache_probs  # noqa: E402
+from model.inference.history import history_window  # noqa: E402
+from model.inference.neural_cache import CacheSettings, Memory, cache_probs  # noqa: E402
 from model.inference.recurrent_lm import RecurrentLM  # noqa: E402
 from model.text.batches import sentence_stream  # noqa: E402
 from model.text.corpus import load_sentences  # noqa: E402
@@ -116,6 +117,13 @@ def main() -> None:
         default=None,
         help="the RNN's weight in RNN + KN5 (default: fitted on valid)",
     )
+    parser.add_argument(
+        "--served",
+        action="store_true",
+        help="also score the test text sentence by sentence with its history, "
+        "as the service does, the RNN with the cache fitted on valid",
+    )
+    parser.add_argument("--history-tokens", type=int, default=2048)
     parser.add_argument("--valid", default=str(PTB / "ptb.valid.txt"))
     parser.add_argument("--test", default=str(PTB / "ptb.test.txt"))
     args = parser.parse_args()
@@ -180,6 +188,25 @@ def main() -> None:
             }
         result[name] = row
         print(json.dumps({name: row}), flush=True)
+    if args.served:  # the served path: each test sentence after its history, one call each
+        params = result["rnn"]["neural"]["params"]  # type: ignore[index]
+        settings = CacheSettings(params["theta"], params["lambda"], int(params["window"]))
+        sentences = load_sentences(args.test, rnn.tokenizer, "lines")
+        for name, cache in (("served, no cache", None), ("served, neural cache", settings)):
+            rnn.use_neural_cache(cache)
+            total, count, spent = 0.0, 0, time.perf_counter()
+            for k, sentence in enumerate(sentences):
+                prefix = history_window(sentences[:k], args.history_tokens).tokens
+                (scored,) = rnn.score_sentences([sentence], prefix=prefix)
+                total -= sum(scored.token_log_probs)
+                count += len(scored.token_log_probs)
+            spent = time.perf_counter() - spent
+            result[name] = {
+                "test": round(math.exp(total / count), 2),
+                "ms_per_token": round(1e3 * spent / count, 4),
+            }
+            print(json.dumps({name: result[name]}), flush=True)
+        rnn.use_neural_cache(None)
     result["seconds"] = round(time.time() - started, 1)
     print(json.dumps(result, indent=1))
 
