@@ -6,6 +6,7 @@ then by the token itself, so the same counts always give the same ids.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -82,8 +83,9 @@ class Vocabulary:
 
     def encode(self, tokens: Sequence[str]) -> np.ndarray:
         """Token strings → ids, shape (len(tokens),), int64."""
-        get, unk = self._ids.get, self.unk_id
-        return np.fromiter((get(t, unk) for t in tokens), dtype=np.int64, count=len(tokens))
+        # map over the dict's get: about half a generator's time (a history has thousands)
+        ids = map(self._ids.get, tokens, itertools.repeat(self.unk_id))
+        return np.fromiter(ids, dtype=np.int64, count=len(tokens))
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Ids → token strings."""
