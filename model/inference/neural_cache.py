@@ -63,6 +63,7 @@ class Memory:
 
     keys: np.ndarray  # (n, H) float32
     next_ids: np.ndarray  # (n,) int64
+    size: int | None = None  # the most positions it keeps (None: every one given)
 
     @classmethod
     def empty(cls, hidden_size: int) -> Memory:
@@ -71,10 +72,15 @@ class Memory:
     def __len__(self) -> int:
         return len(self.next_ids)
 
+    def holds(self, size: int) -> bool:
+        """Whether it keeps the last ``size`` positions of its text (it was built with as many)."""
+        return self.size is None or self.size >= size
+
     def extended(self, keys: np.ndarray, next_ids: np.ndarray, size: int) -> Memory:
         """This memory with more positions after it, the last ``size`` kept."""
         all_keys = np.concatenate([self.keys, keys.astype(np.float32)])[-size:]
-        return Memory(all_keys, np.concatenate([self.next_ids, next_ids])[-size:].astype(np.int64))
+        all_ids = np.concatenate([self.next_ids, next_ids])[-size:].astype(np.int64)
+        return Memory(all_keys, all_ids, size)
 
 
 def cache_probs(
@@ -117,10 +123,11 @@ def mixed_log_probs(
     ``model_log_probs`` (n,) mixed with the cache's; the model's alone where nothing is
     remembered. Float64."""
     p_cache, remembered = cache_probs(memory, hidden, targets, settings.theta, settings.size)
-    p_model = np.exp(model_log_probs.astype(np.float64))
     lam = np.where(remembered, settings.weight, 0.0)
-    with np.errstate(divide="ignore"):
-        out: np.ndarray = np.log((1 - lam) * p_model + lam * p_cache)
+    with np.errstate(divide="ignore"):  # in the log domain: a tiny P_model does not underflow
+        out: np.ndarray = np.logaddexp(
+            np.log1p(-lam) + model_log_probs.astype(np.float64), np.log(lam * p_cache)
+        )
     return out
 
 

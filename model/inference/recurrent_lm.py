@@ -40,7 +40,9 @@ from model.text.tokenize import Tokenizer
 from model.text.vocab import SPECIALS, Vocabulary
 
 CONTINUATION_BATCH = 64  # multi-token candidates continued in one batch (bounds memory)
-PINNED = 16  # history states kept apart from the prefix cache (a few kilobytes each)
+# history states kept apart from the prefix cache: a few kilobytes each, or with a neural
+# cache's memory size × hidden × 4 bytes (500 × 200: 400 KB)
+PINNED = 16
 
 
 @dataclass
@@ -242,20 +244,27 @@ class RecurrentLM(NetworkLM[RNNLM]):
         start, base = 0, None
         for pin, entry in pins:
             length = len(pin) // ID_BYTES
-            if entry.memory is not None and length > start and key.startswith(pin):
+            usable = entry.memory is not None and entry.memory.holds(size)
+            if usable and length > start and key.startswith(pin):
                 start, base = length, entry
         if base is not None and start == len(ids):
+            self._pin(key, base)  # used again: the newest
             return base
-        state = self.net.start_state(1) if base is None else base.state
-        memory = Memory.empty(self.net.config.hidden_size) if base is None else base.memory
-        assert memory is not None
+        hidden_size = self.net.config.hidden_size
         rest = ids[start:]
+        memory = Memory.empty(hidden_size) if base is None else base.memory
+        assert memory is not None  # a base is chosen for its memory
+        if base is None:  # from the start: the first input is <s>, after no output
+            state, before = self.net.start_state(1), None
+        else:  # the base's last output predicts the first token read here
+            state, before = base.state, base.hidden[None]
         hidden, final, _ = self.net.forward(rest[:, None], state, keep_cache=False)
         self._count_steps(len(rest))
         hidden = hidden[:, 0]
-        targets = rest[1:]  # the output after each input predicts the next; the last, <s>
+        keys = hidden[:-1] if before is None else np.concatenate([before, hidden[:-1]])
+        targets = rest[1:] if before is None else rest  # the last output predicts what follows
         keep = targets != self.vocab.bos_id  # given, not predicted: never remembered
-        memory = memory.extended(hidden[:-1][keep], targets[keep], size)
+        memory = memory.extended(keys[keep], targets[keep], size)
         read = CachedPrefix([tuple(t.copy() for t in layer) for layer in final],
                             hidden[-1].copy(), memory=memory)  # fmt: skip
         self._pin(key, read)
@@ -301,7 +310,8 @@ class RecurrentLM(NetworkLM[RNNLM]):
         """The longest prefix of ``ids`` (``<s>`` first) whose state is known, and that state:
         from the prefix cache, which is probed at the lengths where states are kept (every
         length within the last sentence, and each earlier sentence boundary: a long history
-        is not probed token by token), or from the pinned history states."""
+        is not probed token by token; a state cached inside an earlier sentence is missed,
+        which costs at most that sentence's reading), or from the pinned history states."""
         n, entry = 0, None
         if self.cache is not None and len(ids) > 1:
             starts = np.flatnonzero(ids == self.vocab.bos_id)

@@ -24,7 +24,7 @@ SPLITS = ("lines", "sentences")
 # the plain form backtracked quadratically on a long run of stops ("......x": 200k chars took
 # minutes). The same sentences as the plain form on every corpus in shared/data.
 _SENTENCE = re.compile(
-    r"""[.!?…][.!?…]*+["'”’)\]]*+(?=\s|$)"""
+    r"""[.!?…][.!?…]++["'”’)\]]*+(?=\s|$)"""
     r"""|\S.*?(?:(?<![.!?…])[.!?…]++["'”’)\]]*+(?=\s|$)|[。！？]+[”’」』]*|$)""",
     re.S,
 )

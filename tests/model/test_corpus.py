@@ -72,6 +72,11 @@ def test_a_long_run_of_stops_is_cut_in_linear_time() -> None:
         assert split_text("." * 200_000 + "x", "sentences") == ["." * 200_000 + "x"]
         assert split_text("a" + "!" * 100_000 + " b", "sentences") == ["a" + "!" * 100_000, "b"]
         assert split_text("?" * 50_000 + " next.", "sentences") == ["?" * 50_000, "next."]
+        # a lone stop stays with the sentence it starts, as before
+        assert split_text("He paused. … Then he left.", "sentences") == [
+            "He paused.",
+            "… Then he left.",
+        ]
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)

@@ -165,3 +165,21 @@ def test_with_a_neural_cache_sentence_k_after_its_history_equals_the_cached_stre
         assert scored.token_log_probs == pytest.approx(want[at : at + len(sentence) + 1], abs=1e-9)
         at += len(sentence) + 1
     lm.use_neural_cache(None)
+
+
+def test_a_memory_read_on_from_any_prefix_is_the_streams(tiny_lm: RecurrentLM) -> None:
+    """Built in pieces (a prefix that ends mid-sentence, another size first), a history's memory
+    holds the stream's pairs (output, next token), <s> targets left out, the last ``size``."""
+    lm = tiny_lm
+    whole = history_window(TEXT[:3], 1000).tokens
+    ids = np.concatenate([[lm.vocab.bos_id], lm.vocab.encode(whole)])
+    hidden, _, _ = lm.net.forward(ids[:, None], lm.net.start_state(1), keep_cache=False)
+    targets = ids[1:]
+    keep = targets != lm.vocab.bos_id
+    for size in (3, 1000):
+        lm.history_memory(whole[:4], 1)  # a smaller memory of a prefix: not built on
+        lm.history_memory(whole[:7], size)  # a prefix ending mid-sentence: built on
+        memory = lm.history_memory(whole, size).memory
+        assert memory is not None
+        assert memory.next_ids.tolist() == targets[keep][-size:].tolist()
+        assert memory.keys == pytest.approx(hidden[:-1, 0][keep][-size:].astype(np.float32))

@@ -79,3 +79,13 @@ def test_memory_keeps_the_last_positions_and_settings_are_checked() -> None:
             CacheSettings.from_dict(good | change)
     with pytest.raises(ValueError, match="cache"):
         CacheSettings.from_dict({"theta": 1, "weight": 0.1})
+
+
+def test_a_tiny_model_probability_does_not_underflow() -> None:
+    memory = Memory(np.ones((2, 3), np.float32), np.array([1, 2]))
+    model = np.array([-800.0, -900.0])
+    off = mixed_log_probs(memory, np.ones((2, 3)), np.array([5, 6]), model, CacheSettings(1, 0, 9))
+    assert off.tolist() == model.tolist()  # weight 0: the model's own, however small
+    on = mixed_log_probs(memory, np.ones((2, 3)), np.array([5, 1]), model, CacheSettings(1, 0.1, 9))
+    # three equal keys remembered (two, and the run's first position), one of them a 1
+    assert on[0] == pytest.approx(-800.0 + np.log(0.9)) and on[1] == pytest.approx(np.log(0.1 / 3))
