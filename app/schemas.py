@@ -60,14 +60,20 @@ HISTORY_DESCRIPTION = (
     "trained; an n-gram model's context stops at <s>, so it changes nothing there (a warning "
     "says so). At most max_history_tokens tokens of it are read (NEXTWORD_MAX_HISTORY_TOKENS, "
     "<s> and </s> counted): the oldest are dropped, in steps of half that bound, so a history "
-    "that grows by a sentence per call reuses the cached state of the rest"
+    "that grows by a sentence per call reuses the cached state of the rest. A list holds at "
+    "most max_history_tokens sentences (send the last ones)"
 )
 Sentence = Annotated[str, StringConstraints(max_length=20_000)]
 TokenList = Annotated[list[Token], Field(max_length=5_000)]
+# a list holds at most max_history_tokens sentences (each is at least two tokens read)
 HistoryText = (
     Annotated[str, StringConstraints(max_length=200_000)]
-    | Annotated[list[Sentence], Field(max_length=10_000)]
-    | Annotated[list[TokenList], Field(max_length=10_000)]
+    | Annotated[
+        list[Sentence], Field(max_length=10_000, json_schema_extra=limit("max_history_tokens"))
+    ]
+    | Annotated[
+        list[TokenList], Field(max_length=10_000, json_schema_extra=limit("max_history_tokens"))
+    ]
 )
 
 

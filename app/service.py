@@ -211,6 +211,8 @@ def history_of(
     own ``<s>``), what the answer says of it, and a warning when the model reads none."""
     if req.history is None:
         return History.empty(), None, []
+    if not isinstance(req.history, str):  # more sentences than could ever be read
+        check_count("history", len(req.history), settings.max_history_tokens)
     sentences = history_sentences(req.history, lm.tokenize)
     window = history_window(sentences, settings.max_history_tokens)
     if not lm.reads_history():

@@ -141,3 +141,17 @@ async def test_the_client_sends_history(tiny_lm: RecurrentLM, kn: NgramLM) -> No
     assert scored.results[0].token_log_probs == pytest.approx(want, abs=1e-9)
     assert scored.history is not None and scored.history.sentences == 3
     assert np.isfinite(scored.results[0].log_prob)
+
+
+async def test_a_list_of_more_sentences_than_could_be_read_is_a_422(
+    tiny_lm: RecurrentLM, kn: NgramLM
+) -> None:
+    async with served(tiny_lm, kn, max_history_tokens=6) as c:
+        ok = await c.post("/v1/score", json={"sentences": [SENTENCE], "history": ["a"] * 6})
+        over = await c.post("/v1/score", json={"sentences": [SENTENCE], "history": ["a"] * 7})
+        document = (await c.get("/openapi.json")).json()
+    assert ok.status_code == 200 and ok.json()["history"]["dropped"] > 0
+    assert over.status_code == 422 and over.json()["field"] == "history"
+    assert "limit is 6" in over.json()["detail"]
+    variants = document["components"]["schemas"]["ScoreRequest"]["properties"]["history"]["anyOf"]
+    assert [v.get("maxItems") for v in variants if v.get("type") == "array"] == [6, 6]
