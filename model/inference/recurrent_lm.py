@@ -30,7 +30,12 @@ from model.inference.language_model import (
     Text,
 )
 from model.inference.network_lm import NetworkLM
-from model.inference.neural_cache import CacheSettings, Memory, mixed_log_probs
+from model.inference.neural_cache import (
+    CacheSettings,
+    Memory,
+    cache_distribution,
+    mixed_log_probs,
+)
 from model.inference.prefix_cache import ID_BYTES, CachedPrefix, CacheObserver, PrefixCache, pack
 from model.network.class_softmax import class_top_k
 from model.network.layers import log_softmax
@@ -128,8 +133,37 @@ class RecurrentLM(NetworkLM[RNNLM]):
         return read.state, self.next_log_probs_from(read.hidden[None])[0]
 
     def next_log_probs(self, context: Text) -> np.ndarray:
-        """log P(w | <s> context) for every vocabulary id, shape (V,)."""
+        """log P(w | <s> context) for every vocabulary id, shape (V,); with a neural cache, the
+        model's distribution mixed with the cache's over the text read so far."""
+        if self.neural_cache is not None:
+            return self._cached_next_log_probs(self.tokenize(context), self.neural_cache)
         return self.context_state(context)[1]
+
+    def _cached_next_log_probs(self, tokens: list[str], cache: CacheSettings) -> np.ndarray:
+        """The next-word distribution after ``tokens`` (a history's ``… </s> <s>`` then the
+        sentence so far) mixed with the cache over every position read: (1 − λ) P + λ P_cache,
+        summing to 1 over the vocabulary."""
+        prefix, sentence = split_history(tokens)
+        if prefix:
+            read = self.history_memory(prefix, cache.size)
+            state, memory = read.state, read.memory
+        else:
+            state, memory = self.net.start_state(1), None
+        memory = memory or Memory.empty(self.net.config.hidden_size)
+        ids = np.concatenate([[self.vocab.bos_id], self.vocab.encode(sentence)]).astype(np.int64)
+        hidden, _, _ = self.net.forward(ids[:, None], state, keep_cache=False)
+        self._count_steps(len(ids))
+        outputs = hidden[:, 0]
+        memory = memory.extended(outputs[:-1], ids[1:], cache.size)  # the sentence's own pairs
+        log_p: np.ndarray = self.next_log_probs_from(outputs[-1:])[0].astype(np.float64)
+        p_cache = cache_distribution(memory, outputs[-1], len(self.vocab), cache)
+        if p_cache is None:
+            return log_p
+        with np.errstate(divide="ignore"):
+            mixed: np.ndarray = np.logaddexp(
+                np.log1p(-cache.weight) + log_p, np.log(cache.weight * p_cache)
+            )
+        return mixed
 
     def next_distribution(self, context: Text) -> np.ndarray:
         """P(w | <s> context) for every vocabulary id, shape (V,); sums to 1."""
@@ -142,7 +176,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
         its classes from the most probable down and stops when no class left can hold a better
         word (``class_top_k``): the exact top k, without forming the whole distribution."""
         classes = self.net.classes
-        if classes is None:
+        if classes is None or self.neural_cache is not None:  # from the whole distribution
             return super().top_k(context, k, include_special)
         (read,) = self.read_contexts([self.tokenize(context)])
         p = self.net.params
@@ -161,6 +195,8 @@ class RecurrentLM(NetworkLM[RNNLM]):
         gives the normaliser of every row whose normaliser is not yet known; a cached context
         keeps its own, so competing words after one prefix (a beam search) cost a dot product
         each after the first call (a class-factored output: their own classes' rows)."""
+        if self.neural_cache is not None:
+            return [self._cached_candidates(c, texts) for c, texts in requests]
         candidates = [
             Candidate(r, tokens, self.vocab.encode(tokens))
             for r, (_, texts) in enumerate(requests)
@@ -192,6 +228,21 @@ class RecurrentLM(NetworkLM[RNNLM]):
             score = CandidateScore(candidate.tokens, math.fsum(lps), lps, bool(oov), oov)
             scores[candidate.request].append(score)
         return scores
+
+    def _cached_candidates(self, context: Text, texts: Sequence[Text]) -> list[CandidateScore]:
+        """With a neural cache: each candidate's tokens scored as the end of the sentence
+        ``<s> context candidate`` after the history (``score_sentences``, whose positions all
+        join the cache's memory), which is their log P given everything before them."""
+        prefix, sentence = split_history(self.tokenize(context))
+        token_lists = self.tokenize_all("candidates", texts)
+        scored = self.score_sentences([sentence + t for t in token_lists], eos=False,
+                                      prefix=prefix)  # fmt: skip
+        out = []
+        for tokens, whole in zip(token_lists, scored, strict=True):
+            lps = whole.token_log_probs[-len(tokens) :]
+            oov = self.oov_indices(tokens)
+            out.append(CandidateScore(tokens, math.fsum(lps), lps, bool(oov), oov))
+        return out
 
     def _continue(
         self, candidates: list[Candidate], contexts: list[CachedPrefix], outputs: OutputRows
@@ -407,6 +458,15 @@ class RecurrentLM(NetworkLM[RNNLM]):
         isolated, _ = isolated_cross_entropy(self.net, [self.vocab.encode(s) for s in sentences],
                                              self.vocab)  # fmt: skip
         return Evaluation(self.task, tokens, cross_entropy, oov / max(counted, 1), isolated)
+
+
+def split_history(tokens: list[str]) -> tuple[list[str], list[str]]:
+    """A context ``h … </s> <s> sentence`` as (the history's tokens, the sentence's); no
+    ``<s>`` in it: no history."""
+    if "<s>" not in tokens:
+        return [], tokens
+    last = len(tokens) - 1 - tokens[::-1].index("<s>")
+    return tokens[:last], tokens[last + 1 :]
 
 
 def repeat(state: NetworkState, n: int) -> NetworkState:

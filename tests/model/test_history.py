@@ -183,3 +183,28 @@ def test_a_memory_read_on_from_any_prefix_is_the_streams(tiny_lm: RecurrentLM) -
         assert memory is not None
         assert memory.next_ids.tolist() == targets[keep][-size:].tolist()
         assert memory.keys == pytest.approx(hidden[:-1, 0][keep][-size:].astype(np.float32))
+
+
+@pytest.mark.parametrize("with_history", [False, True])
+def test_with_a_neural_cache_every_next_word_call_agrees_and_sums_to_one(
+    tiny_lm: RecurrentLM, with_history: bool
+) -> None:
+    """Candidates and the next-word distribution mix the same cache as sentence scores: a
+    candidate's log P is its share of the sentence read on, the distribution sums to 1 and
+    each word's probability in it is that word's candidate score."""
+    lm = tiny_lm
+    lm.use_neural_cache(CacheSettings(theta=0.9, weight=0.25, size=50))
+    prefix = history_window(TEXT[:3], 1000).tokens if with_history else []
+    context = [*prefix, "<s>", "the", "cat"] if with_history else ["the", "cat"]
+    log_p = lm.next_log_probs(context)
+    assert np.exp(log_p.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-9)
+    words = [w for w in lm.vocab.tokens if w != "<s>"]
+    scores = lm.score_candidates(context, [[w] for w in words])
+    for word, score in zip(words, scores, strict=True):
+        assert score.log_prob == pytest.approx(log_p[lm.vocab.id(word)], abs=1e-9)
+    (whole,) = lm.score_sentences([["the", "cat", "sat", "on"]], eos=False, prefix=prefix)
+    (two,) = lm.score_candidates(context, [["sat", "on"]])
+    assert two.token_log_probs == pytest.approx(whole.token_log_probs[-2:], abs=1e-12)
+    assert lm.top_k(context, 3)[0][1] == pytest.approx(np.sort(log_p[3:])[-1], abs=1e-12)
+    lm.use_neural_cache(None)
+    assert lm.next_log_probs(context) != pytest.approx(log_p, abs=1e-6)  # the cache mattered
