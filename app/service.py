@@ -226,11 +226,6 @@ def history_of(
     return window, read, []
 
 
-def in_context(history: History, context: list[str]) -> list[str]:
-    """``context`` after the history, as a next-word call reads it: ``h … </s> <s> context``."""
-    return [*history.tokens, "<s>", *context] if history.tokens else context
-
-
 def after(history: History) -> dict[str, list[str]]:
     """The ``prefix`` argument for a history, only when there is one: a kind that reads none
     (``reads_history`` false, the default of a new kind) is called as before."""
@@ -268,7 +263,7 @@ def candidates(
     per = lm.position_cost()
     costs = item_costs(lm, per, [len(t) for t in token_lists], token_lists, policy)
     costs[0] += per * len(context) + history_cost(lm, history)  # read with the first slice
-    full_context = in_context(history, context)
+    full_context = history.before(context)
     left = math.fsum(costs)
     yield left
     scores: list[CandidateScore] = []
@@ -312,7 +307,7 @@ def predict(
         history, read, notes = history_of(lm, req, settings)
     yield lm.position_cost() * (len(context) + 1) + history_cost(lm, history)
     with model_errors(name):
-        top = lm.top_k(in_context(history, context), req.k, include_special=req.include_special)
+        top = lm.top_k(history.before(context), req.k, include_special=req.include_special)
     return schemas.PredictResponse(
         model=name,
         context_tokens=context,

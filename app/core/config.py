@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.inference.history import MAX_HISTORY_TOKENS
+
 
 class Settings(BaseSettings):
     """Every limit the service enforces is here; the README lists them."""
@@ -22,7 +24,8 @@ class Settings(BaseSettings):
     max_sentences: int = Field(128, ge=1)  # sentences per /v1/score, hypotheses per /v1/rerank
     max_tokens: int = Field(256, ge=1)  # tokens in a context, a candidate, or a sentence
     max_k: int = Field(1000, ge=1)  # largest k for /v1/predict
-    max_history_tokens: int = Field(2048, ge=0)  # history read before a request; older: dropped
+    # history read before a request; the oldest beyond it are dropped
+    max_history_tokens: int = Field(MAX_HISTORY_TOKENS, ge=0)
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
     body_timeout_s: float = Field(10, gt=0)  # a body not received in this time gets 408
     max_concurrency: int = Field(64, ge=1)  # requests in progress per worker; beyond: 503

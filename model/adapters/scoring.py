@@ -14,14 +14,18 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from model.inference.history import HistoryText, history_sentences, history_window
+from model.inference.history import (
+    MAX_HISTORY_TOKENS,
+    History,
+    HistoryText,
+    history_sentences,
+    history_window,
+)
 from model.inference.language_model import LanguageModel
 from model.text.tokenize import Tokenizer
 from model.text.vocab import SPECIALS
 
 CACHE_ENTRIES, CACHE_BYTES = 65_536, 256 << 20  # the prefix cache an in-process adapter turns on
-
-DEFAULT_MAX_HISTORY_TOKENS = 2048  # as the service's NEXTWORD_MAX_HISTORY_TOKENS
 
 
 class Scorer(Protocol):
@@ -46,23 +50,22 @@ class InProcessScorer:
 
     def __init__(
         self, lm: LanguageModel, spelled: bool = True,
-        max_history_tokens: int = DEFAULT_MAX_HISTORY_TOKENS,
+        max_history_tokens: int = MAX_HISTORY_TOKENS,
     ) -> None:  # fmt: skip
         if lm.cache_stats() is None:
             lm.use_prefix_cache(CACHE_ENTRIES, CACHE_BYTES, None)
         self.lm, self.spelled, self.max_history_tokens = lm, spelled, max_history_tokens
-        self.before: list[str] = []  # the history's tokens and the sentence's <s>
+        self.history = History.empty()  # what every context is read after
 
     def use_history(self, history: HistoryText | None) -> None:
         if history is None or not self.lm.reads_history():
-            self.before = []
+            self.history = History.empty()
             return
         sentences = history_sentences(history, self.lm.tokenize)
-        window = history_window(sentences, self.max_history_tokens)
-        self.before = [*window.tokens, "<s>"] if window.tokens else []
+        self.history = history_window(sentences, self.max_history_tokens)
 
     def __call__(self, context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
-        scores = self.lm.score_candidates(self.before + context, candidates)
+        scores = self.lm.score_candidates(self.history.before(context), candidates)
         if not self.spelled:
             return [(s.log_prob, s.oov) for s in scores]
         return [(math.fsum(self.lm.spelled(s)), s.oov) for s in scores]  # OOV words by spelling

@@ -22,6 +22,7 @@ from model.text.vocab import BOS, EOS
 
 # what a caller may send: a string (cut into sentences), sentences, or token lists
 HistoryText = str | Sequence[str] | Sequence[Sequence[str]]
+MAX_HISTORY_TOKENS = 2048  # the default bound (the service's NEXTWORD_MAX_HISTORY_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class History:
     @classmethod
     def empty(cls) -> History:
         return cls([], 0, 0, 0)
+
+    def before(self, context: Sequence[str]) -> list[str]:
+        """``context`` after this history, as a next-word call reads it: ``h … </s> <s>
+        context`` (``split_context`` undoes it)."""
+        return [*self.tokens, BOS, *context] if self.tokens else list(context)
 
 
 def history_window(sentences: Sequence[Sequence[str]], max_tokens: int) -> History:
@@ -73,3 +79,12 @@ def history_sentences(given: HistoryText, tokenize: Callable[[str], list[str]]) 
     sentences, each tokenised; a list of token lists is taken as it is."""
     texts = split_text(given, "sentences") if isinstance(given, str) else given
     return [tokenize(t) if isinstance(t, str) else [str(w) for w in t] for t in texts]
+
+
+def split_context(tokens: list[str]) -> tuple[list[str], list[str]]:
+    """A context ``h … </s> <s> sentence`` as (the history's tokens, the sentence's); without
+    a ``<s>`` in it, no history."""
+    if BOS not in tokens:
+        return [], tokens
+    last = len(tokens) - 1 - tokens[::-1].index(BOS)
+    return tokens[:last], tokens[last + 1 :]

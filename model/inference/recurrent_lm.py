@@ -22,6 +22,7 @@ from model.inference.evaluation import (
     stream_cross_entropy,
     stream_token_log_probs,
 )
+from model.inference.history import split_context
 from model.inference.language_model import (
     Call,
     CandidateScore,
@@ -39,7 +40,7 @@ from model.inference.neural_cache import (
 from model.inference.prefix_cache import ID_BYTES, CachedPrefix, CacheObserver, PrefixCache, pack
 from model.network.class_softmax import class_top_k
 from model.network.layers import log_softmax
-from model.network.recurrent import RNNLM, NetworkState
+from model.network.recurrent import RNNLM, NetworkState, repeat_state
 from model.text.batches import pad_ids, sentence_stream, target_mask
 from model.text.tokenize import Tokenizer
 from model.text.vocab import SPECIALS, Vocabulary
@@ -117,7 +118,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
         return True
 
     def unread_positions(self, tokens: Sequence[str]) -> int:
-        ids = np.concatenate([[self.vocab.bos_id], self.vocab.encode(tokens)]).astype(np.int64)
+        ids = self._ids(tokens)
         return len(ids) - self._cached_prefix(ids, count=False)[0]
 
     # ------------------------------------------------------------ next word
@@ -143,14 +144,14 @@ class RecurrentLM(NetworkLM[RNNLM]):
         """The next-word distribution after ``tokens`` (a history's ``… </s> <s>`` then the
         sentence so far) mixed with the cache over every position read: (1 − λ) P + λ P_cache,
         summing to 1 over the vocabulary."""
-        prefix, sentence = split_history(tokens)
+        prefix, sentence = split_context(tokens)
         if prefix:
             read = self.history_memory(prefix, cache.size)
             state, memory = read.state, read.memory
         else:
             state, memory = self.net.start_state(1), None
         memory = memory or Memory.empty(self.net.config.hidden_size)
-        ids = np.concatenate([[self.vocab.bos_id], self.vocab.encode(sentence)]).astype(np.int64)
+        ids = self._ids(sentence)
         hidden, _, _ = self.net.forward(ids[:, None], state, keep_cache=False)
         self._count_steps(len(ids))
         outputs = hidden[:, 0]
@@ -233,7 +234,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
         """With a neural cache: each candidate's tokens scored as the end of the sentence
         ``<s> context candidate`` after the history (``score_sentences``, whose positions all
         join the cache's memory), which is their log P given everything before them."""
-        prefix, sentence = split_history(self.tokenize(context))
+        prefix, sentence = split_context(self.tokenize(context))
         token_lists = self.tokenize_all("candidates", texts)
         scored = self.score_sentences([sentence + t for t in token_lists], eos=False,
                                       prefix=prefix)  # fmt: skip
@@ -269,10 +270,15 @@ class RecurrentLM(NetworkLM[RNNLM]):
         in two steps, so that the state at its last sentence boundary is cached too: the next
         call, whose history has grown by this sentence, starts from there.
         """
-        id_lists = [
-            np.concatenate([[self.vocab.bos_id], self.vocab.encode(c)]).astype(np.int64)
-            for c in contexts
-        ]
+        return self._read_with_boundaries([self._ids(c) for c in contexts])
+
+    def _ids(self, tokens: Sequence[str]) -> np.ndarray:
+        """``<s> tokens`` as ids."""
+        return np.concatenate([[self.vocab.bos_id], self.vocab.encode(tokens)]).astype(np.int64)
+
+    def _read_with_boundaries(self, id_lists: list[np.ndarray]) -> list[CachedPrefix]:
+        """``read_contexts`` on ids: the state at each one's last sentence boundary first
+        (read, cached and pinned), then the rest."""
         boundaries = {}
         for ids in id_lists:
             starts = np.flatnonzero(ids == self.vocab.bos_id)
@@ -288,7 +294,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
         """The state after ``<s> prefix`` (a history: it ends with ``</s>``) with the neural
         cache's memory of its positions (the last ``size``), read on from the longest pinned
         history that has one (a growing history reads its new sentence only), and pinned."""
-        ids = np.concatenate([[self.vocab.bos_id], self.vocab.encode(prefix)]).astype(np.int64)
+        ids = self._ids(prefix)
         key = pack(ids)
         with self._pins_lock:
             pins = list(self._pins.items())
@@ -404,8 +410,9 @@ class RecurrentLM(NetworkLM[RNNLM]):
             read = self.history_memory(prefix, cache.size)
             after, memory = read.state, read.memory or memory
         elif prefix:  # a history: its state is read once, and pinned for the next slice or call
-            (read,) = self.read_contexts([list(prefix)])
-            self._pin(pack([self.vocab.bos_id, *self.vocab.encode(prefix).tolist()]), read)
+            ids = self._ids(prefix)
+            (read,) = self._read_with_boundaries([ids])
+            self._pin(pack(ids), read)
             after = read.state
         seqs = [self.vocab.encode(tokens) for tokens in token_lists]
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
@@ -418,7 +425,11 @@ class RecurrentLM(NetworkLM[RNNLM]):
                 eos_id=self.vocab.eos_id if eos else None,
                 bos_id=self.vocab.bos_id,
             )
-            state = self.net.start_state(len(batch)) if after is None else repeat(after, len(batch))
+            state = (
+                self.net.start_state(len(batch))
+                if after is None
+                else repeat_state(after, len(batch))
+            )
             hidden, _, _ = self.net.forward(inputs, state, keep_cache=False)
             rows = np.nonzero(mask.T)  # sentence-major
             flat = hidden.transpose(1, 0, 2)[rows]  # (M, H), sentence-major
@@ -458,20 +469,6 @@ class RecurrentLM(NetworkLM[RNNLM]):
         isolated, _ = isolated_cross_entropy(self.net, [self.vocab.encode(s) for s in sentences],
                                              self.vocab)  # fmt: skip
         return Evaluation(self.task, tokens, cross_entropy, oov / max(counted, 1), isolated)
-
-
-def split_history(tokens: list[str]) -> tuple[list[str], list[str]]:
-    """A context ``h … </s> <s> sentence`` as (the history's tokens, the sentence's); no
-    ``<s>`` in it: no history."""
-    if "<s>" not in tokens:
-        return [], tokens
-    last = len(tokens) - 1 - tokens[::-1].index("<s>")
-    return tokens[:last], tokens[last + 1 :]
-
-
-def repeat(state: NetworkState, n: int) -> NetworkState:
-    """A batch-1 state repeated for ``n`` sequences."""
-    return [tuple(np.repeat(t, n, axis=0) for t in layer) for layer in state]
 
 
 def concat_states(states: Sequence[NetworkState]) -> NetworkState:

@@ -331,7 +331,7 @@ class RNNLM:
         ``start`` repeated when set, else zero (what the service and isolated evaluation use)."""
         if self.start is None:
             return self.init_state(batch_size)
-        return [tuple(np.repeat(t, batch_size, axis=0) for t in layer) for layer in self.start]
+        return repeat_state(self.start, batch_size)
 
     # ------------------------------------------------------------ forward / backward
     def forward(
@@ -433,3 +433,8 @@ class RNNLM:
             hidden, self.output_weight, self.params["output.b"],
             self.params["output.class.W"], self.params["output.class.b"], self.classes,
         )  # fmt: skip
+
+
+def repeat_state(state: NetworkState, n: int) -> NetworkState:
+    """A batch-1 state repeated for ``n`` sequences."""
+    return [tuple(np.repeat(t, n, axis=0) for t in layer) for layer in state]
