@@ -192,17 +192,20 @@ def main() -> None:
         params = result["rnn"]["neural"]["params"]  # type: ignore[index]
         settings = CacheSettings(params["theta"], params["lambda"], int(params["window"]))
         sentences = load_sentences(args.test, rnn.tokenizer, "lines")
-        for name, cache in (("served, no cache", None), ("served, neural cache", settings)):
-            rnn.use_neural_cache(cache)
-            total, count, spent = 0.0, 0, time.perf_counter()
-            for k, sentence in enumerate(sentences):
-                prefix = history_window(sentences[:k], args.history_tokens).tokens
+        runs = {"served, no cache": None, "served, neural cache": settings}
+        totals = {name: [0.0, 0, 0.0] for name in runs}  # -log P, tokens, seconds
+        for k, sentence in enumerate(sentences):  # the two alternate, sentence by sentence
+            prefix = history_window(sentences[:k], args.history_tokens).tokens
+            for name, cache in runs.items():
+                rnn.use_neural_cache(cache)
+                spent = time.perf_counter()
                 (scored,) = rnn.score_sentences([sentence], prefix=prefix)
-                total -= sum(scored.token_log_probs)
-                count += len(scored.token_log_probs)
-            spent = time.perf_counter() - spent
+                totals[name][2] += time.perf_counter() - spent
+                totals[name][0] -= sum(scored.token_log_probs)
+                totals[name][1] += len(scored.token_log_probs)
+        for name, (nll, count, spent) in totals.items():
             result[name] = {
-                "test": round(math.exp(total / count), 2),
+                "test": round(math.exp(nll / count), 2),
                 "ms_per_token": round(1e3 * spent / count, 4),
             }
             print(json.dumps({name: result[name]}), flush=True)
