@@ -35,6 +35,9 @@ class Options(TypedDict, total=False):
     weights: list[float]  # an interpolated model's component weights for this call
     # the text that came before: a string, a list of sentences or of token lists (oldest first)
     history: str | list[str] | list[list[str]]
+    # the neural cache over the history for this call: any of "theta", "weight", "size"
+    # (left out: the model's own; {"weight": 0} turns it off)
+    cache: dict[str, float | int]
 
 
 class OovOptions(Options, total=False):

@@ -18,7 +18,7 @@ from app import schemas
 from app.batching import CandidateBatcher
 from app.core.config import Settings
 from app.metrics import MODEL_LOADS
-from app.service import endpoints
+from app.service import cache_used, endpoints
 from model.inference.checkpoint import CheckpointError, load_checkpoint
 from model.inference.language_model import LanguageModel
 from model.values import is_number
@@ -79,6 +79,7 @@ class LoadedModel:
             prefix_cache=None if cache is None else schemas.PrefixCacheStats(**cache),
             open_vocabulary=None if lm.spelling is None
             else schemas.OpenVocabulary(**lm.spelling.describe()),
+            cache=cache_used(lm),
         )  # fmt: skip
 
 

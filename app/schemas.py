@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
+from model.inference.neural_cache import MAX_SIZE, MAX_THETA
+
 # ``limit(name)`` marks a field whose bound is the server setting ``name`` (``max_tokens``...):
 # the static bounds below are the outer walls; app.openapi writes the configured bound into the
 # document (maxItems, maximum) and app.service enforces it with a 422 naming the field.
@@ -77,10 +79,41 @@ HistoryText = (
 )
 
 
+class CacheOptions(Strict):
+    """This request's neural cache over the history (Grave et al. 2017): each word's
+    probability mixed as (1 − weight) P_model + weight P_cache, P_cache(w) ∝ Σ_i exp(theta ·
+    h·h_i) over the last ``size`` positions i read (the history and the sentence so far) whose
+    next word was w. Fields left out keep the model's (/v1/models: cache); a model without a
+    cache needs all three. ``weight`` 0 turns it off."""
+
+    theta: FiniteFloat | None = Field(
+        None, ge=0, le=MAX_THETA, description="how sharply a context must match a remembered one"
+    )
+    weight: FiniteFloat | None = Field(None, ge=0, lt=1, description="the cache's share, [0, 1)")
+    size: int | None = Field(None, ge=1, le=MAX_SIZE, description="positions remembered")
+
+
+class CacheUsed(BaseModel):
+    """The neural cache's settings (``nextword tune --text`` fits them)."""
+
+    theta: float
+    weight: float
+    size: int
+
+
+CACHE_DESCRIPTION = (
+    "override the model's neural cache over the history for this request (or give a model "
+    "without one a cache): theta, weight, size; each left out keeps the model's. A 422 for a "
+    "model without a recurrent network (n-gram, gap-filling). Default: the model's own "
+    "(/v1/models: cache), or none"
+)
+
+
 class WithHistory(Weighted):
     history: HistoryText | None = Field(
         None, description=HISTORY_DESCRIPTION, json_schema_extra=limit("max_history_tokens")
     )
+    cache: CacheOptions | None = Field(None, description=CACHE_DESCRIPTION)
 
 
 class OovOptions(WithHistory):
@@ -128,6 +161,11 @@ class ScoreMeta(BaseModel):
     )
     history: HistoryRead | None = Field(
         None, description="how much of the request's history was read; null: none was given"
+    )
+    cache: CacheUsed | None = Field(
+        None,
+        description="the neural cache mixed into these scores (the model's, or the request's "
+        "override); null: none",
     )
 
 
@@ -376,6 +414,11 @@ class ModelDescription(BaseModel):
         None,
         description="how words outside the vocabulary are scored by default; null: the whole "
         "<unk> probability (add one with `nextword spell`)",
+    )
+    cache: CacheUsed | None = Field(
+        None,
+        description="the neural cache over the history mixed into every score by default "
+        "(fitted with `nextword tune --text`); null: none",
     )
 
 

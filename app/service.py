@@ -27,6 +27,7 @@ from model.inference.language_model import (
     SentenceScore,
     UnsupportedCallError,
 )
+from model.inference.neural_cache import CacheSettings
 from model.network.layers import softmax
 
 T = TypeVar("T")
@@ -135,10 +136,27 @@ def model_errors(name: str, fields: dict[str, str] | None = None) -> Iterator[No
         raise RequestError(field if e.index is None else f"{field}[{e.index}]", e.problem) from None
 
 
-def weighted(lm: LanguageModel, request: schemas.Weighted) -> LanguageModel:
-    """The model with the request's interpolation weights, if it gives any (InputError naming
-    ``weights`` when they do not fit the model)."""
-    return lm if request.weights is None else lm.with_weights(request.weights)
+def variant(lm: LanguageModel, request: schemas.WithHistory) -> LanguageModel:
+    """The model with the request's interpolation weights and neural cache settings, where it
+    gives any (InputError naming ``weights`` or ``cache`` when they do not fit the model)."""
+    if request.weights is not None:
+        lm = lm.with_weights(request.weights)
+    if request.cache is None:
+        return lm
+    if not lm.caches_history():
+        return lm.with_cache(CacheSettings(0.0, 0.0, 1))  # the kind's 422 naming cache
+    overrides = request.cache.model_dump(exclude_none=True)
+    try:
+        settings = CacheSettings.merged(lm.neural_cache(), overrides)
+    except ValueError as e:
+        raise InputError("cache", None, str(e)) from None
+    return lm.with_cache(settings)
+
+
+def cache_used(lm: LanguageModel) -> schemas.CacheUsed | None:
+    """What an answer or /v1/models says of the neural cache ``lm`` mixes in."""
+    settings = lm.neural_cache()
+    return None if settings is None else schemas.CacheUsed(**settings.to_dict())
 
 
 def apply_oov_policy(
@@ -246,12 +264,13 @@ def candidates(
     slice_cost: float = SLICE_COST,
 ) -> Work[schemas.CandidatesResponse]:
     """``score`` computes the candidates: the model by default; the app passes its batcher
-    (which batches with the model's own weights: a request giving others is scored alone, and
+    (which batches with the model's own weights and cache: a request giving others is scored
+    alone, and
     a request it batches is one slice: the batch is its own unit)."""
     with model_errors(name):
         lm.require(Call.CANDIDATES)
-        if req.weights is not None:
-            lm, score = weighted(lm, req), None
+        if req.weights is not None or req.cache is not None:
+            lm, score = variant(lm, req), None
         check_count("candidates", len(req.candidates), settings.max_candidates)
         context = tokens_of(lm, "context", req.context, settings.max_tokens)
         token_lists = lm.tokenize_all("candidates", req.candidates, settings.max_tokens)
@@ -288,6 +307,7 @@ def candidates(
         results=candidate_results(req.candidates, scores, log_probs),
         warnings=unknown_words_warning(lm, [context, *token_lists], policy) + notes,
         history=read,
+        cache=cache_used(lm),
     )
 
 
@@ -300,7 +320,7 @@ def predict(
     """The k most probable next words: one slice (the context's read and one output row)."""
     with model_errors(name):
         lm.require(Call.PREDICT)
-        lm = weighted(lm, req)
+        lm = variant(lm, req)
         if req.k > settings.max_k:
             raise RequestError("k", f"{req.k} is above the limit of {settings.max_k}")
         context = tokens_of(lm, "context", req.context, settings.max_tokens)
@@ -313,15 +333,21 @@ def predict(
         context_tokens=context,
         warnings=unknown_words_warning(lm, [context], "unk") + notes,
         history=read,
+        cache=cache_used(lm),
         predictions=[
             schemas.Prediction(word=w, probability=math.exp(lp), log_prob=lp) for w, lp in top
         ],
     )
 
 
-# score_texts' answer: the results, warnings, OOV policy applied and the history read
+# score_texts' answer: the results, warnings, OOV policy applied, the history read and the
+# neural cache mixed in
 Scored = tuple[
-    list[schemas.SentenceResult], list[str], schemas.OovPolicy, schemas.HistoryRead | None
+    list[schemas.SentenceResult],
+    list[str],
+    schemas.OovPolicy,
+    schemas.HistoryRead | None,
+    schemas.CacheUsed | None,
 ]
 
 
@@ -336,10 +362,10 @@ def score_texts(
 ) -> Work[Scored]:
     """Score sentences, a slice of them at a time (each slice one padded batch); the shared
     core of /v1/score and /v1/rerank. Returns the results, the answer's warnings, the OOV
-    policy applied and what was read of the history."""
+    policy applied, what was read of the history and the cache mixed in."""
     with model_errors(name, {"sentences": field}):
         lm.require(Call.SCORE)
-        lm = weighted(lm, req)
+        lm = variant(lm, req)
         check_count(field, len(texts), settings.max_sentences)
         token_lists = [lm.tokenize(t) for t in texts]
         check_lengths(field, token_lists, settings.max_tokens)
@@ -383,7 +409,8 @@ def score_texts(
         [r.log_prob for r in results],
         None,
     )
-    return results, unknown_words_warning(lm, token_lists, policy) + notes, policy, read
+    warnings = unknown_words_warning(lm, token_lists, policy) + notes
+    return results, warnings, policy, read, cache_used(lm)
 
 
 def score(
@@ -393,12 +420,12 @@ def score(
     settings: Settings,
     slice_cost: float = SLICE_COST,
 ) -> Work[schemas.ScoreResponse]:
-    results, warnings, policy, read = yield from score_texts(
+    results, warnings, policy, read, cache = yield from score_texts(
         lm, name, req.sentences, req, "sentences", settings, slice_cost
     )
     return schemas.ScoreResponse(
         model=name, normalized=policy != "penalty", oov=policy, results=results,
-        warnings=warnings, history=read,
+        warnings=warnings, history=read, cache=cache,
     )  # fmt: skip
 
 
@@ -411,7 +438,7 @@ def rerank(
 ) -> Work[schemas.RerankResponse]:
     """N-best rescoring: combined = score + lm_weight * lm_log_prob + length_bonus * n_tokens."""
     texts = [h.text for h in req.hypotheses]
-    results, warnings, policy, read = yield from score_texts(
+    results, warnings, policy, read, cache = yield from score_texts(
         lm, name, texts, req, "hypotheses", settings, slice_cost
     )
     ranked = [
@@ -429,7 +456,7 @@ def rerank(
     ranked.sort(key=lambda h: (-h.combined, h.index))  # best first; ties keep request order
     return schemas.RerankResponse(
         model=name, normalized=policy != "penalty", oov=policy, hypotheses=ranked,
-        warnings=warnings, history=read,
+        warnings=warnings, history=read, cache=cache,
     )  # fmt: skip
 
 
@@ -445,7 +472,7 @@ def fill(
     reads the two sides once for all the candidates, then one output row per token)."""
     with model_errors(name):
         lm.require(Call.FILL)
-        lm = weighted(lm, req)
+        lm = variant(lm, req)
         check_count("candidates", len(req.candidates), settings.max_candidates)
         left = tokens_of(lm, "left", req.left, settings.max_tokens)
         right = tokens_of(lm, "right", req.right, settings.max_tokens)
@@ -491,6 +518,7 @@ def fill(
         results=candidate_results(req.candidates, scores, log_probs),
         warnings=unknown_words_warning(lm, [left, right, *token_lists], policy) + notes,
         history=read,
+        cache=cache_used(lm),
     )
 
 

@@ -4,6 +4,7 @@ nextword train --train FILE --out DIR [options]     train a model (see nextword 
 nextword ngram --train FILE --order N --out DIR     a Kneser-Ney n-gram model (or --import ARPA)
 nextword combine --model DIR --model DIR --out DIR  several models mixed per token (EM weights)
 nextword spell --model DIR                          an open vocabulary for an existing checkpoint
+nextword tune --model DIR --text FILE --out DIR     a neural cache over the history, fitted
 nextword eval --model DIR --data FILE               perplexity of a model on a file, as JSON
 nextword info DIR                                   what a checkpoint holds, as JSON
 """
@@ -24,6 +25,7 @@ from model.training.combine import add_combine_arguments, run_combine
 from model.training.command import add_train_arguments, run_train
 from model.training.ngram import add_ngram_arguments, run_ngram
 from model.training.spell import add_spell_arguments, run_spell
+from model.training.tune import add_tune_arguments, run_tune
 
 
 def info(args: argparse.Namespace) -> int:
@@ -41,6 +43,7 @@ def info(args: argparse.Namespace) -> int:
         "parameters": lm.num_parameters(),
         "checksum": lm.checksum,
         "open_vocabulary": None if lm.spelling is None else lm.spelling.describe(),
+        "cache": None if (cache := lm.neural_cache()) is None else cache.to_dict(),
         "metadata": lm.metadata,
     }
     sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
@@ -95,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_spell_arguments(spell_parser)
     spell_parser.set_defaults(run=run_spell)
+
+    tune_parser = commands.add_parser(
+        "tune", help="fit a neural cache over the history on held-out running text"
+    )
+    add_tune_arguments(tune_parser)
+    tune_parser.set_defaults(run=run_tune)
 
     eval_parser = commands.add_parser("eval", help="perplexity of a model on a text file")
     eval_parser.add_argument("--model", required=True, help="checkpoint directory")

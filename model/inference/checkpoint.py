@@ -3,7 +3,9 @@
 Layout of a checkpoint directory::
 
     config.json                        format version, architecture, tokenizer, metadata, and
-                                       the name, size and sha256 of every other file below
+                                       the name, size and sha256 of every other file below;
+                                       optional sections: spelling (the open vocabulary) and
+                                       cache (a neural cache's theta, weight and size)
     vocab.<sha12>.json                 the vocabulary: {"tokens": [...], "counts": [...]}
     weights.<sha12>.safetensors        the parameters, by the names in RNNLM.params
     start_state.<sha12>.safetensors    optional: the state a sentence read alone starts from
@@ -53,7 +55,9 @@ from model.inference.checkpoint_checks import (
 )
 from model.inference.gap_filling_lm import GapFillingLM
 from model.inference.interpolated_lm import MAX_COMPONENTS, InterpolatedLM, normalised_weights
+from model.inference.language_model import LanguageModel
 from model.inference.network_lm import NetworkLM
+from model.inference.neural_cache import CacheSettings
 from model.inference.ngram_lm import NgramLM
 from model.inference.recurrent_lm import RecurrentLM
 from model.inference.spelling import SpellingError, SpellingModel
@@ -82,6 +86,7 @@ COMPONENTS_DIR = "components"  # an interpolation's copies of its models: compon
 COMPONENT_RE = re.compile(r"[0-9a-f]{12}")
 START_ROLE = "start_state"  # a stream-trained model's sentence start state (optional)
 SPELLING_ROLE = "spelling"  # the open vocabulary's character model (optional, any kind)
+CACHE_SECTION = "cache"  # the neural cache's settings (optional, kinds with hidden states)
 T = TypeVar("T")
 
 
@@ -180,6 +185,7 @@ def save_checkpoint(
         "roles": roles,
         "metadata": dict(metadata or {}),
         **({} if lm.spelling is None else {SPELLING_ROLE: lm.spelling.to_dict()}),
+        **_cache_section(lm),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False).encode())
@@ -189,6 +195,12 @@ def save_checkpoint(
     if isinstance(lm, InterpolatedLM):
         _drop_stale_components(directory, architecture)
     return directory
+
+
+def _cache_section(lm: LanguageModel) -> dict[str, Any]:
+    """config.json's ``cache`` section: the neural cache mixed into every score, if any."""
+    settings = lm.neural_cache()
+    return {} if settings is None else {CACHE_SECTION: settings.to_dict()}
 
 
 def save_spelling(directory: str | Path, spelling: SpellingModel | None) -> None:
@@ -435,6 +447,11 @@ def _load(
                 lm.use_spelling(SpellingModel.from_parts(config[SPELLING_ROLE], tensors))
             except SpellingError as e:
                 raise CheckpointError(f"{directory / CONFIG_FILE}: {e}") from None
+        if CACHE_SECTION in config:  # any kind with hidden states; the others refuse it
+            try:
+                lm.use_neural_cache(CacheSettings.from_dict(config[CACHE_SECTION]))
+            except ValueError as e:
+                raise CheckpointError(f"{directory / CONFIG_FILE}: {CACHE_SECTION}: {e}") from None
         return lm
 
 

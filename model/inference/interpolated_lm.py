@@ -27,6 +27,7 @@ from model.inference.language_model import (
     SentenceScore,
     Text,
 )
+from model.inference.neural_cache import CacheSettings
 from model.inference.prefix_cache import CacheObserver
 
 SERVED = frozenset({Call.CANDIDATES, Call.PREDICT, Call.SCORE})  # what every component must serve
@@ -118,6 +119,32 @@ class InterpolatedLM(LanguageModel):
             other.weights, other.log_weights = normalised_weights(weights, len(self.components))
         except ValueError as e:
             raise InputError("weights", None, str(e)) from None
+        return other
+
+    # ------------------------------------------------------------ a cache over the history
+    def caches_history(self) -> bool:
+        return any(c.caches_history() for c in self.components)
+
+    def neural_cache(self) -> CacheSettings | None:
+        """The cache of its (first) recurrent component: there, P_rnn is mixed with P_cache
+        before the components are, so P = Σ_i λ_i P_i is the general mixture of the models and
+        the cache (``nextword tune`` fits its weights and λ together)."""
+        return next((s for c in self.components if (s := c.neural_cache()) is not None), None)
+
+    def use_neural_cache(self, settings: CacheSettings | None) -> None:
+        """Give every recurrent component the cache (ValueError with none to give it to)."""
+        if not self.caches_history():
+            super().use_neural_cache(settings)
+        for c in self.components:
+            if c.caches_history():
+                c.use_neural_cache(settings)
+
+    def with_cache(self, settings: CacheSettings | None) -> LanguageModel:
+        if not self.caches_history():
+            return super().with_cache(settings)
+        other = copy.copy(self)
+        other.components = [c.with_cache(settings) if c.caches_history() else c
+                            for c in self.components]  # fmt: skip
         return other
 
     # ------------------------------------------------------------ mixing

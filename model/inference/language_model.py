@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
+from model.inference.neural_cache import CacheSettings
 from model.inference.prefix_cache import CacheObserver
 from model.inference.spelling import SpellingModel
 from model.text.tokenize import Tokenizer
@@ -114,6 +115,19 @@ class InputError(ValueError):
         self.argument, self.index, self.problem = argument, index, problem
 
 
+class StepCounter:
+    """Network time steps computed for requests (for metrics), shared by a model and the
+    per-request variants made from it (``with_cache``): requests run in several threads."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self, steps: int) -> None:
+        with self._lock:
+            self.value += steps
+
+
 class UnsupportedCallError(ValueError):
     """A call this kind of model does not serve (``next_word`` on a gap-filling model)."""
 
@@ -144,8 +158,7 @@ class LanguageModel(ABC):
         self.metadata = dict(metadata or {})  # training metadata and metrics from the checkpoint
         self.checksum = checksum  # sha256 of the weights file it was loaded from
         self.spelling: SpellingModel | None = None  # the open vocabulary (``use_spelling``)
-        self.steps_run = 0  # network time steps computed for requests (for metrics)
-        self._steps_lock = threading.Lock()  # requests run in several threads
+        self._steps = StepCounter()
 
     # ------------------------------------------------------------ what it is
     @abstractmethod
@@ -251,9 +264,48 @@ class LanguageModel(ABC):
             token_lists.append(tokens)
         return token_lists
 
+    @property
+    def steps_run(self) -> int:
+        """Network time steps computed for requests (for metrics)."""
+        return self._steps.value
+
+    @steps_run.setter
+    def steps_run(self, value: int) -> None:
+        self._steps.value = value
+
     def _count_steps(self, steps: int) -> None:
-        with self._steps_lock:
-            self.steps_run += steps
+        self._steps.add(steps)
+
+    # ------------------------------------------------------------ a cache over the history
+    def caches_history(self) -> bool:
+        """Whether a neural cache over the history can be mixed in (it needs the hidden
+        states of a left-to-right network; default: no)."""
+        return False
+
+    def neural_cache(self) -> CacheSettings | None:
+        """The cache mixed into every score (``model.inference.neural_cache``), or None."""
+        return None
+
+    def use_neural_cache(self, settings: CacheSettings | None) -> None:
+        """Mix a neural cache into every score from now on (None: none). ValueError for a
+        kind that has no hidden states to remember."""
+        if settings is not None:
+            raise ValueError(self._no_cache())
+
+    def with_cache(self, settings: CacheSettings | None) -> LanguageModel:
+        """The same model with other cache settings, for one request (it shares everything
+        else: the network, its prefix cache and pinned histories, the step count);
+        InputError naming ``cache`` for a kind that can have none."""
+        if settings is None and self.neural_cache() is None:
+            return self
+        raise InputError("cache", None, self._no_cache())
+
+    def _no_cache(self) -> str:
+        return (
+            "a cache needs a left-to-right network's hidden states; this model ("
+            f"{self.architecture().get('kind', 'bidirectional network')}) has none: leave "
+            "cache out"
+        )
 
     # ------------------------------------------------------------ the calls
     def score_candidates_batch(

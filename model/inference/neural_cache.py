@@ -18,12 +18,16 @@ With nothing remembered yet P = P_model. θ, λ and the size are fitted on held-
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 BLOCK = 256  # query positions scored together against the memory (bounds the score matrix)
+MAX_SIZE = 8192  # the most positions a cache may remember (bounds its memory and its scoring)
+MAX_THETA = 1000.0  # sharper than any useful cache (h·h' ≤ H for outputs bounded by 1)
+FIELDS = ("theta", "weight", "size")
 
 
 @dataclass(frozen=True)
@@ -35,12 +39,15 @@ class CacheSettings:
     size: int
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.theta) and self.theta >= 0):
-            raise ValueError(f"cache theta must be a finite number ≥ 0, got {self.theta!r}")
+        if not (math.isfinite(self.theta) and 0 <= self.theta <= MAX_THETA):
+            raise ValueError(f"cache theta must be a number in [0, {MAX_THETA:g}], got "
+                             f"{self.theta!r}")  # fmt: skip
         if not (math.isfinite(self.weight) and 0 <= self.weight < 1):
             raise ValueError(f"cache weight must be in [0, 1), got {self.weight!r}")
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"cache size must be a whole number ≥ 1, got {self.size!r}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int):
+            raise ValueError(f"cache size must be a whole number, got {self.size!r}")
+        if not 1 <= self.size <= MAX_SIZE:
+            raise ValueError(f"cache size must be in [1, {MAX_SIZE}], got {self.size!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"theta": self.theta, "weight": self.weight, "size": self.size}
@@ -55,6 +62,19 @@ class CacheSettings:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"cache {name} must be a number, got {value!r}")
         return cls(float(theta), float(weight), data["size"])
+
+    @classmethod
+    def merged(cls, base: CacheSettings | None, overrides: dict[str, Any]) -> CacheSettings:
+        """``base`` with the fields ``overrides`` gives (a request's); a model without a cache
+        needs all three. ValueError naming what is missing or wrong."""
+        if base is None and set(overrides) != set(FIELDS):
+            missing = [f for f in FIELDS if f not in overrides]
+            raise ValueError(
+                f"this model has no cache of its own, so give all of theta, weight and size "
+                f"(missing: {', '.join(missing)}; `nextword tune --text` fits them)"
+            )
+        values = {} if base is None else base.to_dict()
+        return cls.from_dict(values | overrides)
 
 
 @dataclass(frozen=True)
@@ -143,4 +163,43 @@ def cache_distribution(
     weights = np.exp(scores - scores.max())
     out = np.zeros(vocab_size)
     np.add.at(out, memory.next_ids[-settings.size :], weights / weights.sum())
+    return out
+
+
+def cache_probs_grid(
+    hidden: np.ndarray,
+    targets: np.ndarray,
+    thetas: Sequence[float],
+    sizes: Sequence[int],
+    on_block: Callable[[int], None] | None = None,
+) -> dict[tuple[float, int], np.ndarray]:
+    """``cache_probs`` of one stream read from nothing, for every (θ, size) at once: each
+    block's dot products are computed once and shared. ``on_block`` is told how many positions
+    each block held (a progress bar). P_cache is 0 at the first position, where nothing is
+    remembered. Float64."""
+    n = len(targets)
+    keys = hidden.astype(np.float64)
+    ids = targets.astype(np.int64)
+    biggest = max(sizes)
+    out = {(float(theta), size): np.zeros(n) for theta in thetas for size in sizes}
+    for a in range(0, n, BLOCK):
+        b = min(a + BLOCK, n)
+        lo = max(0, a - biggest)
+        dots = keys[a:b] @ keys[lo:b].T  # (q, k): the block against every key it may use
+        t = np.arange(a, b)[:, None]
+        same = ids[lo:b][None, :] == ids[a:b, None]
+        for size in sizes:
+            start = max(0, a - size) - lo  # the columns this size can reach
+            i = np.arange(lo + start, b)[None, :]
+            valid = (i < t) & (i >= t - size)
+            part, hits = dots[:, start:], same[:, start:]
+            for theta in thetas:
+                scores = np.where(valid, theta * part, -np.inf)
+                top = scores.max(axis=1, keepdims=True)
+                weights = np.exp(scores - np.where(np.isfinite(top), top, 0.0))
+                total = weights.sum(axis=1)
+                p = (weights * hits).sum(axis=1) / np.where(total > 0, total, 1.0)
+                out[(float(theta), size)][a:b] = p
+        if on_block is not None:
+            on_block(b - a)
     return out

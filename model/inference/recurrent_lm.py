@@ -8,12 +8,13 @@ output product (``NetworkLM.log_probs_at``).
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,6 +50,14 @@ CONTINUATION_BATCH = 64  # multi-token candidates continued in one batch (bounds
 # history states kept apart from the prefix cache: a few kilobytes each, or with a neural
 # cache's memory size × hidden × 4 bytes (500 × 200: 400 KB)
 PINNED = 16
+
+
+class StreamOutputs(NamedTuple):
+    """A text read as one stream: per counted position, what the softmax read and predicted."""
+
+    hidden: np.ndarray  # (n, H) float32
+    log_probs: np.ndarray  # (n,) float64: log P_model of each target
+    targets: np.ndarray  # (n,) int64
 
 
 @dataclass
@@ -99,12 +108,25 @@ class RecurrentLM(NetworkLM[RNNLM]):
         # even with the cache off or after it evicted them
         self._pins: OrderedDict[bytes, CachedPrefix] = OrderedDict()
         self._pins_lock = threading.Lock()
-        self.neural_cache: CacheSettings | None = None  # mixed into every score when set
+        self._cache_settings: CacheSettings | None = None  # mixed into every score when set
+
+    def caches_history(self) -> bool:
+        return True
+
+    def neural_cache(self) -> CacheSettings | None:
+        return self._cache_settings
 
     def use_neural_cache(self, settings: CacheSettings | None) -> None:
         """Mix a neural cache over the text read so far (``model.inference.neural_cache``)
-        into every sentence score from now on; None: the model alone."""
-        self.neural_cache = settings
+        into every score from now on; None: the model alone."""
+        self._cache_settings = settings
+
+    def with_cache(self, settings: CacheSettings | None) -> RecurrentLM:
+        if settings == self._cache_settings:
+            return self
+        other = copy.copy(self)  # shares the network, caches, pins and step count
+        other._cache_settings = settings
+        return other
 
     def use_prefix_cache(
         self, entries: int, max_bytes: int, observer: CacheObserver | None
@@ -136,8 +158,8 @@ class RecurrentLM(NetworkLM[RNNLM]):
     def next_log_probs(self, context: Text) -> np.ndarray:
         """log P(w | <s> context) for every vocabulary id, shape (V,); with a neural cache, the
         model's distribution mixed with the cache's over the text read so far."""
-        if self.neural_cache is not None:
-            return self._cached_next_log_probs(self.tokenize(context), self.neural_cache)
+        if self._cache_settings is not None:
+            return self._cached_next_log_probs(self.tokenize(context), self._cache_settings)
         return self.context_state(context)[1]
 
     def _cached_next_log_probs(self, tokens: list[str], cache: CacheSettings) -> np.ndarray:
@@ -177,7 +199,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
         its classes from the most probable down and stops when no class left can hold a better
         word (``class_top_k``): the exact top k, without forming the whole distribution."""
         classes = self.net.classes
-        if classes is None or self.neural_cache is not None:  # from the whole distribution
+        if classes is None or self._cache_settings is not None:  # from the whole distribution
             return super().top_k(context, k, include_special)
         (read,) = self.read_contexts([self.tokenize(context)])
         p = self.net.params
@@ -196,7 +218,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
         gives the normaliser of every row whose normaliser is not yet known; a cached context
         keeps its own, so competing words after one prefix (a beam search) cost a dot product
         each after the first call (a class-factored output: their own classes' rows)."""
-        if self.neural_cache is not None:
+        if self._cache_settings is not None:
             return [self._cached_candidates(c, texts) for c, texts in requests]
         candidates = [
             Candidate(r, tokens, self.vocab.encode(tokens))
@@ -404,7 +426,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
         """
         token_lists = [self.tokenize(s) for s in sentences]
         self.check_scorable(token_lists, bos, eos)
-        cache = self.neural_cache
+        cache = self._cache_settings
         after, memory = None, Memory.empty(self.net.config.hidden_size)
         if prefix and cache is not None:  # the history's state and its positions' memory
             read = self.history_memory(prefix, cache.size)
@@ -445,10 +467,43 @@ class RecurrentLM(NetworkLM[RNNLM]):
         return [r for r in results if r is not None]
 
     def text_log_probs(self, sentences: list[list[str]], stream: bool = False) -> np.ndarray:
+        """With a neural cache, each target's probability mixes the cache over the positions
+        before it: in the stream, every earlier one within its size (as the service reads a
+        sentence after its history); alone, its own sentence's (``score_sentences``)."""
         if not stream:
             return super().text_log_probs(sentences)
+        cache = self._cache_settings
+        if cache is not None:
+            outputs = self.stream_outputs(sentences)
+            empty = Memory.empty(self.net.config.hidden_size)
+            return mixed_log_probs(empty, outputs.hidden, outputs.targets, outputs.log_probs,
+                                   cache)  # fmt: skip
         ids = sentence_stream(sentences, self.vocab)
         return stream_token_log_probs(self.net, ids, self.vocab) if len(ids) else np.zeros(0)
+
+    def stream_outputs(self, sentences: list[list[str]], window: int = 1024) -> StreamOutputs:
+        """The text read as one stream from the start state, as the service reads a sentence
+        after its history: at every position whose next token is counted (not ``<s>``), the
+        top-layer output, that token and the model's log P of it. What a cache is fitted on."""
+        ids = sentence_stream(sentences, self.vocab)
+        state = self.net.start_state(1)
+        hidden, log_probs, targets = [], [], []
+        for a in range(0, max(len(ids) - 1, 0), window):
+            inputs = ids[a : min(a + window, len(ids) - 1)]
+            following = ids[a + 1 : a + 1 + len(inputs)]
+            out, state, _ = self.net.forward(inputs[:, None], state, keep_cache=False)
+            rows = np.flatnonzero(following != self.vocab.bos_id)
+            picked = out[rows, 0]
+            hidden.append(picked.astype(np.float32))
+            log_probs.append(np.asarray(
+                self.log_probs_at(picked, np.arange(len(rows)), following[rows]), np.float64
+            ))  # fmt: skip
+            targets.append(following[rows].astype(np.int64))
+        if not hidden:
+            size = self.net.config.hidden_size
+            return StreamOutputs(np.zeros((0, size), np.float32), np.zeros(0), np.zeros(0, int))
+        return StreamOutputs(np.concatenate(hidden), np.concatenate(log_probs),
+                             np.concatenate(targets))  # fmt: skip
 
     def evaluate(self, sentences: list[list[str]], batch_size: int = 1) -> Evaluation:
         """The Penn Treebank convention: one stream ``<s> w_1 … w_n </s>`` per sentence with the
@@ -460,12 +515,18 @@ class RecurrentLM(NetworkLM[RNNLM]):
         larger batches are faster and cut it into columns.
         """
         stream = sentence_stream(sentences, self.vocab)
+        oov = sum(token not in self.vocab for s in sentences for token in s)  # </s> never is
+        counted = int(target_mask(stream[1:], self.vocab).sum())
+        if self._cache_settings is not None:  # the cache reads the stream position by position
+            mixed = self.text_log_probs(sentences, stream=True)
+            alone = self.text_log_probs(sentences)
+            n = max(len(mixed), 1)
+            return Evaluation(self.task, len(mixed), -math.fsum(mixed) / n, oov / max(counted, 1),
+                              -math.fsum(alone) / n)  # fmt: skip
         columns = max(1, min(batch_size, len(stream) // 2))
         steps = len(stream) // columns
         data = stream[: steps * columns].reshape(columns, steps).T  # (T_total, N), like batchify
         cross_entropy, tokens = stream_cross_entropy(self.net, data, self.vocab)
-        oov = sum(token not in self.vocab for s in sentences for token in s)  # </s> never is
-        counted = int(target_mask(stream[1:], self.vocab).sum())
         isolated, _ = isolated_cross_entropy(self.net, [self.vocab.encode(s) for s in sentences],
                                              self.vocab)  # fmt: skip
         return Evaluation(self.task, tokens, cross_entropy, oov / max(counted, 1), isolated)
