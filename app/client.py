@@ -38,6 +38,9 @@ class Options(TypedDict, total=False):
     # the neural cache over the history for this call: any of "theta", "weight", "size"
     # (left out: the model's own; {"weight": 0} turns it off)
     cache: dict[str, float | int]
+    # phrases this call expects: {"phrases": ["Weena", {"text": "Filby", "boost": 2}],
+    # "weight": 0.05, "theta": 0.5} (weight and theta optional)
+    bias: dict[str, Any]
 
 
 class OovOptions(Options, total=False):

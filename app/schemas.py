@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
+from model.inference.bias import DEFAULT_WEIGHT as DEFAULT_BIAS_WEIGHT
+from model.inference.bias import MAX_PHRASES
 from model.inference.neural_cache import MAX_SIZE, MAX_THETA
 
 # ``limit(name)`` marks a field whose bound is the server setting ``name`` (``max_tokens``...):
@@ -109,11 +111,52 @@ CACHE_DESCRIPTION = (
 )
 
 
+class BiasPhrase(Strict):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    boost: FiniteFloat = Field(
+        1.0, gt=0, le=1000, description="its share among the phrases, relative to the others"
+    )
+
+
+class BiasOptions(Strict):
+    """Phrases this request expects (the names on a meeting invite, a form's terms), mixed in
+    as pseudo-history: each word's probability becomes (1 − cache weight − weight) P_model +
+    cache weight P_cache + weight P_bias, P_bias(w) ∝ Σ_j boost_j / n_j exp(theta · h·k_j) over
+    the phrases' words j (k_j: the network's output before the word, each phrase read alone),
+    so a phrase's words are likelier everywhere and its continuation more so after its start.
+    Exactly normalised; a word outside the vocabulary is named by its string."""
+
+    phrases: list[Annotated[str, StringConstraints(min_length=1, max_length=500)] | BiasPhrase] = (
+        Field(min_length=1, max_length=MAX_PHRASES, description="strings, or {text, boost}")
+    )
+    weight: FiniteFloat = Field(
+        DEFAULT_BIAS_WEIGHT, gt=0, lt=1, description="the phrases' share of the probability"
+    )
+    theta: FiniteFloat | None = Field(
+        None, ge=0, le=MAX_THETA,
+        description="how much a phrase's continuation is favoured after its start (0: not "
+        "at all); default: the model's cache theta, else 0.5",
+    )  # fmt: skip
+
+
+class BiasUsed(BaseModel):
+    """The bias mixed in: how many phrases, their share and theta."""
+
+    phrases: int
+    weight: float
+    theta: float
+
+
 class WithHistory(Weighted):
     history: HistoryText | None = Field(
         None, description=HISTORY_DESCRIPTION, json_schema_extra=limit("max_history_tokens")
     )
     cache: CacheOptions | None = Field(None, description=CACHE_DESCRIPTION)
+    bias: BiasOptions | None = Field(
+        None,
+        description="phrases to expect (names, terms), in or out of the vocabulary, mixed in "
+        "as pseudo-history; a 422 for a model without a recurrent network",
+    )
 
 
 class OovOptions(WithHistory):
@@ -167,6 +210,7 @@ class ScoreMeta(BaseModel):
         description="the neural cache mixed into these scores (the model's, or the request's "
         "override); null: none",
     )
+    bias: BiasUsed | None = Field(None, description="the bias mixed in; null: none")
 
 
 # ---------------------------------------------------------------- /v1/candidates

@@ -17,6 +17,8 @@ from app import schemas
 from app.core.config import Settings
 from app.metrics import observe_scores
 from app.scheduler import Work
+from model.inference.bias import DEFAULT_THETA as DEFAULT_BIAS_THETA
+from model.inference.bias import MAX_PHRASE_TOKENS, Bias
 from model.inference.history import History, history_sentences, history_window
 from model.inference.language_model import (
     Call,
@@ -141,16 +143,46 @@ def variant(lm: LanguageModel, request: schemas.WithHistory) -> LanguageModel:
     gives any (InputError naming ``weights`` or ``cache`` when they do not fit the model)."""
     if request.weights is not None:
         lm = lm.with_weights(request.weights)
-    if request.cache is None:
-        return lm
+    if request.cache is not None:
+        if not lm.caches_history():
+            return lm.with_cache(CacheSettings(0.0, 0.0, 1))  # the kind's 422 naming cache
+        overrides = request.cache.model_dump(exclude_none=True)
+        try:
+            settings = CacheSettings.merged(lm.neural_cache(), overrides)
+        except ValueError as e:
+            raise InputError("cache", None, str(e)) from None
+        lm = lm.with_cache(settings)
+    if request.bias is not None:
+        lm = lm.with_bias(bias_of(lm, request.bias))
+    return lm
+
+
+def bias_of(lm: LanguageModel, options: schemas.BiasOptions) -> Bias:
+    """The request's phrases in the model's tokens (InputError naming the phrase that has no
+    token or too many; ``with_bias``'s for a kind that cannot have one)."""
     if not lm.caches_history():
-        return lm.with_cache(CacheSettings(0.0, 0.0, 1))  # the kind's 422 naming cache
-    overrides = request.cache.model_dump(exclude_none=True)
-    try:
-        settings = CacheSettings.merged(lm.neural_cache(), overrides)
-    except ValueError as e:
-        raise InputError("cache", None, str(e)) from None
-    return lm.with_cache(settings)
+        lm.with_bias(Bias((("x",),), (1.0,), options.weight, 0.0))  # the kind's 422
+    phrases, boosts = [], []
+    for i, item in enumerate(options.phrases):
+        text, boost = (item, 1.0) if isinstance(item, str) else (item.text, item.boost)
+        tokens = tuple(lm.tokenize(text))
+        if not 1 <= len(tokens) <= MAX_PHRASE_TOKENS:
+            raise InputError("bias.phrases", i, f"has {len(tokens)} tokens after tokenisation; "
+                             f"a phrase needs 1 to {MAX_PHRASE_TOKENS}")  # fmt: skip
+        phrases.append(tokens)
+        boosts.append(boost)
+    cache = lm.neural_cache()
+    theta = options.theta if options.theta is not None else (
+        cache.theta if cache is not None else DEFAULT_BIAS_THETA)  # fmt: skip
+    return Bias(tuple(phrases), tuple(boosts), options.weight, theta)
+
+
+def bias_used(lm: LanguageModel) -> schemas.BiasUsed | None:
+    """What an answer says of the bias ``lm`` mixes in."""
+    bias = lm.bias()
+    if bias is None:
+        return None
+    return schemas.BiasUsed(phrases=len(bias.phrases), weight=bias.weight, theta=bias.theta)
 
 
 def cache_used(lm: LanguageModel) -> schemas.CacheUsed | None:
@@ -269,7 +301,7 @@ def candidates(
     a request it batches is one slice: the batch is its own unit)."""
     with model_errors(name):
         lm.require(Call.CANDIDATES)
-        if req.weights is not None or req.cache is not None:
+        if req.weights is not None or req.cache is not None or req.bias is not None:
             lm, score = variant(lm, req), None
         check_count("candidates", len(req.candidates), settings.max_candidates)
         context = tokens_of(lm, "context", req.context, settings.max_tokens)
@@ -308,6 +340,7 @@ def candidates(
         warnings=unknown_words_warning(lm, [context, *token_lists], policy) + notes,
         history=read,
         cache=cache_used(lm),
+        bias=bias_used(lm),
     )
 
 
@@ -334,6 +367,7 @@ def predict(
         warnings=unknown_words_warning(lm, [context], "unk") + notes,
         history=read,
         cache=cache_used(lm),
+        bias=bias_used(lm),
         predictions=[
             schemas.Prediction(word=w, probability=math.exp(lp), log_prob=lp) for w, lp in top
         ],
@@ -348,6 +382,7 @@ Scored = tuple[
     schemas.OovPolicy,
     schemas.HistoryRead | None,
     schemas.CacheUsed | None,
+    schemas.BiasUsed | None,
 ]
 
 
@@ -410,7 +445,7 @@ def score_texts(
         None,
     )
     warnings = unknown_words_warning(lm, token_lists, policy) + notes
-    return results, warnings, policy, read, cache_used(lm)
+    return results, warnings, policy, read, cache_used(lm), bias_used(lm)
 
 
 def score(
@@ -420,12 +455,12 @@ def score(
     settings: Settings,
     slice_cost: float = SLICE_COST,
 ) -> Work[schemas.ScoreResponse]:
-    results, warnings, policy, read, cache = yield from score_texts(
+    results, warnings, policy, read, cache, bias = yield from score_texts(
         lm, name, req.sentences, req, "sentences", settings, slice_cost
     )
     return schemas.ScoreResponse(
         model=name, normalized=policy != "penalty", oov=policy, results=results,
-        warnings=warnings, history=read, cache=cache,
+        warnings=warnings, history=read, cache=cache, bias=bias,
     )  # fmt: skip
 
 
@@ -438,7 +473,7 @@ def rerank(
 ) -> Work[schemas.RerankResponse]:
     """N-best rescoring: combined = score + lm_weight * lm_log_prob + length_bonus * n_tokens."""
     texts = [h.text for h in req.hypotheses]
-    results, warnings, policy, read, cache = yield from score_texts(
+    results, warnings, policy, read, cache, bias = yield from score_texts(
         lm, name, texts, req, "hypotheses", settings, slice_cost
     )
     ranked = [
@@ -456,7 +491,7 @@ def rerank(
     ranked.sort(key=lambda h: (-h.combined, h.index))  # best first; ties keep request order
     return schemas.RerankResponse(
         model=name, normalized=policy != "penalty", oov=policy, hypotheses=ranked,
-        warnings=warnings, history=read, cache=cache,
+        warnings=warnings, history=read, cache=cache, bias=bias,
     )  # fmt: skip
 
 
@@ -519,6 +554,7 @@ def fill(
         warnings=unknown_words_warning(lm, [left, right, *token_lists], policy) + notes,
         history=read,
         cache=cache_used(lm),
+        bias=bias_used(lm),
     )
 
 

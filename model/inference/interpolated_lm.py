@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from model.inference.bias import Bias
 from model.inference.language_model import (
     Call,
     CandidateScore,
@@ -147,6 +148,36 @@ class InterpolatedLM(LanguageModel):
                             for c in self.components]  # fmt: skip
         return other
 
+    def bias(self) -> Bias | None:
+        return next((b for c in self.components if (b := c.bias()) is not None), None)
+
+    def with_bias(self, bias: Bias | None) -> LanguageModel:
+        """The bias mixed into every recurrent component, as the cache is."""
+        if not self.caches_history():
+            return super().with_bias(bias)
+        other = copy.copy(self)
+        other.components = [c.with_bias(bias) if c.caches_history() else c
+                            for c in self.components]  # fmt: skip
+        return other
+
+    def mixed_parts(
+        self, answers: Sequence[CandidateScore | SentenceScore]
+    ) -> dict[int, tuple[float, float]] | None:
+        """The components' pointer parts (``CandidateScore.pointer_parts``) of one answer,
+        mixed: each part is a probability, so the mixture's is Σ_i λ_i part_i (a component
+        without parts for a target has all of its probability as the model's part)."""
+        if not any(a.pointer_parts for a in answers):
+            return None
+        targets = sorted({i for a in answers for i in (a.pointer_parts or {})})
+        out = {}
+        for i in targets:
+            model = [(a.pointer_parts or {}).get(i, (a.token_log_probs[i], -math.inf))[0]
+                     for a in answers]  # fmt: skip
+            named = [(a.pointer_parts or {}).get(i, (0.0, -math.inf))[1] for a in answers]
+            out[i] = (float(self.mix([[m] for m in model])[0]),
+                      float(self.mix([[n] for n in named])[0]))  # fmt: skip
+        return out
+
     # ------------------------------------------------------------ mixing
     def mix(self, per_component: Sequence[Sequence[float] | np.ndarray]) -> np.ndarray:
         """log Σ_i λ_i P_i for aligned log-probabilities (one sequence per component)."""
@@ -180,12 +211,13 @@ class InterpolatedLM(LanguageModel):
         out: list[list[CandidateScore]] = [[] for _ in requests]
         owners = [r for r, per_request in enumerate(answers[0]) for _ in per_request]
         at = 0
-        for r, p in zip(owners, first, strict=True):
+        per_candidate = [[s for per_request in a for s in per_request] for a in answers]
+        for k, (r, p) in enumerate(zip(owners, first, strict=True)):
             lps = mixed[at : at + len(p.token_log_probs)]
             at += len(lps)
-            out[r].append(
-                CandidateScore(p.tokens, math.fsum(lps), lps, p.oov, p.oov_targets, p.targets)
-            )
+            parts = self.mixed_parts([scores[k] for scores in per_candidate])
+            out[r].append(CandidateScore(p.tokens, math.fsum(lps), lps, p.oov, p.oov_targets,
+                                         p.targets, parts))  # fmt: skip
         return out
 
     def next_log_probs(self, context: Text) -> np.ndarray:
@@ -210,12 +242,13 @@ class InterpolatedLM(LanguageModel):
         answers = [
             c.score_sentences(token_lists, bos, eos, batch_size, prefix) for c in self.components
         ]
-        return [
-            self.sentence_score(
-                parts[0].tokens, self.mix([p.token_log_probs for p in parts]).tolist(), bos, eos
-            )
-            for parts in zip(*answers, strict=True)
-        ]
+        out = []
+        for parts in zip(*answers, strict=True):
+            mixed = self.mix([p.token_log_probs for p in parts]).tolist()
+            score = self.sentence_score(parts[0].tokens, mixed, bos, eos)
+            score.pointer_parts = self.mixed_parts(parts)
+            out.append(score)
+        return out
 
     def text_log_probs(self, sentences: list[list[str]], stream: bool = False) -> np.ndarray:
         return self.mix([c.text_log_probs(sentences, stream) for c in self.components])

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
+from model.inference.bias import Bias
 from model.inference.neural_cache import CacheSettings
 from model.inference.prefix_cache import CacheObserver
 from model.inference.spelling import SpellingModel
@@ -64,6 +65,9 @@ class CandidateScore:
     # the targets token_log_probs score, when they are not the candidate's tokens (the
     # sentence method of fill scores the whole sentence)
     targets: list[str] | None = None
+    # with a cache or a bias, for each target outside the vocabulary: (log of the model's share
+    # of <unk>, log of the pointers' mass on the word's own string); see LanguageModel.spelled
+    pointer_parts: dict[int, tuple[float, float]] | None = None
 
     def oov_words(self) -> list[str]:
         """The words of the OOV targets, in the order of ``oov_targets``."""
@@ -80,6 +84,7 @@ class SentenceScore:
     perplexity: float  # exp(-log_prob / len(targets))
     oov_positions: list[int]  # indices into tokens
     oov_targets: list[int]  # indices into targets
+    pointer_parts: dict[int, tuple[float, float]] | None = None  # as CandidateScore's
 
     def oov_words(self) -> list[str]:
         """The words of the OOV targets, in the order of ``oov_targets``."""
@@ -233,10 +238,15 @@ class LanguageModel(ABC):
         if not score.oov_targets and not literal:
             return score.token_log_probs
         out = list(score.token_log_probs)
-        for i, word in zip(score.oov_targets, score.oov_words(), strict=True):
-            out[i] += self.spelling.log_prob(word)
-        for i in literal:
-            out[i] += self.spelling.log_prob(UNK)
+        parts = score.pointer_parts or {}
+        for i, word in [*zip(score.oov_targets, score.oov_words(), strict=True),
+                        *((i, UNK) for i in literal)]:  # fmt: skip
+            if i in parts:  # a cache or bias named the word: P_model(<unk>) P_spell(w) + P_ptr(w)
+                model_part, pointer_part = parts[i]
+                out[i] = float(np.logaddexp(model_part + self.spelling.log_prob(word),
+                                            pointer_part))  # fmt: skip
+            else:
+                out[i] += self.spelling.log_prob(word)
         return out
 
     def open_vocabulary(self) -> str | None:
@@ -299,6 +309,18 @@ class LanguageModel(ABC):
         if settings is None and self.neural_cache() is None:
             return self
         raise InputError("cache", None, self._no_cache())
+
+    def bias(self) -> Bias | None:
+        """The phrases mixed into every score (``model.inference.bias``), or None."""
+        return None
+
+    def with_bias(self, bias: Bias | None) -> LanguageModel:
+        """The same model with phrases to expect, for one request (InputError naming ``bias``
+        for a kind without hidden states)."""
+        if bias is None:
+            return self
+        raise InputError("bias", None, self._no_cache().replace("a cache", "a bias").replace(
+            "leave cache out", "leave bias out"))  # fmt: skip
 
     def _no_cache(self) -> str:
         return (

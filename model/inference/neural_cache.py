@@ -17,12 +17,15 @@ With nothing remembered yet P = P_model. θ, λ and the size are fitted on held-
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from model.text.vocab import Vocabulary
 
 BLOCK = 256  # query positions scored together against the memory (bounds the score matrix)
 MAX_SIZE = 8192  # the most positions a cache may remember (bounds its memory and its scoring)
@@ -103,18 +106,54 @@ class Memory:
         return Memory(all_keys, all_ids, size)
 
 
-def cache_probs(
+def word_codes(vocab: Vocabulary, tokens: Sequence[str]) -> np.ndarray:
+    """What a memory remembers of each token: its vocabulary id, or for a word outside the
+    vocabulary (a literal ``<unk>`` included) a negative code of its string, so that a pointer
+    can name the word itself and not only ``<unk>`` (63 bits of blake2b: no two strings of one
+    request share a code in practice)."""
+    ids = vocab.encode(tokens).astype(np.int64)
+    for i, token in enumerate(tokens):
+        if ids[i] == vocab.unk_id:
+            ids[i] = oov_code(token)
+    return ids
+
+
+def oov_code(token: str) -> int:
+    digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
+    return -1 - (int.from_bytes(digest, "little") >> 1)
+
+
+class PointerProbs(NamedTuple):
+    """A pointer's (a cache's or the bias's) probability of each target: of the target's own
+    string, of the class of every string outside the vocabulary, and whether it remembered
+    anything there (where not, it has no say)."""
+
+    same: np.ndarray  # (n,) float64
+    oov: np.ndarray  # (n,) float64: its mass on words outside the vocabulary
+    remembered: np.ndarray  # (n,) bool
+
+
+class PhraseMemory(NamedTuple):
+    """A bias's phrases as remembered (``model.inference.bias``): each word's code, the
+    output before it, and its log prior (its phrase's boost shared by the phrase's words)."""
+
+    keys: np.ndarray  # (m, H) float32
+    codes: np.ndarray  # (m,) int64 word codes
+    log_prior: np.ndarray  # (m,) float64
+
+
+def cache_pointer(
     memory: Memory, hidden: np.ndarray, targets: np.ndarray, theta: float, size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """P_cache of each target of a run of consecutive positions read after ``memory``, and
-    whether anything was remembered there: position j's window is the memory and positions
-    0..j−1 of the run itself (each with its own target), the last ``size`` of them. ``hidden``
-    (n, H): the outputs predicting ``targets`` (n,). Float64."""
+) -> PointerProbs:
+    """P_cache of each target of a run of consecutive positions read after ``memory``: position
+    j's window is the memory and positions 0..j−1 of the run itself (each with its own
+    target), the last ``size`` of them. ``hidden`` (n, H): the outputs predicting ``targets``
+    (n,), which are ``word_codes``. Float64."""
     n = len(targets)
     keys = np.concatenate([memory.keys, hidden.astype(np.float32)]).astype(np.float64)
     ids = np.concatenate([memory.next_ids, targets.astype(np.int64)])
     m = len(memory)
-    p_cache = np.zeros(n)
+    same_p, oov_p = np.zeros(n), np.zeros(n)
     remembered = np.zeros(n, dtype=bool)
     for a in range(0, n, BLOCK):
         b = min(a + BLOCK, n)
@@ -126,10 +165,69 @@ def cache_probs(
         top = scores.max(axis=1, keepdims=True)
         remembered[a:b] = np.isfinite(top[:, 0])
         weights = np.exp(scores - np.where(np.isfinite(top), top, 0.0))
-        total = weights.sum(axis=1)
-        same = ids[lo : m + b][None, :] == targets[a:b, None]
-        p_cache[a:b] = (weights * same).sum(axis=1) / np.where(total > 0, total, 1.0)
-    return p_cache, remembered
+        total = np.where(weights.sum(axis=1) > 0, weights.sum(axis=1), 1.0)
+        window = ids[lo : m + b][None, :]
+        same_p[a:b] = (weights * (window == targets[a:b, None])).sum(axis=1) / total
+        oov_p[a:b] = (weights * (window < 0)).sum(axis=1) / total
+    return PointerProbs(same_p, oov_p, remembered)
+
+
+def cache_probs(
+    memory: Memory, hidden: np.ndarray, targets: np.ndarray, theta: float, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``cache_pointer``'s P_cache of each target's own token, and whether anything was
+    remembered there."""
+    pointer = cache_pointer(memory, hidden, targets, theta, size)
+    return pointer.same, pointer.remembered
+
+
+def phrase_pointer(
+    keys: np.ndarray, codes: np.ndarray, log_prior: np.ndarray, hidden: np.ndarray,
+    targets: np.ndarray, theta: float,
+) -> PointerProbs:  # fmt: skip
+    """P_bias of each target: ∝ Σ_j prior_j exp(θ h·k_j) [code_j = target] over every entry
+    of the phrases' memory (``keys`` (m, H), ``codes`` (m,), ``log_prior`` (m,))."""
+    scores = theta * (hidden.astype(np.float64) @ keys.astype(np.float64).T) + log_prior
+    scores -= scores.max(axis=1, keepdims=True)
+    weights = np.exp(scores)
+    weights /= weights.sum(axis=1, keepdims=True)
+    same = (weights * (codes[None, :] == targets[:, None])).sum(axis=1)
+    oov = (weights * (codes[None, :] < 0)).sum(axis=1)
+    return PointerProbs(same, oov, np.ones(len(targets), dtype=bool))
+
+
+class Mixed(NamedTuple):
+    """Targets' log-probabilities under a model mixed with pointers.
+
+    ``log_probs``: the vocabulary's view, where every word outside it is ``<unk>``; for those
+    targets ``parts`` holds (log of the model's share of ``<unk>``, log of the pointers' mass
+    on the word's own string), so that the open vocabulary's view is
+    ``logaddexp(model_part + log P_spell(word), pointer_part)``: the pointers name the word."""
+
+    log_probs: np.ndarray  # (n,) float64
+    parts: dict[int, tuple[float, float]]
+
+
+def mix_pointers(
+    model_log_probs: np.ndarray, targets: np.ndarray, pointers: Sequence[tuple[PointerProbs, float]]
+) -> Mixed:
+    """P = (1 − Σ_k λ_k) P_model + Σ_k λ_k P_k for ``pointers`` (each with its weight λ_k,
+    which counts only where it remembered something). Exactly normalised over the vocabulary
+    (``<unk>`` standing for every other word) and, with ``parts``, over every string."""
+    n = len(targets)
+    share, same, oov = np.ones(n), np.zeros(n), np.zeros(n)
+    for pointer, weight in pointers:
+        lam = np.where(pointer.remembered, weight, 0.0)
+        share -= lam
+        same += lam * pointer.same
+        oov += lam * pointer.oov
+    outside = targets < 0
+    with np.errstate(divide="ignore"):  # in the log domain: a tiny P_model does not underflow
+        model_part = np.log(share) + model_log_probs.astype(np.float64)
+        log_probs: np.ndarray = np.logaddexp(model_part, np.log(np.where(outside, oov, same)))
+        named = np.log(same)
+    parts = {int(i): (float(model_part[i]), float(named[i])) for i in np.flatnonzero(outside)}
+    return Mixed(log_probs, parts)
 
 
 def mixed_log_probs(
@@ -139,30 +237,40 @@ def mixed_log_probs(
     model_log_probs: np.ndarray,
     settings: CacheSettings,
 ) -> np.ndarray:
-    """log P of each target of a run read after ``memory`` (``cache_probs``), the model's
+    """log P of each target of a run read after ``memory`` (``cache_pointer``), the model's
     ``model_log_probs`` (n,) mixed with the cache's; the model's alone where nothing is
     remembered. Float64."""
-    p_cache, remembered = cache_probs(memory, hidden, targets, settings.theta, settings.size)
-    lam = np.where(remembered, settings.weight, 0.0)
-    with np.errstate(divide="ignore"):  # in the log domain: a tiny P_model does not underflow
-        out: np.ndarray = np.logaddexp(
-            np.log1p(-lam) + model_log_probs.astype(np.float64), np.log(lam * p_cache)
-        )
-    return out
+    pointer = cache_pointer(memory, hidden, targets, settings.theta, settings.size)
+    return mix_pointers(model_log_probs, targets, [(pointer, settings.weight)]).log_probs
 
 
 def cache_distribution(
-    memory: Memory, hidden: np.ndarray, vocab_size: int, settings: CacheSettings
+    memory: Memory, hidden: np.ndarray, vocab_size: int, settings: CacheSettings, unk_id: int = 0
 ) -> np.ndarray | None:
-    """P_cache over the vocabulary after output ``hidden`` (H,): (V,) float64 summing to 1, or
-    None with nothing remembered."""
+    """P_cache over the vocabulary after output ``hidden`` (H,): (V,) float64 summing to 1,
+    every remembered word outside the vocabulary counted as ``unk_id``; None with nothing
+    remembered."""
     if not len(memory):
         return None
     keys = memory.keys[-settings.size :].astype(np.float64)
     scores = settings.theta * (keys @ hidden.astype(np.float64))
     weights = np.exp(scores - scores.max())
+    ids = memory.next_ids[-settings.size :]
     out = np.zeros(vocab_size)
-    np.add.at(out, memory.next_ids[-settings.size :], weights / weights.sum())
+    np.add.at(out, np.where(ids < 0, unk_id, ids), weights / weights.sum())
+    return out
+
+
+def phrase_distribution(
+    keys: np.ndarray, codes: np.ndarray, log_prior: np.ndarray, hidden: np.ndarray,
+    vocab_size: int, theta: float, unk_id: int,
+) -> np.ndarray:  # fmt: skip
+    """P_bias over the vocabulary after output ``hidden`` (H,), words outside it as
+    ``unk_id``: (V,) float64 summing to 1."""
+    scores = theta * (keys.astype(np.float64) @ hidden.astype(np.float64)) + log_prior
+    weights = np.exp(scores - scores.max())
+    out = np.zeros(vocab_size)
+    np.add.at(out, np.where(codes < 0, unk_id, codes), weights / weights.sum())
     return out
 
 

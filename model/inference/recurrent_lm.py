@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from model.inference.bias import Bias
 from model.inference.evaluation import (
     isolated_cross_entropy,
     stream_cross_entropy,
@@ -28,6 +29,7 @@ from model.inference.language_model import (
     Call,
     CandidateScore,
     Evaluation,
+    InputError,
     SentenceScore,
     Text,
 )
@@ -35,8 +37,14 @@ from model.inference.network_lm import NetworkLM
 from model.inference.neural_cache import (
     CacheSettings,
     Memory,
+    PhraseMemory,
     cache_distribution,
+    cache_pointer,
+    mix_pointers,
     mixed_log_probs,
+    phrase_distribution,
+    phrase_pointer,
+    word_codes,
 )
 from model.inference.prefix_cache import ID_BYTES, CachedPrefix, CacheObserver, PrefixCache, pack
 from model.network.class_softmax import class_top_k
@@ -50,6 +58,7 @@ CONTINUATION_BATCH = 64  # multi-token candidates continued in one batch (bounds
 # history states kept apart from the prefix cache: a few kilobytes each, or with a neural
 # cache's memory size × hidden × 4 bytes (500 × 200: 400 KB)
 PINNED = 16
+CODE_BYTES = 8  # a history's word codes are packed as int64 (negative: outside the vocabulary)
 
 
 class StreamOutputs(NamedTuple):
@@ -108,7 +117,13 @@ class RecurrentLM(NetworkLM[RNNLM]):
         # even with the cache off or after it evicted them
         self._pins: OrderedDict[bytes, CachedPrefix] = OrderedDict()
         self._pins_lock = threading.Lock()
+        # the states after recent histories with the cache's memory of them, keyed by the
+        # histories' word codes (two histories differing only in words outside the
+        # vocabulary read alike but remember different words)
+        self._memories: OrderedDict[bytes, CachedPrefix] = OrderedDict()
         self._cache_settings: CacheSettings | None = None  # mixed into every score when set
+        self._bias: Bias | None = None  # phrases expected, mixed into every score when set
+        self._bias_memories: OrderedDict[Bias, PhraseMemory] = OrderedDict()
 
     def caches_history(self) -> bool:
         return True
@@ -127,6 +142,54 @@ class RecurrentLM(NetworkLM[RNNLM]):
         other = copy.copy(self)  # shares the network, caches, pins and step count
         other._cache_settings = settings
         return other
+
+    def bias(self) -> Bias | None:
+        return self._bias
+
+    def with_bias(self, bias: Bias | None) -> RecurrentLM:
+        if bias == self._bias:
+            return self
+        other = copy.copy(self)  # shares the network, caches, pins and step count
+        other._bias = bias
+        return other
+
+    def _pointers_on(self) -> bool:
+        """Whether a cache or a bias is mixed in (every call then goes through the mixture)."""
+        return self._cache_settings is not None or self._bias is not None
+
+    def _share_check(self) -> None:
+        cache = 0.0 if self._cache_settings is None else self._cache_settings.weight
+        bias = 0.0 if self._bias is None else self._bias.weight
+        if cache + bias >= 1:
+            raise InputError(
+                "bias", None, f"weight {bias:g} and the cache's weight {cache:g} must add up to "
+                "less than 1 (the model keeps the rest)",
+            )  # fmt: skip
+
+    def phrase_memory(self, bias: Bias) -> PhraseMemory:
+        """Each phrase read alone from the start state: every word with the output before it
+        (``model.inference.bias``); the last few kept, so a client's repeated bias is read
+        once."""
+        with self._pins_lock:
+            found = self._bias_memories.get(bias)
+            if found is not None:
+                self._bias_memories.move_to_end(bias)
+                return found
+        lists = [list(phrase) for phrase in bias.phrases]
+        inputs, _, mask = pad_ids([self.vocab.encode(t) for t in lists], bos=True, eos_id=None,
+                                  bos_id=self.vocab.bos_id)  # fmt: skip
+        hidden, _, _ = self.net.forward(inputs, self.net.start_state(len(lists)), keep_cache=False)
+        self._count_steps(int(mask.sum()))
+        entries = bias.entries()
+        keys = np.stack([hidden[k, i] for i, k, _ in entries]).astype(np.float32)
+        codes = np.concatenate([word_codes(self.vocab, t) for t in lists])
+        prior = np.array([lp for _, _, lp in entries])
+        memory = PhraseMemory(keys, codes, prior)
+        with self._pins_lock:
+            self._bias_memories[bias] = memory
+            while len(self._bias_memories) > PINNED:
+                self._bias_memories.popitem(last=False)
+        return memory
 
     def use_prefix_cache(
         self, entries: int, max_bytes: int, observer: CacheObserver | None
@@ -158,34 +221,49 @@ class RecurrentLM(NetworkLM[RNNLM]):
     def next_log_probs(self, context: Text) -> np.ndarray:
         """log P(w | <s> context) for every vocabulary id, shape (V,); with a neural cache, the
         model's distribution mixed with the cache's over the text read so far."""
-        if self._cache_settings is not None:
-            return self._cached_next_log_probs(self.tokenize(context), self._cache_settings)
+        if self._pointers_on():
+            return self._mixed_next_log_probs(self.tokenize(context))
         return self.context_state(context)[1]
 
-    def _cached_next_log_probs(self, tokens: list[str], cache: CacheSettings) -> np.ndarray:
+    def _mixed_next_log_probs(self, tokens: list[str]) -> np.ndarray:
         """The next-word distribution after ``tokens`` (a history's ``… </s> <s>`` then the
-        sentence so far) mixed with the cache over every position read: (1 − λ) P + λ P_cache,
-        summing to 1 over the vocabulary."""
+        sentence so far) mixed with the cache over every position read and the bias:
+        (1 − λ − β) P + λ P_cache + β P_bias, summing to 1 over the vocabulary."""
+        self._share_check()
+        cache, bias = self._cache_settings, self._bias
         prefix, sentence = split_context(tokens)
-        if prefix:
+        memory = Memory.empty(self.net.config.hidden_size)
+        if prefix and cache is not None:
             read = self.history_memory(prefix, cache.size)
-            state, memory = read.state, read.memory
+            state, memory = read.state, read.memory or memory
+        elif prefix:
+            state = self._read_with_boundaries([self._ids(prefix)])[0].state
         else:
-            state, memory = self.net.start_state(1), None
-        memory = memory or Memory.empty(self.net.config.hidden_size)
+            state = self.net.start_state(1)
         ids = self._ids(sentence)
         hidden, _, _ = self.net.forward(ids[:, None], state, keep_cache=False)
         self._count_steps(len(ids))
         outputs = hidden[:, 0]
-        memory = memory.extended(outputs[:-1], ids[1:], cache.size)  # the sentence's own pairs
         log_p: np.ndarray = self.next_log_probs_from(outputs[-1:])[0].astype(np.float64)
-        p_cache = cache_distribution(memory, outputs[-1], len(self.vocab), cache)
-        if p_cache is None:
+        size, unk = len(self.vocab), self.vocab.unk_id
+        share = 1.0
+        parts: list[np.ndarray] = []
+        if cache is not None:  # the sentence's own pairs join the history's
+            memory = memory.extended(outputs[:-1], word_codes(self.vocab, sentence), cache.size)
+            p_cache = cache_distribution(memory, outputs[-1], size, cache, unk)
+            if p_cache is not None:
+                share -= cache.weight
+                parts.append(cache.weight * p_cache)
+        if bias is not None:
+            phrases = self.phrase_memory(bias)
+            share -= bias.weight
+            parts.append(bias.weight * phrase_distribution(
+                phrases.keys, phrases.codes, phrases.log_prior, outputs[-1], size, bias.theta, unk
+            ))  # fmt: skip
+        if not parts:
             return log_p
         with np.errstate(divide="ignore"):
-            mixed: np.ndarray = np.logaddexp(
-                np.log1p(-cache.weight) + log_p, np.log(cache.weight * p_cache)
-            )
+            mixed: np.ndarray = np.logaddexp(np.log(share) + log_p, np.log(np.sum(parts, axis=0)))
         return mixed
 
     def next_distribution(self, context: Text) -> np.ndarray:
@@ -199,7 +277,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
         its classes from the most probable down and stops when no class left can hold a better
         word (``class_top_k``): the exact top k, without forming the whole distribution."""
         classes = self.net.classes
-        if classes is None or self._cache_settings is not None:  # from the whole distribution
+        if classes is None or self._pointers_on():  # from the whole distribution
             return super().top_k(context, k, include_special)
         (read,) = self.read_contexts([self.tokenize(context)])
         p = self.net.params
@@ -218,7 +296,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
         gives the normaliser of every row whose normaliser is not yet known; a cached context
         keeps its own, so competing words after one prefix (a beam search) cost a dot product
         each after the first call (a class-factored output: their own classes' rows)."""
-        if self._cache_settings is not None:
+        if self._pointers_on():
             return [self._cached_candidates(c, texts) for c, texts in requests]
         candidates = [
             Candidate(r, tokens, self.vocab.encode(tokens))
@@ -264,7 +342,10 @@ class RecurrentLM(NetworkLM[RNNLM]):
         for tokens, whole in zip(token_lists, scored, strict=True):
             lps = whole.token_log_probs[-len(tokens) :]
             oov = self.oov_indices(tokens)
-            out.append(CandidateScore(tokens, math.fsum(lps), lps, bool(oov), oov))
+            skip = len(whole.token_log_probs) - len(tokens)
+            parts = {i - skip: v for i, v in (whole.pointer_parts or {}).items() if i >= skip}
+            out.append(CandidateScore(tokens, math.fsum(lps), lps, bool(oov), oov,
+                                      pointer_parts=parts or None))  # fmt: skip
         return out
 
     def _continue(
@@ -317,17 +398,18 @@ class RecurrentLM(NetworkLM[RNNLM]):
         cache's memory of its positions (the last ``size``), read on from the longest pinned
         history that has one (a growing history reads its new sentence only), and pinned."""
         ids = self._ids(prefix)
-        key = pack(ids)
+        codes = np.concatenate([[self.vocab.bos_id], word_codes(self.vocab, prefix)])
+        key = codes.astype(np.int64).tobytes()
         with self._pins_lock:
-            pins = list(self._pins.items())
+            pins = list(self._memories.items())
         start, base = 0, None
         for pin, entry in pins:
-            length = len(pin) // ID_BYTES
+            length = len(pin) // CODE_BYTES
             usable = entry.memory is not None and entry.memory.holds(size)
             if usable and length > start and key.startswith(pin):
                 start, base = length, entry
         if base is not None and start == len(ids):
-            self._pin(key, base)  # used again: the newest
+            self._keep_memory(key, base)  # used again: the newest
             return base
         hidden_size = self.net.config.hidden_size
         rest = ids[start:]
@@ -341,13 +423,22 @@ class RecurrentLM(NetworkLM[RNNLM]):
         self._count_steps(len(rest))
         hidden = hidden[:, 0]
         keys = hidden[:-1] if before is None else np.concatenate([before, hidden[:-1]])
-        targets = rest[1:] if before is None else rest  # the last output predicts what follows
+        rest_codes = codes[start:]
+        targets = rest_codes[1:] if before is None else rest_codes  # what each output predicts
         keep = targets != self.vocab.bos_id  # given, not predicted: never remembered
         memory = memory.extended(keys[keep], targets[keep], size)
         read = CachedPrefix([tuple(t.copy() for t in layer) for layer in final],
                             hidden[-1].copy(), memory=memory)  # fmt: skip
-        self._pin(key, read)
+        self._keep_memory(key, read)
         return read
+
+    def _keep_memory(self, key: bytes, entry: CachedPrefix) -> None:
+        """Keep a history's state and memory (word codes packed as ``key``)."""
+        with self._pins_lock:
+            self._memories[key] = entry
+            self._memories.move_to_end(key)
+            while len(self._memories) > PINNED:
+                self._memories.popitem(last=False)
 
     def _pin(self, key: bytes, entry: CachedPrefix) -> None:
         """Keep the state after a history (ids packed as ``key``) among the pinned ones."""
@@ -426,7 +517,9 @@ class RecurrentLM(NetworkLM[RNNLM]):
         """
         token_lists = [self.tokenize(s) for s in sentences]
         self.check_scorable(token_lists, bos, eos)
-        cache = self._cache_settings
+        self._share_check()
+        cache, bias = self._cache_settings, self._bias
+        phrases = None if bias is None else self.phrase_memory(bias)
         after, memory = None, Memory.empty(self.net.config.hidden_size)
         if prefix and cache is not None:  # the history's state and its positions' memory
             read = self.history_memory(prefix, cache.size)
@@ -461,10 +554,31 @@ class RecurrentLM(NetworkLM[RNNLM]):
             parts = zip(np.split(picked, cuts), np.split(flat, cuts), np.split(wanted, cuts),
                         strict=True)  # fmt: skip
             for i, (lps, outputs, ids) in zip(batch, parts, strict=True):
-                if cache is not None:  # each sentence's own positions join the memory
-                    lps = mixed_log_probs(memory, outputs, ids, lps, cache)
-                results[i] = self.sentence_score(token_lists[i], lps.tolist(), bos, eos)
+                mixed = None
+                if cache is not None or phrases is not None:
+                    codes = self._target_codes(token_lists[i], ids, bos)
+                    pointers = []
+                    if cache is not None:  # each sentence's own positions join the memory
+                        pointers.append((cache_pointer(memory, outputs, codes, cache.theta,
+                                                       cache.size), cache.weight))  # fmt: skip
+                    if phrases is not None and bias is not None:
+                        pointers.append((phrase_pointer(phrases.keys, phrases.codes,
+                                                        phrases.log_prior, outputs, codes,
+                                                        bias.theta), bias.weight))  # fmt: skip
+                    mixed = mix_pointers(lps, codes, pointers)
+                    lps = mixed.log_probs
+                score = self.sentence_score(token_lists[i], lps.tolist(), bos, eos)
+                score.pointer_parts = None if mixed is None else (mixed.parts or None)
+                results[i] = score
         return [r for r in results if r is not None]
+
+    def _target_codes(self, tokens: list[str], ids: np.ndarray, bos: bool) -> np.ndarray:
+        """The word codes of a sentence's targets (``ids``: their vocabulary ids, ``</s>``
+        last when scored): words outside the vocabulary by their strings."""
+        codes = ids.astype(np.int64).copy()
+        words = tokens if bos else tokens[1:]
+        codes[: len(words)] = word_codes(self.vocab, words)
+        return codes
 
     def text_log_probs(self, sentences: list[list[str]], stream: bool = False) -> np.ndarray:
         """With a neural cache, each target's probability mixes the cache over the positions
