@@ -151,7 +151,7 @@ def variant(lm: LanguageModel, request: schemas.WithHistory) -> LanguageModel:
             settings = CacheSettings.merged(lm.neural_cache(), overrides)
         except ValueError as e:
             raise InputError("cache", None, str(e)) from None
-        lm = lm.with_cache(settings)
+        lm = lm.with_cache(settings if settings.weight > 0 else None)  # weight 0: none at all
     if request.bias is not None:
         lm = lm.with_bias(bias_of(lm, request.bias))
     return lm
@@ -283,8 +283,10 @@ def after(history: History) -> dict[str, list[str]]:
 
 
 def history_cost(lm: LanguageModel, history: History) -> float:
-    """What reading the history will cost now (its cached part is not read again)."""
-    return lm.position_cost() * lm.unread_positions(history.tokens) if history.tokens else 0.0
+    """What reading the history and the bias's phrases will cost now (what is kept is not
+    read again)."""
+    unread = lm.unread_positions(history.tokens) if history.tokens else 0
+    return lm.position_cost() * (unread + lm.unread_phrases())
 
 
 def candidates(

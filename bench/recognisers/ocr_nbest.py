@@ -52,7 +52,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ctc_decode import greedy
-from texts import ROOT, Text, display, normalise, select
+from texts import ROOT, Text, display, name_documents, normalise, select
 from wer import word_errors
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
@@ -187,10 +187,16 @@ def main() -> None:
     parser.add_argument("--nbest", type=int, default=50)
     parser.add_argument("--beam", type=int, default=500, help="line paths kept over words")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument(
+        "--names", type=int, default=0, metavar="DOCUMENTS",
+        help="instead: the first DOCUMENTS documents of the book that name its cast "
+        "(texts.name_documents), written as names-ocr.jsonl, names-ppocr.* (issue 31, bias)",
+    )  # fmt: skip
     args = parser.parse_args()
-    images = args.out / "ocr"
+    prefix = "names-" if args.names else ""
+    images = args.out / f"{prefix}ocr"
     images.mkdir(parents=True, exist_ok=True)
-    texts = select(args.per_source)
+    texts = name_documents(args.names) if args.names else select(args.per_source)
     ppocr = PPOCR()
     records, ppocr_meta, posteriors, masses = [], [], {}, []
     start = time.perf_counter()
@@ -207,10 +213,12 @@ def main() -> None:
                                "reference": text.text,
                                "greedy": normalise(greedy(log_probs, ppocr.labels))})  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ocr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    np.savez_compressed(args.out / "ppocr.npz", **posteriors)
+    (args.out / f"{prefix}ocr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    np.savez_compressed(args.out / f"{prefix}ppocr.npz", **posteriors)
     (args.out / "ppocr_labels.json").write_text(json.dumps(ppocr.labels) + "\n")
-    (args.out / "ppocr.jsonl").write_text("".join(json.dumps(m) + "\n" for m in ppocr_meta))
+    (args.out / f"{prefix}ppocr.jsonl").write_text(
+        "".join(json.dumps(m) + "\n" for m in ppocr_meta)
+    )
     tesseract = [(r["reference"], r["best"]) for r in records]
     oracle = [(r["reference"], min((h["text"] for h in r["hypotheses"]),
                                    key=lambda h: word_errors(r["reference"].split(), h.split())))

@@ -90,6 +90,34 @@ def time_machine_sentences(path: Path = TIME_MACHINE) -> list[str]:
     return [" ".join(w) for w in words if MIN_WORDS <= len(w) <= MAX_WORDS]
 
 
+# the book's cast: words no Penn Treebank model has in its vocabulary (issue 31, bias)
+NAMES = ("weena", "eloi", "morlock", "morlocks", "filby")
+DOCUMENT_SENTENCES = 10  # a document: this many consecutive sentences of the book
+
+
+def name_documents(limit: int) -> list[Text]:
+    """Documents of the book that name its cast: the book cut into runs of
+    ``DOCUMENT_SENTENCES`` consecutive sentences, those that mention a name, each sentence of
+    3–25 words in PTB's form kept in order. Ids ``names-DDD-SS`` (document, sentence); whole
+    documents alternate between ``dev`` and ``test``; the first ``limit`` documents. A PTB model
+    never saw the book, so all of it is held out for it."""
+    sentences = [normalise(s) for s in split_text(read_text(TIME_MACHINE), "sentences")]
+    texts: list[Text] = []
+    documents = 0
+    for start in range(0, len(sentences), DOCUMENT_SENTENCES):
+        block = [s for s in sentences[start : start + DOCUMENT_SENTENCES]
+                 if 3 <= len(s.split()) <= 25]  # fmt: skip
+        if not any(w in NAMES for s in block for w in s.split()):
+            continue
+        split = "dev" if documents % 2 == 0 else "test"
+        texts += [Text(f"names-{documents:03d}-{k:02d}", "names", split, s)
+                  for k, s in enumerate(block)]  # fmt: skip
+        documents += 1
+        if documents == limit:
+            break
+    return texts
+
+
 def select(per_source: int, seed: int = 0) -> list[Text]:
     """``per_source`` texts from each source (all of it if it has fewer), drawn at random; dev and
     test alternate. The benchmarks take 300 a source: 300 PTB sentences and all 138 of the book."""

@@ -55,7 +55,7 @@ class Bias:
     def entries(self) -> list[tuple[int, int, float]]:
         """(phrase, position, log prior) of every remembered word."""
         return [
-            (i, k, math.log(boost / len(phrase)))
+            (i, k, math.log(boost) - math.log(len(phrase)))  # a tiny boost: no underflow
             for i, (phrase, boost) in enumerate(zip(self.phrases, self.boosts, strict=True))
             for k in range(len(phrase))
         ]

@@ -198,7 +198,13 @@ def save_checkpoint(
 
 
 def _cache_section(lm: LanguageModel) -> dict[str, Any]:
-    """config.json's ``cache`` section: the neural cache mixed into every score, if any."""
+    """config.json's ``cache`` section: the neural cache mixed into every score, if any. An
+    interpolation writes one only when its recurrent components share it (on loading it is
+    given to each); components with caches of their own keep them in their own configs."""
+    if isinstance(lm, InterpolatedLM):
+        caches = {c.neural_cache() for c in lm.components if c.caches_history()}
+        if len(caches) > 1:
+            return {}
     settings = lm.neural_cache()
     return {} if settings is None else {CACHE_SECTION: settings.to_dict()}
 

@@ -160,6 +160,9 @@ class InterpolatedLM(LanguageModel):
                             for c in self.components]  # fmt: skip
         return other
 
+    def unread_phrases(self) -> int:
+        return sum(c.unread_phrases() for c in self.components)
+
     def mixed_parts(
         self, answers: Sequence[CandidateScore | SentenceScore]
     ) -> dict[int, tuple[float, float]] | None:

@@ -322,6 +322,10 @@ class LanguageModel(ABC):
         raise InputError("bias", None, self._no_cache().replace("a cache", "a bias").replace(
             "leave cache out", "leave bias out"))  # fmt: skip
 
+    def unread_phrases(self) -> int:
+        """Positions reading the bias's phrases would compute now (the scheduler's cost)."""
+        return 0
+
     def _no_cache(self) -> str:
         return (
             "a cache needs a left-to-right network's hidden states; this model ("
@@ -398,6 +402,7 @@ class LanguageModel(ABC):
                     any(map(self.is_oov, t)),
                     s.oov_targets,
                     s.targets,
+                    s.pointer_parts,
                 )
                 for t, s in zip(token_lists, sentences, strict=True)
             ],

@@ -64,7 +64,10 @@ class CacheSettings:
         for name, value in (("theta", theta), ("weight", weight)):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"cache {name} must be a number, got {value!r}")
-        return cls(float(theta), float(weight), data["size"])
+        try:
+            return cls(float(theta), float(weight), data["size"])
+        except OverflowError:  # an integer too large for a float
+            raise ValueError("cache theta and weight must be in range") from None
 
     @classmethod
     def merged(cls, base: CacheSettings | None, overrides: dict[str, Any]) -> CacheSettings:

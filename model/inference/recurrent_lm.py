@@ -123,7 +123,9 @@ class RecurrentLM(NetworkLM[RNNLM]):
         self._memories: OrderedDict[bytes, CachedPrefix] = OrderedDict()
         self._cache_settings: CacheSettings | None = None  # mixed into every score when set
         self._bias: Bias | None = None  # phrases expected, mixed into every score when set
-        self._bias_memories: OrderedDict[Bias, PhraseMemory] = OrderedDict()
+        # the last few biases' phrases as read (keyed by phrases and boosts: weight and theta
+        # do not change the reading)
+        self._bias_memories: OrderedDict[tuple[object, ...], PhraseMemory] = OrderedDict()
 
     def caches_history(self) -> bool:
         return True
@@ -170,10 +172,11 @@ class RecurrentLM(NetworkLM[RNNLM]):
         """Each phrase read alone from the start state: every word with the output before it
         (``model.inference.bias``); the last few kept, so a client's repeated bias is read
         once."""
+        key = (bias.phrases, bias.boosts)
         with self._pins_lock:
-            found = self._bias_memories.get(bias)
+            found = self._bias_memories.get(key)
             if found is not None:
-                self._bias_memories.move_to_end(bias)
+                self._bias_memories.move_to_end(key)
                 return found
         lists = [list(phrase) for phrase in bias.phrases]
         inputs, _, mask = pad_ids([self.vocab.encode(t) for t in lists], bos=True, eos_id=None,
@@ -186,10 +189,20 @@ class RecurrentLM(NetworkLM[RNNLM]):
         prior = np.array([lp for _, _, lp in entries])
         memory = PhraseMemory(keys, codes, prior)
         with self._pins_lock:
-            self._bias_memories[bias] = memory
+            self._bias_memories[key] = memory
             while len(self._bias_memories) > PINNED:
                 self._bias_memories.popitem(last=False)
         return memory
+
+    def unread_phrases(self) -> int:
+        """Positions reading the bias's phrases would compute now (0 once they are kept)."""
+        bias = self._bias
+        if bias is None:
+            return 0
+        with self._pins_lock:
+            if (bias.phrases, bias.boosts) in self._bias_memories:
+                return 0
+        return sum(len(phrase) + 1 for phrase in bias.phrases)
 
     def use_prefix_cache(
         self, entries: int, max_bytes: int, observer: CacheObserver | None
@@ -203,7 +216,14 @@ class RecurrentLM(NetworkLM[RNNLM]):
         return True
 
     def unread_positions(self, tokens: Sequence[str]) -> int:
+        """With a cache, a history is read by ``history_memory`` (its kept memories); else
+        through the prefix cache and the pinned states."""
         ids = self._ids(tokens)
+        if self._cache_settings is not None:
+            codes = np.concatenate([[self.vocab.bos_id], word_codes(self.vocab, tokens)])
+            start, _ = self._memory_base(codes.astype(np.int64).tobytes(),
+                                         self._cache_settings.size)  # fmt: skip
+            return len(ids) - start
         return len(ids) - self._cached_prefix(ids, count=False)[0]
 
     # ------------------------------------------------------------ next word
@@ -231,25 +251,12 @@ class RecurrentLM(NetworkLM[RNNLM]):
         (1 − λ − β) P + λ P_cache + β P_bias, summing to 1 over the vocabulary."""
         self._share_check()
         cache, bias = self._cache_settings, self._bias
-        prefix, sentence = split_context(tokens)
-        memory = Memory.empty(self.net.config.hidden_size)
-        if prefix and cache is not None:
-            read = self.history_memory(prefix, cache.size)
-            state, memory = read.state, read.memory or memory
-        elif prefix:
-            state = self._read_with_boundaries([self._ids(prefix)])[0].state
-        else:
-            state = self.net.start_state(1)
-        ids = self._ids(sentence)
-        hidden, _, _ = self.net.forward(ids[:, None], state, keep_cache=False)
-        self._count_steps(len(ids))
-        outputs = hidden[:, 0]
+        _, outputs, memory = self._read_sentence(tokens)
         log_p: np.ndarray = self.next_log_probs_from(outputs[-1:])[0].astype(np.float64)
         size, unk = len(self.vocab), self.vocab.unk_id
         share = 1.0
         parts: list[np.ndarray] = []
-        if cache is not None:  # the sentence's own pairs join the history's
-            memory = memory.extended(outputs[:-1], word_codes(self.vocab, sentence), cache.size)
+        if cache is not None:
             p_cache = cache_distribution(memory, outputs[-1], size, cache, unk)
             if p_cache is not None:
                 share -= cache.weight
@@ -330,22 +337,68 @@ class RecurrentLM(NetworkLM[RNNLM]):
             scores[candidate.request].append(score)
         return scores
 
+    def _read_sentence(self, tokens: list[str]) -> tuple[NetworkState, np.ndarray, Memory]:
+        """Read a context (a history's ``… </s> <s>`` then the sentence so far): the state
+        after it, the outputs at the sentence's positions (``<s>`` first; the last predicts
+        what follows) and, with a cache, the memory of every position read (the history's from
+        ``history_memory``, then the sentence's own pairs)."""
+        cache = self._cache_settings
+        prefix, sentence = split_context(tokens)
+        memory = Memory.empty(self.net.config.hidden_size)
+        if prefix and cache is not None:
+            read = self.history_memory(prefix, cache.size)
+            state, memory = read.state, read.memory or memory
+        elif prefix:
+            state = self._read_with_boundaries([self._ids(prefix)])[0].state
+        else:
+            state = self.net.start_state(1)
+        ids = self._ids(sentence)
+        hidden, final, _ = self.net.forward(ids[:, None], state, keep_cache=False)
+        self._count_steps(len(ids))
+        outputs = hidden[:, 0]
+        if cache is not None:
+            memory = memory.extended(outputs[:-1], word_codes(self.vocab, sentence), cache.size)
+        return final, outputs, memory
+
     def _cached_candidates(self, context: Text, texts: Sequence[Text]) -> list[CandidateScore]:
-        """With a neural cache: each candidate's tokens scored as the end of the sentence
-        ``<s> context candidate`` after the history (``score_sentences``, whose positions all
-        join the cache's memory), which is their log P given everything before them."""
-        prefix, sentence = split_context(self.tokenize(context))
+        """With a cache or a bias: the context is read once; each candidate runs on from its
+        state, and its tokens are scored with the pointers over everything before them (the
+        memory, then the candidate's own earlier tokens): their log P given all before them."""
+        self._share_check()
+        cache, bias = self._cache_settings, self._bias
         token_lists = self.tokenize_all("candidates", texts)
-        scored = self.score_sentences([sentence + t for t in token_lists], eos=False,
-                                      prefix=prefix)  # fmt: skip
+        state, outputs, memory = self._read_sentence(self.tokenize(context))
+        phrases = None if bias is None else self.phrase_memory(bias)
+        rows = [outputs[-1:] for _ in token_lists]  # the output before each first token
+        longer = [k for k, t in enumerate(token_lists) if len(t) > 1]
+        for start in range(0, len(longer), CONTINUATION_BATCH):
+            chunk = longer[start : start + CONTINUATION_BATCH]
+            # each candidate's tokens but the last as inputs (pad_ids: inputs, then targets)
+            inputs, _, mask = pad_ids([self.vocab.encode(token_lists[k]) for k in chunk],
+                                      bos=False, eos_id=None)  # fmt: skip
+            hidden, _, _ = self.net.forward(inputs, repeat_state(state, len(chunk)),
+                                            keep_cache=False)  # fmt: skip
+            self._count_steps(int(mask.sum()))
+            for m, k in enumerate(chunk):
+                rows[k] = np.concatenate([rows[k], hidden[: len(token_lists[k]) - 1, m]])
         out = []
-        for tokens, whole in zip(token_lists, scored, strict=True):
-            lps = whole.token_log_probs[-len(tokens) :]
+        for tokens, hidden_rows in zip(token_lists, rows, strict=True):
+            ids = self.vocab.encode(tokens).astype(np.int64)
+            model = np.asarray(self.log_probs_at(hidden_rows, np.arange(len(ids)), ids))
+            codes = word_codes(self.vocab, tokens)
+            pointers = []
+            if cache is not None:
+                pointers.append((cache_pointer(memory, hidden_rows, codes, cache.theta,
+                                               cache.size), cache.weight))  # fmt: skip
+            if phrases is not None and bias is not None:
+                found = phrase_pointer(phrases.keys, phrases.codes, phrases.log_prior,
+                                       hidden_rows, codes, bias.theta)  # fmt: skip
+                pointers.append((found, bias.weight))
+            mixed = mix_pointers(model, codes, pointers)
+            lps = mixed.log_probs.tolist()
             oov = self.oov_indices(tokens)
-            skip = len(whole.token_log_probs) - len(tokens)
-            parts = {i - skip: v for i, v in (whole.pointer_parts or {}).items() if i >= skip}
             out.append(CandidateScore(tokens, math.fsum(lps), lps, bool(oov), oov,
-                                      pointer_parts=parts or None))  # fmt: skip
+                                      pointer_parts=mixed.parts or None))  # fmt: skip
         return out
 
     def _continue(
@@ -400,14 +453,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
         ids = self._ids(prefix)
         codes = np.concatenate([[self.vocab.bos_id], word_codes(self.vocab, prefix)])
         key = codes.astype(np.int64).tobytes()
-        with self._pins_lock:
-            pins = list(self._memories.items())
-        start, base = 0, None
-        for pin, entry in pins:
-            length = len(pin) // CODE_BYTES
-            usable = entry.memory is not None and entry.memory.holds(size)
-            if usable and length > start and key.startswith(pin):
-                start, base = length, entry
+        start, base = self._memory_base(key, size)
         if base is not None and start == len(ids):
             self._keep_memory(key, base)  # used again: the newest
             return base
@@ -431,6 +477,19 @@ class RecurrentLM(NetworkLM[RNNLM]):
                             hidden[-1].copy(), memory=memory)  # fmt: skip
         self._keep_memory(key, read)
         return read
+
+    def _memory_base(self, key: bytes, size: int) -> tuple[int, CachedPrefix | None]:
+        """The longest kept history (its word codes packed) that ``key`` starts with and whose
+        memory holds ``size`` positions, and its length; (0, None) if none."""
+        with self._pins_lock:
+            pins = list(self._memories.items())
+        start, base = 0, None
+        for pin, entry in pins:
+            length = len(pin) // CODE_BYTES
+            usable = entry.memory is not None and entry.memory.holds(size)
+            if usable and length > start and key.startswith(pin):
+                start, base = length, entry
+        return start, base
 
     def _keep_memory(self, key: bytes, entry: CachedPrefix) -> None:
         """Keep a history's state and memory (word codes packed as ``key``)."""

@@ -92,7 +92,7 @@ def want_numbers(lps: list[float]) -> dict[str, float]:
     [
         ("cached", None, OWN),  # the model's own
         ("cached", {"weight": 0.1}, CacheSettings(0.8, 0.1, 20)),  # one field overridden
-        ("cached", {"weight": 0.0}, CacheSettings(0.8, 0.0, 20)),  # turned off
+        ("cached", {"weight": 0.0}, None),  # turned off
         ("plain", {"theta": 0.5, "weight": 0.2, "size": 7}, CacheSettings(0.5, 0.2, 7)),
         ("plain", None, None),
     ],

@@ -140,3 +140,35 @@ def test_an_interpolation_mixes_the_bias_into_its_network(tiny_lm: RecurrentLM) 
     assert math.exp(score.pointer_parts[0][1]) == pytest.approx(0.6 * math.exp(rnn_part[0][1]))
     with pytest.raises(InputError, match="bias"):
         kn.with_bias(b)
+
+
+def test_fill_names_a_biased_word_as_sentence_scores_do(spelled: RecurrentLM) -> None:
+    lm = spelled.with_bias(bias("weena ran", weight=0.3))
+    method, (gap,) = lm.fill("the", "sat", ["weena"])
+    (sentence,) = lm.score_sentences(["the weena sat"])
+    assert method == "sentence" and gap.pointer_parts == sentence.pointer_parts
+    assert lm.spelled(gap) == pytest.approx(lm.spelled(sentence), abs=1e-12)
+
+
+def test_candidates_read_the_context_once_whatever_their_number(tiny_lm: RecurrentLM) -> None:
+    """With a bias (and a cache), the context is read once and each candidate runs on from it:
+    the network's steps are the context's plus each candidate's own, not one context each."""
+    context = " ".join(["the cat sat on the mat"] * 10)
+    candidates = [["dog"], ["new", "york"], ["cat", "ran", "on"]] * 10
+    biased = tiny_lm.with_bias(bias("new york"))
+    for lm in (biased, biased.with_cache(CacheSettings(0.5, 0.2, 30))):
+        lm.phrase_memory(bias("new york"))  # read once, kept
+        before = lm.steps_run
+        scores = lm.score_candidates(context, candidates)
+        context_steps = len(context.split()) + 1
+        own = sum(len(c) - 1 for c in candidates)
+        assert lm.steps_run - before == context_steps + own
+        for c, s in zip(candidates[:3], scores[:3], strict=True):  # the chain rule holds
+            (whole,) = lm.score_sentences([context.split() + c], eos=False)
+            assert s.token_log_probs == pytest.approx(whole.token_log_probs[-len(c) :], abs=1e-9)
+
+
+def test_a_tiny_boost_is_a_tiny_prior_not_an_error(tiny_lm: RecurrentLM) -> None:
+    lm = tiny_lm.with_bias(bias("new york", "dog", boosts=(5e-324, 1.0)))
+    (score,) = lm.score_sentences(["the dog ran"])
+    assert np.isfinite(score.log_prob)

@@ -104,6 +104,7 @@ def test_the_cache_section_round_trips_and_damage_is_named(
         ({"theta": 0.5, "weight": 0.1}, "must hold theta, weight and size"),
         ({"theta": 0.5, "weight": 1.5, "size": 3}, "weight must be in"),
         ({"theta": "x", "weight": 0.1, "size": 3}, "theta must be a number"),
+        ({"theta": 10**400, "weight": 0.1, "size": 3}, "must be in range"),
     ):
         config["cache"] = bad
         (out / "config.json").write_text(json.dumps(config))
@@ -224,3 +225,31 @@ def test_the_tune_command_writes_a_checkpoint_the_loader_and_info_accept(
     assert "--out must be a new directory" in capsys.readouterr().err
     assert main([*args[:7], "--force", "--sizes", "0"]) == 2
     assert "--sizes" in capsys.readouterr().err
+
+
+def test_with_a_cache_the_history_cost_counts_what_the_kept_memories_hold(
+    tiny_lm: RecurrentLM,
+) -> None:
+    lm = tiny_lm.with_cache(SETTINGS)
+    prefix = history_window(TEXT[:4], 1000).tokens
+    assert lm.unread_positions(prefix) == len(prefix) + 1  # nothing kept yet
+    lm.score_sentences([TEXT[4]], prefix=prefix)
+    assert lm.unread_positions(prefix) == 0
+    grown = history_window(TEXT, 1000).tokens
+    assert lm.unread_positions(grown) == len(TEXT[4]) + 2  # the new sentence, <s> and </s>
+    assert lm.with_cache(CacheSettings(0.8, 0.3, 1000)).unread_positions(prefix) == len(prefix) + 1
+
+
+def test_a_combined_model_keeps_each_networks_own_cache(
+    tmp_path: Path, tiny_lm: RecurrentLM
+) -> None:
+    other = RecurrentLM(tiny_lm.net, tiny_lm.vocab, tiny_lm.tokenizer)
+    second = CacheSettings(0.1, 0.2, 10)
+    dirs = [save_checkpoint(tmp_path / "a", tiny_lm.with_cache(SETTINGS)),
+            save_checkpoint(tmp_path / "b", other.with_cache(second))]  # fmt: skip
+    mix = InterpolatedLM([load_checkpoint(d) for d in dirs], [0.5, 0.5], sources=dirs)
+    out = save_checkpoint(tmp_path / "mix", mix)
+    assert "cache" not in json.loads((out / "config.json").read_text())
+    loaded = load_checkpoint(out)
+    assert isinstance(loaded, InterpolatedLM)
+    assert [c.neural_cache() for c in loaded.components] == [SETTINGS, second]
