@@ -80,6 +80,7 @@ class LoadedModel:
             open_vocabulary=None if lm.spelling is None
             else schemas.OpenVocabulary(**lm.spelling.describe()),
             cache=cache_used(lm),
+            rerank=None if lm.rerank is None else schemas.RerankUsed(**lm.rerank.to_dict()),
         )  # fmt: skip
 
 

@@ -95,6 +95,13 @@ class CacheOptions(Strict):
     size: int | None = Field(None, ge=1, le=MAX_SIZE, description="positions remembered")
 
 
+class RerankUsed(BaseModel):
+    """The weights a rerank combined its scores with."""
+
+    lm_weight: float
+    length_bonus: float
+
+
 class CacheUsed(BaseModel):
     """The neural cache's settings (``nextword tune --text`` fits them)."""
 
@@ -315,10 +322,15 @@ class Hypothesis(Strict):
 
 class RerankRequest(OovOptions):
     hypotheses: list[Hypothesis] = Field(min_length=1, json_schema_extra=limit("max_sentences"))
-    lm_weight: FiniteFloat = Field(
-        0.5, ge=-1e3, le=1e3, description="weight of the LM log-probability"
-    )
-    length_bonus: FiniteFloat = Field(0.0, ge=-1e3, le=1e3, description="added per token")
+    lm_weight: FiniteFloat | None = Field(
+        None, ge=-1e3, le=1e3,
+        description="weight of the LM log-probability; default: the model's tuned one "
+        "(/v1/models: rerank, from `nextword tune --nbest`), else 0.5",
+    )  # fmt: skip
+    length_bonus: FiniteFloat | None = Field(
+        None, ge=-1e3, le=1e3,
+        description="added per token; default: the model's tuned one, else 0",
+    )  # fmt: skip
     bos: bool = True
     eos: bool = True
 
@@ -350,6 +362,7 @@ class RankedHypothesis(BaseModel):
 
 class RerankResponse(ScoreMeta):
     hypotheses: list[RankedHypothesis]  # best first
+    weights: RerankUsed = Field(description="the lm_weight and length_bonus applied")
 
 
 # ---------------------------------------------------------------- /v1/fill
@@ -463,6 +476,11 @@ class ModelDescription(BaseModel):
         None,
         description="the neural cache over the history mixed into every score by default "
         "(fitted with `nextword tune --text`); null: none",
+    )
+    rerank: RerankUsed | None = Field(
+        None,
+        description="/v1/rerank's default weights, tuned on N-best lists with `nextword tune "
+        "--nbest`; null: 0.5 and 0",
     )
 
 

@@ -30,7 +30,10 @@ from model.inference.language_model import (
     UnsupportedCallError,
 )
 from model.inference.neural_cache import CacheSettings
+from model.inference.rerank_weights import RerankWeights
 from model.network.layers import softmax
+
+DEFAULT_LM_WEIGHT = 0.5  # /v1/rerank's for a model not tuned with nextword tune --nbest
 
 T = TypeVar("T")
 # Multiply-adds a slice of a request's work may take (``LanguageModel.position_cost`` counts
@@ -478,6 +481,9 @@ def rerank(
     results, warnings, policy, read, cache, bias = yield from score_texts(
         lm, name, texts, req, "hypotheses", settings, slice_cost
     )
+    tuned = lm.rerank or RerankWeights(DEFAULT_LM_WEIGHT, 0.0)
+    lm_weight = tuned.lm_weight if req.lm_weight is None else req.lm_weight
+    length_bonus = tuned.length_bonus if req.length_bonus is None else req.length_bonus
     ranked = [
         schemas.RankedHypothesis(
             index=i,
@@ -486,7 +492,7 @@ def rerank(
             score=h.score,
             lm_log_prob=r.log_prob,
             n_tokens=len(r.tokens),
-            combined=h.score + req.lm_weight * r.log_prob + req.length_bonus * len(r.tokens),
+            combined=h.score + lm_weight * r.log_prob + length_bonus * len(r.tokens),
         )
         for i, (h, r) in enumerate(zip(req.hypotheses, results, strict=True))
     ]
@@ -494,6 +500,7 @@ def rerank(
     return schemas.RerankResponse(
         model=name, normalized=policy != "penalty", oov=policy, hypotheses=ranked,
         warnings=warnings, history=read, cache=cache, bias=bias,
+        weights=schemas.RerankUsed(lm_weight=lm_weight, length_bonus=length_bonus),
     )  # fmt: skip
 
 

@@ -4,8 +4,9 @@ Layout of a checkpoint directory::
 
     config.json                        format version, architecture, tokenizer, metadata, and
                                        the name, size and sha256 of every other file below;
-                                       optional sections: spelling (the open vocabulary) and
-                                       cache (a neural cache's theta, weight and size)
+                                       optional sections: spelling (the open vocabulary),
+                                       cache (a neural cache's theta, weight and size) and
+                                       rerank (/v1/rerank's tuned default weights)
     vocab.<sha12>.json                 the vocabulary: {"tokens": [...], "counts": [...]}
     weights.<sha12>.safetensors        the parameters, by the names in RNNLM.params
     start_state.<sha12>.safetensors    optional: the state a sentence read alone starts from
@@ -60,6 +61,7 @@ from model.inference.network_lm import NetworkLM
 from model.inference.neural_cache import CacheSettings
 from model.inference.ngram_lm import NgramLM
 from model.inference.recurrent_lm import RecurrentLM
+from model.inference.rerank_weights import RerankWeights
 from model.inference.spelling import SpellingError, SpellingModel
 from model.network.bidirectional import BiRNNLM
 from model.network.recurrent import RNNLM, ModelConfig, NetworkState
@@ -87,6 +89,7 @@ COMPONENT_RE = re.compile(r"[0-9a-f]{12}")
 START_ROLE = "start_state"  # a stream-trained model's sentence start state (optional)
 SPELLING_ROLE = "spelling"  # the open vocabulary's character model (optional, any kind)
 CACHE_SECTION = "cache"  # the neural cache's settings (optional, kinds with hidden states)
+RERANK_SECTION = "rerank"  # /v1/rerank's default weights, tuned on N-best lists (optional)
 T = TypeVar("T")
 
 
@@ -186,6 +189,7 @@ def save_checkpoint(
         "metadata": dict(metadata or {}),
         **({} if lm.spelling is None else {SPELLING_ROLE: lm.spelling.to_dict()}),
         **_cache_section(lm),
+        **({} if lm.rerank is None else {RERANK_SECTION: lm.rerank.to_dict()}),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False).encode())
@@ -458,6 +462,11 @@ def _load(
                 lm.use_neural_cache(CacheSettings.from_dict(config[CACHE_SECTION]))
             except ValueError as e:
                 raise CheckpointError(f"{directory / CONFIG_FILE}: {CACHE_SECTION}: {e}") from None
+        if RERANK_SECTION in config:
+            try:
+                lm.rerank = RerankWeights.from_dict(config[RERANK_SECTION])
+            except ValueError as e:
+                raise CheckpointError(f"{directory / CONFIG_FILE}: {RERANK_SECTION}: {e}") from None
         return lm
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from model.inference.bias import Bias
 from model.inference.neural_cache import CacheSettings
 from model.inference.prefix_cache import CacheObserver
+from model.inference.rerank_weights import RerankWeights
 from model.inference.spelling import SpellingModel
 from model.text.tokenize import Tokenizer
 from model.text.vocab import SPECIALS, UNK, Vocabulary
@@ -163,6 +164,7 @@ class LanguageModel(ABC):
         self.metadata = dict(metadata or {})  # training metadata and metrics from the checkpoint
         self.checksum = checksum  # sha256 of the weights file it was loaded from
         self.spelling: SpellingModel | None = None  # the open vocabulary (``use_spelling``)
+        self.rerank: RerankWeights | None = None  # /v1/rerank's defaults (``nextword tune``)
         self._steps = StepCounter()
 
     # ------------------------------------------------------------ what it is

@@ -339,25 +339,26 @@ class RecurrentLM(NetworkLM[RNNLM]):
 
     def _read_sentence(self, tokens: list[str]) -> tuple[NetworkState, np.ndarray, Memory]:
         """Read a context (a history's ``… </s> <s>`` then the sentence so far): the state
-        after it, the outputs at the sentence's positions (``<s>`` first; the last predicts
-        what follows) and, with a cache, the memory of every position read (the history's from
-        ``history_memory``, then the sentence's own pairs)."""
+        after it, outputs whose last predicts what follows and, with a cache, the memory of
+        every position read (the history's from ``history_memory``, then the sentence's own
+        pairs). Without a cache only the last output is needed, and the prefix cache gives it
+        (a beam search's contexts, one word longer each, cost a step each)."""
         cache = self._cache_settings
-        prefix, sentence = split_context(tokens)
         memory = Memory.empty(self.net.config.hidden_size)
-        if prefix and cache is not None:
+        if cache is None:  # only the last output is needed: the prefix cache serves it
+            (read,) = self.read_contexts([tokens])
+            return read.state, read.hidden[None], memory
+        prefix, sentence = split_context(tokens)
+        if prefix:
             read = self.history_memory(prefix, cache.size)
             state, memory = read.state, read.memory or memory
-        elif prefix:
-            state = self._read_with_boundaries([self._ids(prefix)])[0].state
         else:
             state = self.net.start_state(1)
         ids = self._ids(sentence)
         hidden, final, _ = self.net.forward(ids[:, None], state, keep_cache=False)
         self._count_steps(len(ids))
         outputs = hidden[:, 0]
-        if cache is not None:
-            memory = memory.extended(outputs[:-1], word_codes(self.vocab, sentence), cache.size)
+        memory = memory.extended(outputs[:-1], word_codes(self.vocab, sentence), cache.size)
         return final, outputs, memory
 
     def _cached_candidates(self, context: Text, texts: Sequence[Text]) -> list[CandidateScore]:

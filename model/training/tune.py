@@ -1,7 +1,11 @@
-"""``nextword tune --text``: fit a neural cache over the history to held-out running text.
+"""``nextword tune``: fit a model's serving settings to the user's own data, written into a
+copy of the model. ``--text``: a neural cache over the history, on held-out running text;
+``--nbest``: ``/v1/rerank``'s weights, on N-best lists with references
+(``model.training.nbest``).
 
     nextword tune --model runs/ptb --text ptb.valid.txt --out runs/ptb-cache
     nextword tune --model runs/mix --text ptb.valid.txt --out runs/mix-cache   # RNN + KN5
+    nextword tune --model runs/ptb-cache --nbest dev.jsonl --out runs/ptb-tuned
 
 The text is read as one stream, as the service reads a sentence after its ``history``; at
 every position the cache (``model.inference.neural_cache``) is scored for each θ and size of a
@@ -27,13 +31,17 @@ from tqdm import tqdm
 
 from model.inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.inference.evaluation import finite_perplexity
+from model.inference.gap_filling_lm import GapFillingLM
 from model.inference.history import MAX_HISTORY_TOKENS
 from model.inference.interpolated_lm import InterpolatedLM, fit_weights
 from model.inference.language_model import LanguageModel
 from model.inference.neural_cache import MAX_SIZE, MAX_THETA, CacheSettings, cache_probs_grid
+from model.inference.ngram_lm import NgramLM
 from model.inference.recurrent_lm import RecurrentLM
+from model.inference.rerank_weights import RerankWeights
 from model.network.layers import NonFiniteError
 from model.text.corpus import SPLITS, CorpusError, load_sentences
+from model.training.nbest import read_nbest, tune_nbest
 from model.training.snapshot import TrainingError
 from model.training.trainer import check_output_dir
 
@@ -57,9 +65,15 @@ class CacheFit:
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, help="checkpoint directory")
-    parser.add_argument(
-        "--text", type=Path, required=True,
-        help="held-out running text the cache is fitted on (no model has seen it)",
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument(
+        "--text", type=Path,
+        help="held-out running text a cache over the history is fitted on (no model saw it)",
+    )  # fmt: skip
+    data.add_argument(
+        "--nbest", type=Path,
+        help="N-best lists with references (JSON lines: reference, hypotheses [{text, score}], "
+        "optional bias): /v1/rerank's lm_weight and length_bonus are fitted on them",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="the tuned copy (a checkpoint)")
     parser.add_argument("--split", choices=SPLITS, help="how --text is cut (default: the model's)")
@@ -76,7 +90,10 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
 def run_tune(args: argparse.Namespace) -> int:
     """Exit codes: 0 written, 2 bad input or an output that cannot be written."""
     try:
-        tune_cache(args)
+        if args.nbest is not None:
+            tune_rerank(args)
+        else:
+            tune_cache(args)
     except (ValueError, CorpusError, CheckpointError, TrainingError, NonFiniteError,
             OSError) as e:  # fmt: skip
         sys.stderr.write(f"nextword tune: error: {e}\n")
@@ -125,6 +142,23 @@ def tune_cache(args: argparse.Namespace) -> LanguageModel:
     save_checkpoint(args.out, tuned, metadata)
     load_checkpoint(args.out)  # what was written loads
     return tuned
+
+
+def tune_rerank(args: argparse.Namespace) -> LanguageModel:
+    """The rerank weights fitted on ``--nbest``, written into a copy of the model."""
+    if args.out.resolve() == args.model.resolve():
+        raise ValueError("--out must be a new directory: the tuned model is a copy of --model")
+    check_output_dir(args.out, resume=False, force=args.force)
+    lm = load_checkpoint(args.model)
+    lists = read_nbest(args.nbest)
+    report = tune_nbest(lm, lists, log)
+    lm.rerank = RerankWeights(report["lm_weight"], report["length_bonus"])
+    metadata: dict[str, Any] = dict(lm.metadata) | {"rerank_fit": {"nbest": str(args.nbest)}
+                                                     | report}  # fmt: skip
+    assert isinstance(lm, RecurrentLM | InterpolatedLM | NgramLM | GapFillingLM)
+    save_checkpoint(args.out, lm, metadata)
+    load_checkpoint(args.out)  # what was written loads
+    return lm
 
 
 def check_grid(thetas: list[float], sizes: list[int]) -> None:

@@ -181,3 +181,28 @@ async def test_the_client_sends_a_cache(tiny_lm: RecurrentLM) -> None:
     assert scored.cache is not None and scored.cache.model_dump() == override
     want = expected(tiny_lm, CacheSettings(0.5, 0.2, 7))
     assert scored.results[0].token_log_probs == pytest.approx(want, abs=1e-9)
+
+
+async def test_rerank_defaults_to_the_models_tuned_weights(tiny_lm: RecurrentLM) -> None:
+    from model.inference.rerank_weights import RerankWeights
+
+    tuned = RecurrentLM(tiny_lm.net, tiny_lm.vocab, tiny_lm.tokenizer)
+    tuned.rerank = RerankWeights(2.0, 0.5)
+    registry = ModelRegistry.from_models({"tuned": tuned, "plain": tiny_lm}, default="tuned")
+    app = create_app(Settings(), registry)
+    hypotheses = [{"text": "the cat sat", "score": -1.0}, {"text": "cat the sat", "score": -0.5}]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        models = {m["name"]: m["rerank"] for m in (await c.get("/v1/models")).json()["models"]}
+        assert models == {"tuned": {"lm_weight": 2.0, "length_bonus": 0.5}, "plain": None}
+        for model, body, want in (
+            ("tuned", {}, (2.0, 0.5)),
+            ("tuned", {"lm_weight": 0.1}, (0.1, 0.5)),
+            ("plain", {}, (0.5, 0.0)),
+        ):
+            r = await c.post("/v1/rerank", json={"model": model, "hypotheses": hypotheses} | body)
+            assert r.status_code == 200, r.text
+            assert r.json()["weights"] == {"lm_weight": want[0], "length_bonus": want[1]}
+            for h in r.json()["hypotheses"]:
+                assert h["combined"] == pytest.approx(
+                    h["score"] + want[0] * h["lm_log_prob"] + want[1] * h["n_tokens"]
+                )
