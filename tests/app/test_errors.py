@@ -44,7 +44,7 @@ async def test_a_body_that_is_not_json_is_400(client: httpx.AsyncClient) -> None
         ("/v1/score", {"sentences": []}, "sentences"),
         ("/v1/score", {"sentences": "not a list"}, "sentences"),
         ("/v1/rerank", {"hypotheses": [{"text": "a", "score": "high"}]}, "hypotheses[0].score"),
-        ("/v1/rerank", {"hypotheses": [{"text": "a"}], "lm_weight": None}, "lm_weight"),
+        ("/v1/rerank", {"hypotheses": [{"text": "a"}], "lm_weight": "0.5"}, "lm_weight"),
     ],
 )
 async def test_schema_violations_are_422_naming_the_field(
