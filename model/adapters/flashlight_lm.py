@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from model.adapters.scoring import Scorer, in_process_scorer
+from model.inference.bias import DEFAULT_WEIGHT
 from model.inference.history import HistoryText
 from model.inference.language_model import LanguageModel
 
@@ -61,6 +62,10 @@ def _adapter_class() -> type:
             """Read ``history`` (the text before this utterance: a string, sentences or token
             lists, as the service's ``history``) before each utterance from now on."""
             self.scorer.use_history(history)
+
+        def use_bias(self, phrases: Sequence[str] | None, weight: float = DEFAULT_WEIGHT) -> None:
+            """Expect ``phrases`` (the service's ``bias``) in the next utterances."""
+            self.scorer.use_bias(phrases, weight)
 
         def start(self, start_with_nothing: bool) -> Any:
             self.histories.clear()

@@ -38,7 +38,7 @@ service (``/v1/candidates``) instead. pyctcdecode is not a dependency of nextwor
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from model.adapters.scoring import (
@@ -49,6 +49,7 @@ from model.adapters.scoring import (
     served_tokenizer,
     unigrams_of,
 )
+from model.inference.bias import DEFAULT_WEIGHT
 from model.inference.history import HistoryText
 from model.inference.language_model import LanguageModel
 from model.text.vocab import SPECIALS
@@ -123,6 +124,12 @@ class NextwordCTCLM:
         utterance is a sentence alone. (pyctcdecode keeps its score cache per ``decode`` call,
         so the next call sees the new history.)"""
         self._scorer.use_history(history)
+
+    def use_bias(self, phrases: Sequence[str] | None, weight: float = DEFAULT_WEIGHT) -> None:
+        """Expect ``phrases`` (names, terms; the service's ``bias``) in the next utterances,
+        with the model's own normalised probabilities (not a score bonus, as pyctcdecode's
+        ``hotwords`` are); None: no bias."""
+        self._scorer.use_bias(phrases, weight)
 
     # ------------------------------------------------------------ pyctcdecode's interface
     @property

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from model.inference.bias import DEFAULT_THETA, DEFAULT_WEIGHT, Bias
 from model.inference.history import (
     MAX_HISTORY_TOKENS,
     History,
@@ -41,6 +42,9 @@ class Scorer(Protocol):
         """Read ``history`` (what the service's ``history`` takes) before every context from
         now on; None: nothing before the sentence."""
 
+    def use_bias(self, phrases: Sequence[str] | None, weight: float = DEFAULT_WEIGHT) -> None:
+        """Expect ``phrases`` (the service's ``bias``) from now on; None: no bias."""
+
 
 class InProcessScorer:
     """Answers from a loaded model; a recurrent one gets a prefix cache if it has none, so a
@@ -55,7 +59,17 @@ class InProcessScorer:
         if lm.cache_stats() is None:
             lm.use_prefix_cache(CACHE_ENTRIES, CACHE_BYTES, None)
         self.lm, self.spelled, self.max_history_tokens = lm, spelled, max_history_tokens
+        self.base = lm  # the model without a bias
         self.history = History.empty()  # what every context is read after
+
+    def use_bias(self, phrases: Sequence[str] | None, weight: float = DEFAULT_WEIGHT) -> None:
+        if not phrases:
+            self.lm = self.base
+            return
+        tokenised = tuple(tuple(self.base.tokenize(p)) for p in phrases)
+        cache = self.base.neural_cache()
+        theta = DEFAULT_THETA if cache is None else cache.theta
+        self.lm = self.base.with_bias(Bias(tokenised, (1.0,) * len(tokenised), weight, theta))
 
     def use_history(self, history: HistoryText | None) -> None:
         if history is None or not self.lm.reads_history():
@@ -93,6 +107,11 @@ class HttpScorer:
                 h if isinstance(h, str) else list(h) for h in history
             ]  # fmt: skip
             self.options["history"] = given
+
+    def use_bias(self, phrases: Sequence[str] | None, weight: float = DEFAULT_WEIGHT) -> None:
+        self.options.pop("bias", None)
+        if phrases:
+            self.options["bias"] = {"phrases": list(phrases), "weight": weight}
 
     def __call__(self, context: list[str], candidates: list[list[str]]) -> list[tuple[float, bool]]:
         answer = self.client.candidates(context, candidates, **self.options)

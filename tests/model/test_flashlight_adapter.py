@@ -135,3 +135,20 @@ def test_a_history_is_read_before_each_utterance(tiny_lm: RecurrentLM) -> None:
             assert score == pytest.approx(
                 tiny_lm.score_candidates(before, [["cat"]])[0].log_prob, abs=1e-9
             )
+
+
+def test_a_bias_is_mixed_in(tiny_lm: RecurrentLM) -> None:
+    from model.inference.bias import Bias
+
+    words = ["the", "cat", "sat"]
+    biased = tiny_lm.with_bias(Bias((("cat",),), (1.0,), 0.3, 0.5))
+    with served_client(tiny_lm) as client:
+        for lm in (flashlight_lm(tiny_lm, words), flashlight_lm(http_scorer(client), words)):
+            lm.use_bias(["cat"], 0.3)
+            _, score = lm.score(lm.start(False), 1)
+            assert score == pytest.approx(biased.score_candidates([], [["cat"]])[0].log_prob,
+                                          abs=1e-9)  # fmt: skip
+            lm.use_bias(None)
+            _, plain = lm.score(lm.start(False), 1)
+            assert plain == pytest.approx(tiny_lm.score_candidates([], [["cat"]])[0].log_prob,
+                                          abs=1e-9)  # fmt: skip

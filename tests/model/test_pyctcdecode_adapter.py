@@ -223,3 +223,24 @@ def test_a_history_is_read_before_each_utterance_in_process_and_over_http(
             ctc.use_history(None)
             alone, _ = ctc.score(ctc.get_start_state(), "the")
             assert alone == pytest.approx(lp(tiny_lm, [], ["the"]), abs=1e-9)
+
+
+def test_a_bias_is_mixed_in_in_process_and_over_http(tiny_lm: RecurrentLM) -> None:
+    """``use_bias``: the words scored as the service's ``bias`` scores them; None: no bias."""
+    from model.inference.bias import Bias
+
+    biased = tiny_lm.with_bias(Bias((("new", "york"), ("dog",)), (1.0, 1.0), 0.2, 0.5))
+    local = NextwordCTCLM.in_process(tiny_lm, alpha=1.0, beta=0.0)
+    local.use_bias(["new york", "dog"], 0.2)
+    with served_client(tiny_lm) as client:
+        remote = NextwordCTCLM.http(client, unigrams_of(tiny_lm), alpha=1.0, beta=0.0)
+        remote.use_bias(["new york", "dog"], 0.2)
+        for ctc in (local, remote):
+            first, state = ctc.score(ctc.get_start_state(), "new")
+            assert first == pytest.approx(lp(biased, [], ["new"]), abs=1e-9)
+            second, _ = ctc.score(state, "york", is_last_word=True)
+            assert second == pytest.approx(lp(biased, ["new"], ["york", "</s>"]), abs=1e-9)
+            assert first != pytest.approx(lp(tiny_lm, [], ["new"]), abs=1e-6)  # it mattered
+            ctc.use_bias(None)
+            plain, _ = ctc.score(ctc.get_start_state(), "new")
+            assert plain == pytest.approx(lp(tiny_lm, [], ["new"]), abs=1e-9)
