@@ -6,14 +6,14 @@ real recogniser output whose references hold names it has never seen?
 The set (``ocr_nbest.py --names``): documents of *The Time Machine* that name its cast (Weena,
 the Eloi, the Morlocks, Filby), printed, degraded and read by tesseract; the model is the Penn
 Treebank RNN (``--model``), for which every one of those names is outside the vocabulary. Each
-list is reranked through the service's ``/v1/rerank`` with the default open vocabulary
-(``oov: "spell"``), without and with ``bias`` = the cast (``texts.NAMES``, the same list for
-every document, as a meeting invite's names would be), and = the cast and ten names that occur
-nowhere in the book (a list is rarely exactly the names said), at a few bias weights. ``lm_weight`` and
+list is reranked through the service's ``/v1/rerank`` with the default open vocabulary (``oov:
+"spell"``), without and with ``bias`` = the cast (``texts.NAMES``, the same list for every
+document, as a meeting invite's names would be), and = the cast and ten names that occur nowhere
+in the book (a list is rarely exactly the names said), at a few bias weights. ``lm_weight`` and
 ``length_bonus`` (and the bias weight) are tuned on the dev documents (least word errors, as
-``rerank.py`` tunes) and reported on the test documents: WER and CER, and the error rate on
-the names themselves (B-WER: errors on reference names and inserted names, per reference name)
-and on the other words (U-WER), with a 95 % paired-bootstrap interval of the WER and B-WER
+``rerank.py`` tunes) and reported on the test documents: WER and CER, and the error rate on the
+names themselves (B-WER: errors on reference names and inserted names, per reference name) and
+on the other words (U-WER), with a 95 % paired-bootstrap interval of the WER and B-WER
 differences (lists resampled).
 """
 
