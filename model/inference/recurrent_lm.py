@@ -204,6 +204,13 @@ class RecurrentLM(NetworkLM[RNNLM]):
                 return 0
         return sum(len(phrase) + 1 for phrase in bias.phrases)
 
+    def position_cost(self) -> float:
+        """The network's, plus the pointers' dot products: a cache's window and the bias's
+        remembered words, one H-dimensional product each."""
+        window = 0 if self._cache_settings is None else self._cache_settings.size
+        phrases = 0 if self._bias is None else sum(len(p) for p in self._bias.phrases)
+        return super().position_cost() + float(self.net.config.hidden_size * (window + phrases))
+
     def use_prefix_cache(
         self, entries: int, max_bytes: int, observer: CacheObserver | None
     ) -> None:
