@@ -88,6 +88,7 @@ class NextwordCTCLM:
         self.open_vocabulary = open_vocabulary
         self._words = {w for w in unigrams if w not in SPECIALS}
         self._prefixes = {w[:i] for w in self._words for i in range(1, len(w) + 1)}
+        self._bias_prefixes: set[str] = set()  # the bias's words as spelt, and their beginnings
         self.alpha, self.beta = 0.0, 0.0
         self.unk_score_offset, self.score_boundary = 0.0, True
         self.reset_params(alpha=alpha, beta=beta, unk_score_offset=unk_score_offset,
@@ -128,8 +129,12 @@ class NextwordCTCLM:
     def use_bias(self, phrases: Sequence[str] | None, weight: float = DEFAULT_WEIGHT) -> None:
         """Expect ``phrases`` (names, terms; the service's ``bias``) in the next utterances,
         with the model's own normalised probabilities (not a score bonus, as pyctcdecode's
-        ``hotwords`` are); None: no bias."""
+        ``hotwords`` are); None: no bias. A partial word that can still become one of the
+        phrases' words is not penalised as unknown (``score_partial_token``), so the beam keeps
+        a name outside the vocabulary alive until it is whole and the model can price it."""
         self._scorer.use_bias(phrases, weight)
+        words = {w for p in phrases or () for w in p.split()}
+        self._bias_prefixes = {w[:i] for w in words for i in range(1, len(w) + 1)}
 
     # ------------------------------------------------------------ pyctcdecode's interface
     @property
@@ -161,8 +166,9 @@ class NextwordCTCLM:
 
     def score_partial_token(self, partial_token: str) -> float:
         """0 while ``partial_token`` can still become words of the vocabulary (its tokens but
-        the last are words, and some word starts with the last), else the OOV offset."""
-        if partial_token in self._prefixes:
+        the last are words, and some word starts with the last) or a word of the bias's
+        phrases, else the OOV offset."""
+        if partial_token in self._prefixes or partial_token in self._bias_prefixes:
             return 0.0
         # as the model cuts it: "daewoo'" → daewoo + "'", "CA" → "ca" for a spoken-form model
         *done, last = self._tokenize(partial_token) or [""]

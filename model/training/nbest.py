@@ -42,6 +42,8 @@ WEIGHTS = np.concatenate([[0.0], np.logspace(-2, 2, 33)])  # lm_weight: recognis
 BONUSES = np.linspace(-16.0, 16.0, 129)  # nats per token, inside the weight
 BOOTSTRAP = 10_000
 MAX_HYPOTHESES = 1000  # per list
+MAX_TEXT_CHARS = 20_000  # per text, as the service's strings
+MAX_COMBINED_BONUS = 1e3  # lm_weight · length_bonus, what /v1/rerank's length_bonus allows
 
 
 class NbestError(ValueError):
@@ -54,6 +56,7 @@ class NbestList:
     texts: list[str]
     scores: np.ndarray  # (n,) the recogniser's
     bias: list[str] | None = None
+    where: str = ""  # "file:line", for messages
 
 
 @dataclass
@@ -71,7 +74,8 @@ class Scored:
 def read_nbest(path: Path) -> list[NbestList]:
     """Every list of the file; NbestError naming the line and field of the first bad one."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # JSON lines end at "\n" only: a string may hold U+2028 and the like (splitlines' too)
+        lines = [line.removesuffix("\r") for line in path.read_text(encoding="utf-8").split("\n")]
     except OSError as e:
         raise NbestError(f"{path}: cannot be read ({e.strerror})") from None
     except UnicodeDecodeError as e:
@@ -91,11 +95,16 @@ def parse_line(line: str, where: str) -> NbestList:
         record = json.loads(line)
     except json.JSONDecodeError as e:
         raise NbestError(f"{where}: not JSON ({e.msg} at column {e.colno})") from None
+    except (ValueError, RecursionError) as e:  # a number of 4,300 digits, nesting too deep
+        raise NbestError(f"{where}: not JSON we can read ({type(e).__name__})") from None
     if not isinstance(record, dict):
         raise NbestError(f"{where}: must be a JSON object with reference and hypotheses")
     reference = record.get("reference")
     if not isinstance(reference, str) or not reference.strip():
         raise NbestError(f"{where}: reference must be a non-empty string")
+    if len(reference) > MAX_TEXT_CHARS:
+        raise NbestError(f"{where}: reference has {len(reference):,} characters; at most "
+                         f"{MAX_TEXT_CHARS:,}")  # fmt: skip
     hypotheses = record.get("hypotheses")
     if not isinstance(hypotheses, list) or not 1 <= len(hypotheses) <= MAX_HYPOTHESES:
         raise NbestError(f"{where}: hypotheses must be a list of 1 to {MAX_HYPOTHESES} objects")
@@ -104,15 +113,19 @@ def parse_line(line: str, where: str) -> NbestList:
         field = f"{where}: hypotheses[{k}]"
         if not isinstance(h, dict) or not isinstance(h.get("text"), str):
             raise NbestError(f"{field}: must be an object with a string text")
+        if len(h["text"]) > MAX_TEXT_CHARS:
+            raise NbestError(f"{field}.text has {len(h['text']):,} characters; at most "
+                             f"{MAX_TEXT_CHARS:,}")  # fmt: skip
         score = h.get("score", 0.0)
-        if (
-            isinstance(score, bool)
-            or not isinstance(score, int | float)
-            or not math.isfinite(score)
-        ):
-            raise NbestError(f"{field}.score must be a finite number, got {score!r}")
+        number = isinstance(score, int | float) and not isinstance(score, bool)
+        try:
+            value = float(score) if number else math.nan
+        except OverflowError:  # an integer too large for a float
+            value = math.nan
+        if not math.isfinite(value):
+            raise NbestError(f"{field}.score must be a finite number, got {str(score)[:40]}")
         texts.append(h["text"])
-        scores.append(float(score))
+        scores.append(value)
     bias = record.get("bias")
     if bias is not None and not (
         isinstance(bias, list)
@@ -120,7 +133,7 @@ def parse_line(line: str, where: str) -> NbestList:
         and all(isinstance(b, str) and b.strip() for b in bias)
     ):
         raise NbestError(f"{where}: bias must be a list of 1 to {MAX_PHRASES} non-empty strings")
-    return NbestList(reference, texts, np.array(scores), bias)
+    return NbestList(reference, texts, np.array(scores), bias, where)
 
 
 def edit_distance(ref: Sequence[object], hyp: Sequence[object]) -> int:
@@ -135,15 +148,11 @@ def edit_distance(ref: Sequence[object], hyp: Sequence[object]) -> int:
 def score_lists(lm: LanguageModel, lists: list[NbestList]) -> Scored:
     """Every hypothesis scored as ``/v1/rerank`` scores it: the open vocabulary where the model
     has a spelling model (else ``<unk>``), a line's bias mixed in."""
+    biases = [check_bias(lm, item) for item in lists]  # every line checked before scoring
     lm_scores, token_counts, words, chars = [], [], [], []
-    for item in tqdm(lists, unit="list", file=sys.stderr, disable=None):
-        model = lm
-        if item.bias:
-            phrases = tuple(tuple(lm.tokenize(b))[:MAX_PHRASE_TOKENS] for b in item.bias)
-            phrases = tuple(p for p in phrases if p) or (("<unk>",),)
-            cache = lm.neural_cache()
-            theta = cache.theta if cache is not None else DEFAULT_THETA
-            model = lm.with_bias(Bias(phrases, (1.0,) * len(phrases), DEFAULT_WEIGHT, theta))
+    for item, bias in tqdm(list(zip(lists, biases, strict=True)), unit="list", file=sys.stderr,
+                           disable=None):  # fmt: skip
+        model = lm if bias is None else lm.with_bias(bias)
         scores = model.score_sentences(item.texts)
         lm_scores.append(np.array([math.fsum(model.spelled(s)) for s in scores]))
         token_counts.append(np.array([len(s.tokens) for s in scores], dtype=float))
@@ -155,6 +164,29 @@ def score_lists(lm: LanguageModel, lists: list[NbestList]) -> Scored:
         np.array([len(i.reference.split()) for i in lists]),
         np.array([len(i.reference) for i in lists]),
     )  # fmt: skip
+
+
+def check_bias(lm: LanguageModel, item: NbestList) -> Bias | None:
+    """A line's bias as the service's ``bias`` would take it; NbestError naming the line where
+    the service would answer 422."""
+    if not item.bias:
+        return None
+    if not lm.caches_history():
+        raise NbestError(f"{item.where}: bias needs a model with a recurrent network; this "
+                         f"one ({lm.architecture().get('kind', 'network')}) has none")  # fmt: skip
+    phrases = []
+    for i, text in enumerate(item.bias):
+        tokens = tuple(lm.tokenize(text))
+        if not 1 <= len(tokens) <= MAX_PHRASE_TOKENS:
+            raise NbestError(f"{item.where}: bias[{i}] has {len(tokens)} tokens after "
+                             f"tokenisation; a phrase needs 1 to {MAX_PHRASE_TOKENS}")  # fmt: skip
+        phrases.append(tokens)
+    cache = lm.neural_cache()
+    theta = cache.theta if cache is not None else DEFAULT_THETA
+    if cache is not None and cache.weight + DEFAULT_WEIGHT >= 1:
+        raise NbestError(f"{item.where}: bias: the model's cache weight {cache.weight:g} leaves "
+                         f"no room for the bias's {DEFAULT_WEIGHT:g}")  # fmt: skip
+    return Bias(tuple(phrases), (1.0,) * len(phrases), DEFAULT_WEIGHT, theta)
 
 
 def padded(values: list[np.ndarray], fill: float) -> np.ndarray:
@@ -172,7 +204,8 @@ def picks(lists: list[NbestList], scored: Scored, rows: np.ndarray, weight: floa
 
 
 def fit(lists: list[NbestList], scored: Scored, rows: np.ndarray) -> tuple[float, float]:
-    """The grid point with the fewest word errors on ``rows``."""
+    """The grid point (weight, bonus per token inside the weight) with the fewest word errors
+    on ``rows``."""
     recogniser = padded([lists[r].scores for r in rows], -np.inf)
     lm = padded([scored.lm[r] for r in rows], 0.0)
     n = padded([scored.tokens[r] for r in rows], 0.0)
@@ -181,6 +214,8 @@ def fit(lists: list[NbestList], scored: Scored, rows: np.ndarray) -> tuple[float
     best: tuple[int, float, float, float] | None = None
     for weight in WEIGHTS:
         for bonus in BONUSES if weight > 0 else [0.0]:
+            if abs(weight * bonus) > MAX_COMBINED_BONUS:
+                continue
             chosen = np.argmax(recogniser + weight * (lm + bonus * n), axis=1)
             trial = (int(errors[index, chosen].sum()), abs(float(bonus)), float(weight),
                      float(bonus))  # fmt: skip
@@ -219,29 +254,34 @@ def tune_nbest(
     halves = [every[::2], every[1::2]]
     held_out = np.zeros(len(lists), dtype=int)
     for k, rows in enumerate(halves):
-        other = halves[1 - k]
-        w, b = fit(lists, scored, other) if len(other) else (weight, bonus)
-        held_out[rows] = picks(lists, scored, rows, w, b)
+        if len(lists) >= 2:  # with one list there is nothing to hold out
+            w, b = fit(lists, scored, halves[1 - k])
+            held_out[rows] = picks(lists, scored, rows, w, b)
 
     def errors_of(chosen: np.ndarray) -> np.ndarray:
         return np.array([scored.word_errors[r][k] for r, k in zip(every, chosen, strict=True)])
 
-    gap = interval(errors_of(held_out), errors_of(first), scored.words)
+    two = len(lists) >= 2
+    gap = interval(errors_of(held_out), errors_of(first), scored.words) if two else None
     report: dict[str, Any] = {
         "lists": len(lists),
         "lm_weight": weight,
-        "length_bonus": bonus,
+        "length_bonus": weight * bonus,  # /v1/rerank's: score + w · lm + length_bonus · n
         "first_pass": rates(scored, every, first),
         "reranked": rates(scored, every, fitted),
-        "reranked_cross_validated": rates(scored, every, held_out),
+        "reranked_cross_validated": rates(scored, every, held_out) if two else None,
         "oracle": rates(scored, every, oracle),
         "cross_validated_minus_first_pass_ci95": gap,
     }
-    log(f"lm_weight {weight:g}, length_bonus {bonus:g} on {len(lists):,} lists")
+    log(f"lm_weight {weight:g}, length_bonus {weight * bonus:g} on {len(lists):,} lists")
     for key, label in (("first_pass", "first pass"), ("reranked", "reranked (fitted here)"),
                        ("reranked_cross_validated", "reranked (cross-validated)"),
                        ("oracle", "oracle")):  # fmt: skip
-        log(f"  {label}: WER {report[key]['wer']:.2f} %, CER {report[key]['cer']:.2f} %")
-    low, high = gap
-    log(f"  cross-validated WER minus first pass: 95 % interval {low:+.2f} to {high:+.2f} points")
+        if report[key] is not None:
+            log(f"  {label}: WER {report[key]['wer']:.2f} %, CER {report[key]['cer']:.2f} %")
+    if gap is None:
+        log("  one list: nothing to hold out, no cross-validated figure")
+    else:
+        log(f"  cross-validated WER minus first pass: 95 % interval {gap[0]:+.2f} to "
+            f"{gap[1]:+.2f} points")  # fmt: skip
     return report

@@ -60,6 +60,10 @@ def write(path: Path, records: list[Any]) -> Path:
         ({"reference": "a", "hypotheses": [{"text": "a", "score": "1"}]},
          r"hypotheses\[0\]\.score must be a finite number"),
         ({"reference": "a", "hypotheses": [{"text": "a"}], "bias": "x"}, r"bias must be a list"),
+        ('{"reference": "a", "hypotheses": [{"text": "a", "score": 1' + "0" * 400 + "}]}",
+         r"hypotheses\[0\]\.score must be a finite number"),
+        ("[" * 100_000 + "]" * 100_000, r"x.jsonl:2: not JSON"),
+        ({"reference": "a", "hypotheses": [{"text": "a" * 20_001}]}, r"at most 20,000"),
     ],
 )  # fmt: skip
 def test_a_malformed_line_is_named_by_line_and_field(
@@ -116,3 +120,57 @@ def test_rerank_weights_are_checked() -> None:
         RerankWeights(float("nan"), 0.0)
     with pytest.raises(ValueError, match="hold lm_weight and length_bonus"):
         RerankWeights.from_dict({"lm_weight": 1})
+
+
+def test_a_line_separator_inside_a_string_is_not_a_line_break(tmp_path: Path) -> None:
+    record = {"reference": "a\u2028b", "hypotheses": [{"text": "a b"}]}
+    path = tmp_path / "sep.jsonl"
+    path.write_text(json.dumps(record, ensure_ascii=False) + "\n" + json.dumps(lists(1)[0]))
+    items = read_nbest(path)
+    assert len(items) == 2 and items[0].reference == "a\u2028b"
+
+
+def scored_items(records: list[dict[str, Any]]) -> list[NbestList]:
+    return [
+        NbestList(r["reference"], [h["text"] for h in r["hypotheses"]],
+                  np.array([h["score"] for h in r["hypotheses"]]), r.get("bias"), f"x:{k}")
+        for k, r in enumerate(records)
+    ]  # fmt: skip
+
+
+def test_the_written_weights_rank_as_rerank_does(kn: NgramLM) -> None:
+    """The service ranks by score + lm_weight · lm + length_bonus · n: with the weights tune
+    reports, it picks what tune picked (lengths differ, so the bonus matters)."""
+    from model.training.nbest import score_lists
+
+    rng = np.random.default_rng(3)
+    records = []
+    for k in range(40):
+        words = TEXT[k % len(TEXT)]
+        records.append({"reference": " ".join(words), "hypotheses": [
+            {"text": " ".join(words[:-1]), "score": -1.0},  # a deletion
+            {"text": " ".join(words), "score": -1.4 - 0.2 * rng.random()},
+            {"text": " ".join([*words, "the"]), "score": -1.2},  # an insertion
+        ]})  # fmt: skip
+    items = scored_items(records)
+    report = tune_nbest(kn, items, lambda _: None)
+    scored = score_lists(kn, items)
+    errors = 0
+    for item, lm, n, errs in zip(items, scored.lm, scored.tokens, scored.word_errors, strict=True):
+        combined = item.scores + report["lm_weight"] * lm + report["length_bonus"] * n
+        errors += int(errs[int(np.argmax(combined))])
+    words = sum(len(r["reference"].split()) for r in records)
+    assert round(100 * errors / words, 2) == report["reranked"]["wer"]
+    assert report["reranked"]["wer"] < report["first_pass"]["wer"]
+
+
+def test_one_list_has_no_cross_validated_figure(kn: NgramLM) -> None:
+    report = tune_nbest(kn, scored_items(lists(1)), lambda _: None)
+    assert report["reranked_cross_validated"] is None
+    assert report["cross_validated_minus_first_pass_ci95"] is None
+
+
+def test_a_bias_line_the_model_cannot_take_is_named(kn: NgramLM) -> None:
+    records = [*lists(2), {**lists(1)[0], "bias": ["dog"]}]
+    with pytest.raises(NbestError, match="x:2: bias needs a model with a recurrent network"):
+        tune_nbest(kn, scored_items(records), lambda _: None)

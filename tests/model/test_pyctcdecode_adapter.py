@@ -244,3 +244,13 @@ def test_a_bias_is_mixed_in_in_process_and_over_http(tiny_lm: RecurrentLM) -> No
             ctc.use_bias(None)
             plain, _ = ctc.score(ctc.get_start_state(), "new")
             assert plain == pytest.approx(lp(tiny_lm, [], ["new"]), abs=1e-9)
+
+
+def test_a_partial_word_of_a_biased_name_is_not_penalised(tiny_lm: RecurrentLM) -> None:
+    ctc = NextwordCTCLM.in_process(tiny_lm, unk_score_offset=-10.0)
+    assert ctc.score_partial_token("ween") == -10.0  # no word of the vocabulary starts so
+    ctc.use_bias(["Weena", "the weena"])
+    assert ctc.score_partial_token("Ween") == 0.0 == ctc.score_partial_token("ween")
+    assert ctc.score_partial_token("weenx") == -10.0
+    ctc.use_bias(None)
+    assert ctc.score_partial_token("ween") == -10.0
