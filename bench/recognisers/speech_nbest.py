@@ -66,7 +66,13 @@ sys.path.insert(0, str(ROOT))
 
 import pocketsphinx as ps  # noqa: E402
 
-from bench.recognisers.texts import Text, display, normalise, select  # noqa: E402
+from bench.recognisers.texts import (  # noqa: E402
+    Text,
+    display,
+    normalise,
+    ptb_documents,
+    select,
+)
 from bench.recognisers.wer import word_errors  # noqa: E402
 
 RUNS = ROOT / "runs" / "recognisers"
@@ -315,15 +321,21 @@ def main() -> None:
     parser.add_argument("--raw", type=int, default=1000, help="A* entries read per utterance")
     parser.add_argument("--lm", choices=["trigram", "unigram"], default="trigram")
     parser.add_argument("--audio", type=Path, default=AUDIO)
+    parser.add_argument(
+        "--documents", type=int, default=0, metavar="N",
+        help="instead: the first N documents of consecutive PTB validation lines "
+        "(texts.ptb_documents), for reranking with history; written as speech-documents.jsonl",
+    )  # fmt: skip
     args = parser.parse_args()
     suffix = "" if args.lm == "trigram" else f"-{args.lm}"
+    suffix = "-documents" + suffix if args.documents else suffix
     out = args.out or RUNS / f"speech{suffix}.jsonl"
     lm_path = TRIGRAM if args.lm == "trigram" else unigram_lm(RUNS / "speech" / "unigram.arpa")
 
     start = time.perf_counter()
     decoder = ps.Decoder(lm=str(lm_path), loglevel="ERROR")
     lm = ps.NGramModel.readfile(str(lm_path))
-    texts = select(args.per_source)
+    texts = ptb_documents(args.documents) if args.documents else select(args.per_source)
     records: list[dict[str, Any]] = []
     checks: list[int] = []
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -93,6 +93,7 @@ def time_machine_sentences(path: Path = TIME_MACHINE) -> list[str]:
 # the book's cast: words no Penn Treebank model has in its vocabulary (issue 31, bias)
 NAMES = ("weena", "eloi", "morlock", "morlocks", "filby")
 DOCUMENT_SENTENCES = 10  # a document: this many consecutive sentences of the book
+PTB_DOCUMENT_LINES = 40  # a PTB document: this many consecutive validation lines
 
 
 def name_documents(limit: int) -> list[Text]:
@@ -112,6 +113,29 @@ def name_documents(limit: int) -> list[Text]:
         split = "dev" if documents % 2 == 0 else "test"
         texts += [Text(f"names-{documents:03d}-{k:02d}", "names", split, s)
                   for k, s in enumerate(block)]  # fmt: skip
+        documents += 1
+        if documents == limit:
+            break
+    return texts
+
+
+def ptb_documents(limit: int) -> list[Text]:
+    """Documents for reranking with history (issue 31, item 5): ``ptb.valid.txt`` in order, cut
+    into runs of ``PTB_DOCUMENT_LINES`` consecutive lines, each keeping the lines a person could
+    say and write back (``ptb_sentences``' test: about one in four); ids ``ptbdoc-DDD-SS``;
+    whole documents alternate between ``dev`` and ``test``; the first ``limit`` documents with
+    two lines or more."""
+    sayable = set(ptb_sentences())
+    lines = [" ".join(line.split()) for line in PTB_VALID.read_text().splitlines()]
+    texts: list[Text] = []
+    documents = 0
+    for start in range(0, len(lines), PTB_DOCUMENT_LINES):
+        block = [line for line in lines[start : start + PTB_DOCUMENT_LINES] if line in sayable]
+        if len(block) < 2:
+            continue
+        split = "dev" if documents % 2 == 0 else "test"
+        texts += [Text(f"ptbdoc-{documents:03d}-{k:02d}", "ptbdoc", split, line)
+                  for k, line in enumerate(block)]  # fmt: skip
         documents += 1
         if documents == limit:
             break
