@@ -11,8 +11,9 @@ others, so only the bias differs):
 - ``+ hotwords``: pyctcdecode's ``hotwords`` = the cast (``texts.NAMES``), its default
   ``hotword_weight`` (10) and the best of a few others on dev; a score bonus per matching
   character outside the language model (not normalised);
-- ``+ nextword bias``: the model given ``bias`` = the cast (``RecurrentLM.with_bias``), the
-  weight chosen on dev among a few: the language model's own, normalised probabilities.
+- ``+ nextword bias``: the adapter's ``use_bias`` with the cast (the model's ``bias``, and a
+  partial word that can still become a name is not penalised as unknown), the weight chosen on
+  dev among a few: the language model's own, normalised probabilities.
 
 Reported on the test lines: WER, CER and the names' error rate (B-WER) and the other words'
 (U-WER).
@@ -37,7 +38,6 @@ from wer import biased_errors, word_errors
 
 from model.adapters.pyctcdecode_lm import NextwordCTCLM
 from model.adapters.spelling import treebank_split
-from model.inference.bias import Bias
 from model.inference.checkpoint import load_checkpoint
 from model.inference.recurrent_lm import RecurrentLM
 
@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--beam-width", type=int, default=100)
     parser.add_argument("--tune-lines", type=int, default=60)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--alpha", type=float, help="with --beta: skip tuning them on dev")
+    parser.add_argument("--beta", type=float)
     args = parser.parse_args()
     from pyctcdecode import Alphabet, BeamSearchDecoderCTC  # type: ignore[import-not-found]
 
@@ -88,7 +90,11 @@ def main() -> None:
     assert isinstance(rnn, RecurrentLM)
     started = time.time()
     plain = BeamSearchDecoderCTC(alphabet, NextwordCTCLM.in_process(rnn, tokenize=treebank_split))
-    params = tune(plain, lines["dev"], refs["dev"], args.beam_width)
+    if args.alpha is not None and args.beta is not None:
+        params = {"alpha": args.alpha, "beta": args.beta, "given": True}
+        plain.reset_params(alpha=args.alpha, beta=args.beta)
+    else:
+        params = tune(plain, lines["dev"], refs["dev"], args.beam_width)
     print("alpha, beta on dev:", json.dumps(params), flush=True)
     systems = {"beam + nextword": decode(plain, lines["test"], args.beam_width)}
     dev_errors: dict[str, int] = {}
@@ -105,8 +111,8 @@ def main() -> None:
     )
     biased = {}
     for weight in BIAS_WEIGHTS:
-        bias = Bias(tuple((n,) for n in NAMES), (1.0,) * len(NAMES), weight, 0.5)
-        adapter = NextwordCTCLM.in_process(rnn.with_bias(bias), tokenize=treebank_split)
+        adapter = NextwordCTCLM.in_process(rnn, tokenize=treebank_split)
+        adapter.use_bias(list(NAMES), weight)  # the model's bias, and the names' spellings
         decoder = BeamSearchDecoderCTC(alphabet, adapter)
         decoder.reset_params(alpha=params["alpha"], beta=params["beta"])
         biased[weight] = decoder
