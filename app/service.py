@@ -17,8 +17,7 @@ from app import schemas
 from app.core.config import Settings
 from app.metrics import observe_scores
 from app.scheduler import Work
-from model.inference.bias import DEFAULT_THETA as DEFAULT_BIAS_THETA
-from model.inference.bias import MAX_PHRASE_TOKENS, Bias
+from model.inference.bias import Bias
 from model.inference.history import History, history_sentences, history_window
 from model.inference.language_model import (
     Call,
@@ -163,21 +162,9 @@ def variant(lm: LanguageModel, request: schemas.WithHistory) -> LanguageModel:
 def bias_of(lm: LanguageModel, options: schemas.BiasOptions) -> Bias:
     """The request's phrases in the model's tokens (InputError naming the phrase that has no
     token or too many; ``with_bias``'s for a kind that cannot have one)."""
-    if not lm.caches_history():
-        lm.with_bias(Bias((("x",),), (1.0,), options.weight, 0.0))  # the kind's 422
-    phrases, boosts = [], []
-    for i, item in enumerate(options.phrases):
-        text, boost = (item, 1.0) if isinstance(item, str) else (item.text, item.boost)
-        tokens = tuple(lm.tokenize(text))
-        if not 1 <= len(tokens) <= MAX_PHRASE_TOKENS:
-            raise InputError("bias.phrases", i, f"has {len(tokens)} tokens after tokenisation; "
-                             f"a phrase needs 1 to {MAX_PHRASE_TOKENS}")  # fmt: skip
-        phrases.append(tokens)
-        boosts.append(boost)
-    cache = lm.neural_cache()
-    theta = options.theta if options.theta is not None else (
-        cache.theta if cache is not None else DEFAULT_BIAS_THETA)  # fmt: skip
-    return Bias(tuple(phrases), tuple(boosts), options.weight, theta)
+    items = [(p, 1.0) if isinstance(p, str) else (p.text, p.boost) for p in options.phrases]
+    return lm.bias_for([text for text, _ in items], [boost for _, boost in items],
+                       options.weight, options.theta)  # fmt: skip
 
 
 def bias_used(lm: LanguageModel) -> schemas.BiasUsed | None:

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from model.inference.bias import DEFAULT_THETA, DEFAULT_WEIGHT, Bias
+from model.inference.bias import DEFAULT_WEIGHT
 from model.inference.history import (
     MAX_HISTORY_TOKENS,
     History,
@@ -66,10 +66,7 @@ class InProcessScorer:
         if not phrases:
             self.lm = self.base
             return
-        tokenised = tuple(tuple(self.base.tokenize(p)) for p in phrases)
-        cache = self.base.neural_cache()
-        theta = DEFAULT_THETA if cache is None else cache.theta
-        self.lm = self.base.with_bias(Bias(tokenised, (1.0,) * len(tokenised), weight, theta))
+        self.lm = self.base.with_bias(self.base.bias_for(phrases, weight=weight))
 
     def use_history(self, history: HistoryText | None) -> None:
         if history is None or not self.lm.reads_history():

@@ -34,7 +34,9 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
-from model.inference.bias import Bias
+from model.inference.bias import DEFAULT_THETA as DEFAULT_BIAS_THETA
+from model.inference.bias import DEFAULT_WEIGHT as DEFAULT_BIAS_WEIGHT
+from model.inference.bias import MAX_PHRASE_TOKENS, Bias
 from model.inference.neural_cache import CacheSettings
 from model.inference.prefix_cache import CacheObserver
 from model.inference.rerank_weights import RerankWeights
@@ -323,6 +325,29 @@ class LanguageModel(ABC):
             return self
         raise InputError("bias", None, self._no_cache().replace("a cache", "a bias").replace(
             "leave cache out", "leave bias out"))  # fmt: skip
+
+    def bias_for(
+        self, texts: Sequence[str], boosts: Sequence[float] | None = None,
+        weight: float = DEFAULT_BIAS_WEIGHT, theta: float | None = None,
+    ) -> Bias:  # fmt: skip
+        """Phrases as this model reads them, a ``Bias`` for ``with_bias``: θ by default the
+        model's cache θ, else ``bias.DEFAULT_THETA``. InputError naming ``bias`` for a kind
+        without hidden states, ``bias.phrases[i]`` for a phrase with no token or too many."""
+        if not self.caches_history():
+            raise InputError("bias", None, self._no_cache().replace("a cache", "a bias").replace(
+                "leave cache out", "leave bias out"))  # fmt: skip
+        phrases = []
+        for i, text in enumerate(texts):
+            tokens = tuple(self.tokenize(text))
+            if not 1 <= len(tokens) <= MAX_PHRASE_TOKENS:
+                problem = (f"has {len(tokens)} tokens after tokenisation; a phrase needs 1 to "
+                           f"{MAX_PHRASE_TOKENS}")  # fmt: skip
+                raise InputError("bias.phrases", i, problem)
+            phrases.append(tokens)
+        cache = self.neural_cache()
+        if theta is None:
+            theta = DEFAULT_BIAS_THETA if cache is None else cache.theta
+        return Bias(tuple(phrases), tuple(boosts or [1.0] * len(phrases)), weight, theta)
 
     def unread_phrases(self) -> int:
         """Positions reading the bias's phrases would compute now (the scheduler's cost)."""

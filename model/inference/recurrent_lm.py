@@ -227,9 +227,7 @@ class RecurrentLM(NetworkLM[RNNLM]):
         through the prefix cache and the pinned states."""
         ids = self._ids(tokens)
         if self._cache_settings is not None:
-            codes = np.concatenate([[self.vocab.bos_id], word_codes(self.vocab, tokens)])
-            start, _ = self._memory_base(codes.astype(np.int64).tobytes(),
-                                         self._cache_settings.size)  # fmt: skip
+            start, _ = self._memory_base(self._codes(tokens).tobytes(), self._cache_settings.size)
             return len(ids) - start
         return len(ids) - self._cached_prefix(ids, count=False)[0]
 
@@ -440,6 +438,11 @@ class RecurrentLM(NetworkLM[RNNLM]):
         """``<s> tokens`` as ids."""
         return np.concatenate([[self.vocab.bos_id], self.vocab.encode(tokens)]).astype(np.int64)
 
+    def _codes(self, tokens: Sequence[str]) -> np.ndarray:
+        """``<s> tokens`` as word codes (``neural_cache.word_codes``): what a memory is keyed by."""
+        codes = np.concatenate([[self.vocab.bos_id], word_codes(self.vocab, tokens)])
+        return codes.astype(np.int64)
+
     def _read_with_boundaries(self, id_lists: list[np.ndarray]) -> list[CachedPrefix]:
         """``read_contexts`` on ids: the state at each one's last sentence boundary first
         (read, cached and pinned), then the rest."""
@@ -459,8 +462,8 @@ class RecurrentLM(NetworkLM[RNNLM]):
         cache's memory of its positions (the last ``size``), read on from the longest pinned
         history that has one (a growing history reads its new sentence only), and pinned."""
         ids = self._ids(prefix)
-        codes = np.concatenate([[self.vocab.bos_id], word_codes(self.vocab, prefix)])
-        key = codes.astype(np.int64).tobytes()
+        codes = self._codes(prefix)
+        key = codes.tobytes()
         start, base = self._memory_base(key, size)
         if base is not None and start == len(ids):
             self._keep_memory(key, base)  # used again: the newest

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from model.inference.bias import DEFAULT_THETA, DEFAULT_WEIGHT, MAX_PHRASE_TOKENS, MAX_PHRASES, Bias
-from model.inference.language_model import LanguageModel
+from model.inference.bias import MAX_PHRASES, Bias
+from model.inference.language_model import InputError, LanguageModel
 
 WEIGHTS = np.concatenate([[0.0], np.logspace(-2, 2, 33)])  # lm_weight: recogniser scores
 BONUSES = np.linspace(-16.0, 16.0, 129)  # nats per token, inside the weight
@@ -174,19 +174,16 @@ def check_bias(lm: LanguageModel, item: NbestList) -> Bias | None:
     if not lm.caches_history():
         raise NbestError(f"{item.where}: bias needs a model with a recurrent network; this "
                          f"one ({lm.architecture().get('kind', 'network')}) has none")  # fmt: skip
-    phrases = []
-    for i, text in enumerate(item.bias):
-        tokens = tuple(lm.tokenize(text))
-        if not 1 <= len(tokens) <= MAX_PHRASE_TOKENS:
-            raise NbestError(f"{item.where}: bias[{i}] has {len(tokens)} tokens after "
-                             f"tokenisation; a phrase needs 1 to {MAX_PHRASE_TOKENS}")  # fmt: skip
-        phrases.append(tokens)
+    try:
+        bias = lm.bias_for(item.bias)
+    except InputError as e:
+        field = "bias" if e.index is None else f"bias[{e.index}]"
+        raise NbestError(f"{item.where}: {field} {e.problem}") from None
     cache = lm.neural_cache()
-    theta = cache.theta if cache is not None else DEFAULT_THETA
-    if cache is not None and cache.weight + DEFAULT_WEIGHT >= 1:
+    if cache is not None and cache.weight + bias.weight >= 1:
         raise NbestError(f"{item.where}: bias: the model's cache weight {cache.weight:g} leaves "
-                         f"no room for the bias's {DEFAULT_WEIGHT:g}")  # fmt: skip
-    return Bias(tuple(phrases), (1.0,) * len(phrases), DEFAULT_WEIGHT, theta)
+                         f"no room for the bias's {bias.weight:g}")  # fmt: skip
+    return bias
 
 
 def padded(values: list[np.ndarray], fill: float) -> np.ndarray:
